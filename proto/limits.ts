@@ -1,0 +1,11 @@
+/** Wire limits shared by every implementation (PROTOCOL.md §7). */
+export const Limits = {
+  /** Default cap on a frame body, bytes (the 4-byte length prefix not counted). */
+  MAX_FRAME_BYTES: 64 * 1024,
+  /** Deepest nesting of arrays/maps accepted in a message body. */
+  MAX_DEPTH: 16,
+  /** Most entries accepted in one map or array. */
+  MAX_CONTAINER_ENTRIES: 1024,
+  /** Default clock skew accepted between client and server, ms. */
+  MAX_CLOCK_SKEW_MS: 5 * 60 * 1000,
+} as const

@@ -1,0 +1,22 @@
+/** Message type numbers on the wire (`t` field). Never renumber: add new ones. */
+export const MsgType = {
+  /** Handshake, client -> server, sent in clear: client ephemeral X25519 key. */
+  HS_INIT: 1,
+  /** Handshake, server -> client, sent in clear: server ephemeral key + key confirmation. */
+  HS_RESP: 2,
+  AS_REQ: 10,
+  AS_REP: 11,
+  TGS_REQ: 12,
+  TGS_REP: 13,
+  AP_REQ: 14,
+  AP_REP: 15,
+  KRB_ERROR: 30,
+  TIME_REQ: 40,
+  TIME_REP: 41,
+  ADMIN_REQ: 50,
+  ADMIN_REP: 51,
+} as const
+export type MsgType = (typeof MsgType)[keyof typeof MsgType]
+
+/** Protocol version carried in every message (`v` field). */
+export const PROTOCOL_VERSION = 1

@@ -1,0 +1,18 @@
+/** `kdc`: principals, policies, key rotation (its issue has not landed yet). */
+import yargs from 'yargs'
+
+/** Run kdc with argv; resolves with the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let code = 0
+  await yargs(argv)
+    .scriptName('kdc')
+    .usage('$0 <command>\n\nTessera kdc.')
+    .command('*', false, {}, () => {
+      process.stderr.write('kdc: not yet implemented in this version of Tessera\n')
+      code = 69
+    })
+    .strict()
+    .help()
+    .parseAsync()
+  return code
+}

@@ -1,0 +1,26 @@
+/** The crypto core: the only module that touches a NaCl implementation. */
+export { allBackends, backend, type NaclBackend, useBackend } from './backend.js'
+export {
+  clientHandshakeFinish,
+  counterNonce,
+  openFrame,
+  sealFrame,
+  serverHandshake,
+  type TransportKeys,
+  transcriptHash,
+} from './handshake.js'
+export {
+  checkKdfParams,
+  constantTimeEqual,
+  DEFAULT_KDF_PARAMS,
+  defaultSalt,
+  hkdf,
+  type KdfParams,
+  passwordToKey,
+  sha256,
+  usageKey,
+  wipe,
+} from './keys.js'
+export { randomBytes, randomKey, randomUint32 } from './random.js'
+export { NONCE_BYTES, open, SEAL_OVERHEAD, seal, TAG_BYTES, tryOpen } from './seal.js'
+export { ed25519KeyPair, type KeyPair, sign, verify, x25519, x25519KeyPair } from './sign.js'

@@ -1,0 +1,86 @@
+/** Key derivation: password -> key (scrypt), one subkey per KeyUsage, HKDF, hashes. */
+import { createHash, createHmac, hkdfSync, scrypt, timingSafeEqual } from 'node:crypto'
+
+/** Parameters of the password KDF, stored with every password-derived key so they can be raised later. */
+export interface KdfParams {
+  alg: 'scrypt'
+  /** CPU/memory cost, a power of two. */
+  N: number
+  /** Block size. */
+  r: number
+  /** Parallelism. */
+  p: number
+}
+
+/** Default password KDF: scrypt N=2^15, r=8, p=1 (32 MiB, tens of ms). */
+export const DEFAULT_KDF_PARAMS: Readonly<KdfParams> = Object.freeze({ alg: 'scrypt', N: 32768, r: 8, p: 1 })
+
+/** Bounds accepted for KDF parameters, from the wire or from the database. */
+export const KDF_LIMITS = { minN: 1024, maxN: 1 << 20, maxR: 32, maxP: 16 } as const
+
+/** Throws RangeError unless `k` is an acceptable scrypt parameter set. */
+export function checkKdfParams(k: KdfParams): void {
+  const powerOfTwo = Number.isInteger(k.N) && k.N > 1 && (k.N & (k.N - 1)) === 0
+  if (k.alg !== 'scrypt' || !powerOfTwo || k.N < KDF_LIMITS.minN || k.N > KDF_LIMITS.maxN)
+    throw new RangeError('KDF parameters out of range (N)')
+  if (!Number.isInteger(k.r) || k.r < 1 || k.r > KDF_LIMITS.maxR) throw new RangeError('KDF parameters out of range (r)')
+  if (!Number.isInteger(k.p) || k.p < 1 || k.p > KDF_LIMITS.maxP) throw new RangeError('KDF parameters out of range (p)')
+}
+
+/**
+ * The salt for a principal's password key: UTF-8 of realm followed by the principal's
+ * canonical name (`name/instance`), as Kerberos does (RFC 3961 §3, default salt).
+ */
+export function defaultSalt(realm: string, principal: string): string {
+  return realm + principal
+}
+
+/**
+ * Password -> 32-byte key with scrypt. The password is NFC-normalised first so the same
+ * password typed on different systems gives the same key.
+ */
+export function passwordToKey(password: string, salt: string, params: KdfParams = DEFAULT_KDF_PARAMS): Promise<Uint8Array> {
+  checkKdfParams(params)
+  const maxmem = 128 * params.N * params.r * params.p + 1024 * 1024 * 2
+  return new Promise((resolve, reject) => {
+    scrypt(
+      Buffer.from(password.normalize('NFC'), 'utf8'),
+      Buffer.from(salt, 'utf8'),
+      32,
+      { N: params.N, r: params.r, p: params.p, maxmem },
+      (err, key) => (err ? reject(err) : resolve(new Uint8Array(key))),
+    )
+  })
+}
+
+const USAGE_LABEL = Buffer.from('tessera/usage/v1', 'ascii')
+
+/** The subkey for one key usage: HMAC-SHA256(key, "tessera/usage/v1" || uint32be(usage)). */
+export function usageKey(key: Uint8Array, usage: number): Uint8Array {
+  const u = Buffer.alloc(4)
+  u.writeUInt32BE(usage >>> 0)
+  return new Uint8Array(createHmac('sha256', key).update(USAGE_LABEL).update(u).digest())
+}
+
+/** SHA-256 of the concatenation of parts. */
+export function sha256(...parts: Uint8Array[]): Uint8Array {
+  const h = createHash('sha256')
+  for (const p of parts) h.update(p)
+  return new Uint8Array(h.digest())
+}
+
+/** HKDF-SHA256 (RFC 5869). */
+export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: string, length: number): Uint8Array {
+  return new Uint8Array(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), length))
+}
+
+/** Constant-time equality of two byte strings (false on different lengths, without early exit on content). */
+export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  return timingSafeEqual(a, b)
+}
+
+/** Overwrite key material in place (best effort: JS may hold copies). */
+export function wipe(...keys: (Uint8Array | undefined)[]): void {
+  for (const k of keys) k?.fill(0)
+}
