@@ -40,6 +40,8 @@ export const ErrorCode = {
   KRB_AP_ERR_MUT_FAIL: 46,
   KRB_ERR_GENERIC: 60,
   KRB_ERR_FIELD_TOOLONG: 61,
+  /** The request names a realm this KDC does not serve (RFC 6806). */
+  KDC_ERR_WRONG_REALM: 68,
   /** The message could not be decoded or does not match its schema. */
   TSR_ERR_MALFORMED: 100,
   /** The transport handshake failed (bad key share, bad confirmation, wrong order). */

@@ -118,6 +118,8 @@ export const AsRep = obj(
     crealm: Realm,
     cname: PrincipalName,
     kvno: uint(0xffffffff, 'version of the client key that seals enc'),
+    salt: Type.Optional(Type.String({ maxLength: 1024, description: 'salt of the client key, when password-derived' })),
+    kdf: Type.Optional(KdfParamsSchema),
     ticket: Ticket,
     enc: Sealed(2048),
   },

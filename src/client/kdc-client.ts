@@ -1,0 +1,407 @@
+/** KdcClient: log in (AS), get service tickets and renew them (TGS), with failover and connection reuse. */
+import { ErrorCode } from '../../proto/error-codes.js'
+import { KdcOption, PaType } from '../../proto/flags.js'
+import { KeyUsage } from '../../proto/key-usage.js'
+import {
+  type AsRep,
+  type AsReq,
+  EncKdcRepPart,
+  type EncKdcRepPart as EncKdcRepPartT,
+  type KdfParamsWire,
+  type Message,
+  PaEncTs,
+  TgsAuthenticator,
+  type TgsRep,
+  type Ticket,
+} from '../../proto/messages.js'
+import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
+import { checkKdfParams, defaultSalt, passwordToKey, randomUint32, tryOpen } from '../crypto/index.js'
+import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
+import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
+import type { KdcAddress, RealmFile } from '../krb/realm-file.js'
+import { type ClientChannel, connectChannel } from '../wire/client.js'
+import { krbErrorFromReply } from './errors.js'
+
+/** A ticket and what the client needs to use it. */
+export interface Credentials {
+  crealm: string
+  cname: string[]
+  srealm: string
+  sname: string[]
+  ticket: Ticket
+  /** Session key shared with the service (secret). */
+  sessionKey: Uint8Array
+  flags: number
+  authtime: number
+  starttime: number
+  endtime: number
+  renewTill?: number
+}
+
+/** Options of a KdcClient. */
+export interface KdcClientOptions {
+  /** TCP connect timeout per KDC address, ms. @default 3000 */
+  connectTimeoutMs?: number
+  /** Overall timeout of one call (all retries and failovers), ms. @default 15000 */
+  timeoutMs?: number
+  /** Local clock. @default Date.now */
+  now?: () => number
+  /** Added to the local clock in every time we send (set by time sync). @default 0 */
+  clockOffsetMs?: number
+  /** On a skew error, adopt the KDC's time from the error and retry once. @default true */
+  adjustClockOnSkew?: boolean
+}
+
+/** Options of login and ticket requests. */
+export interface TicketOptions {
+  /** Ticket life wanted, ms (capped by the KDC). @default the KDC's default */
+  lifetimeMs?: number
+  /** Ask for a renewable ticket with this renewable life, ms. */
+  renewableLifeMs?: number
+  forwardable?: boolean
+  signal?: AbortSignal
+}
+
+/** Options of login. */
+export interface LoginOptions extends TicketOptions {
+  /** Service of the initial ticket. @default krbtgt/REALM */
+  service?: string
+}
+
+/** A client key (e.g. from a keytab). */
+export interface ClientKey {
+  key: Uint8Array
+  kvno?: number
+}
+
+type Listener = 'as' | 'tgs' | 'time' | 'admin'
+
+function splitPrincipal(name: string, realm: string): { realm: string; components: string[] } {
+  const at = name.lastIndexOf('@')
+  const r = at >= 0 ? name.slice(at + 1) : realm
+  const n = at >= 0 ? name.slice(0, at) : name
+  if (n.length === 0 || r.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_NAME, `bad principal name "${name}"`)
+  return { realm: r, components: n.split('/') }
+}
+
+function isConnectFailure(err: unknown): boolean {
+  return (
+    err instanceof TesseraError &&
+    (err.code === TesseraErrorCode.TESSERA_NETWORK ||
+      err.code === TesseraErrorCode.TESSERA_TIMEOUT ||
+      err.code === TesseraErrorCode.TESSERA_CHANNEL_CLOSED ||
+      err.code === TesseraErrorCode.TESSERA_HANDSHAKE)
+  ) || (err instanceof KrbProtocolError && (err.code === ErrorCode.TSR_ERR_BUSY || err.code === ErrorCode.TSR_ERR_SHUTTING_DOWN))
+}
+
+function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason)
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason)
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(e)
+      },
+    )
+  })
+}
+
+/** Talks to a realm's KDCs. Reuses one connection per listener; fails over in realm-file order. */
+export class KdcClient {
+  private readonly channels = new Map<string, Promise<ClientChannel>>()
+  private readonly opts: Required<Omit<KdcClientOptions, 'clockOffsetMs'>>
+  /** Milliseconds added to the local clock (time sync / skew recovery). */
+  clockOffsetMs: number
+  private closed = false
+
+  constructor(
+    readonly realm: RealmFile,
+    opts: KdcClientOptions = {},
+  ) {
+    this.opts = {
+      connectTimeoutMs: opts.connectTimeoutMs ?? 3000,
+      timeoutMs: opts.timeoutMs ?? 15000,
+      now: opts.now ?? Date.now,
+      adjustClockOnSkew: opts.adjustClockOnSkew ?? true,
+    }
+    this.clockOffsetMs = opts.clockOffsetMs ?? 0
+  }
+
+  /** Corrected time: local clock + offset. */
+  now(): number {
+    return this.opts.now() + this.clockOffsetMs
+  }
+
+  /** Log in with a password: AS exchange with encrypted-timestamp pre-authentication. */
+  async login(principal: string, password: string, opts: LoginOptions = {}): Promise<Credentials> {
+    const id = splitPrincipal(principal, this.realm.realm)
+    let derived: { salt: string; kdf: KdfParamsWire; key: Uint8Array } | undefined
+    const keyFor = async (salt: string, kdf: KdfParamsWire) => {
+      if (!derived || derived.salt !== salt || JSON.stringify(derived.kdf) !== JSON.stringify(kdf)) {
+        checkKdfParams(kdf)
+        derived = { salt, kdf, key: await passwordToKey(password, salt, kdf) }
+      }
+      return derived.key
+    }
+    try {
+      return await this.asExchange(id, opts, keyFor)
+    } finally {
+      derived?.key.fill(0)
+    }
+  }
+
+  /** Log in with a long-term key (keytab): one round trip, pre-authenticated. */
+  loginWithKey(principal: string, key: ClientKey, opts: LoginOptions = {}): Promise<Credentials> {
+    const id = splitPrincipal(principal, this.realm.realm)
+    return this.asExchange(id, opts, async () => key.key, key.key)
+  }
+
+  private async asExchange(
+    id: { realm: string; components: string[] },
+    opts: LoginOptions,
+    keyFor: (salt: string, kdf: KdfParamsWire) => Promise<Uint8Array>,
+    knownKey?: Uint8Array,
+  ): Promise<Credentials> {
+    const sname = opts.service ? splitPrincipal(opts.service, this.realm.realm).components : ['krbtgt', this.realm.realm]
+    const signal = this.callSignal(opts.signal)
+    let key = knownKey
+    let skewRetried = false
+    for (let round = 0; round < 4; round++) {
+      const nonce = randomUint32()
+      const build = (): AsReq => {
+        const now = this.now()
+        const req: AsReq = {
+          v: PROTOCOL_VERSION,
+          t: MsgType.AS_REQ,
+          cname: id.components,
+          realm: id.realm,
+          sname,
+          till: opts.lifetimeMs ? now + opts.lifetimeMs : 0,
+          nonce,
+          options: this.kdcOptions(opts),
+          padata: [],
+        }
+        if (opts.renewableLifeMs) req.rtill = now + opts.renewableLifeMs
+        if (key) {
+          const ts = sealPart(key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, PaEncTs, { ts: Math.floor(now), us: 0 })
+          req.padata = [{ type: PaType.PA_ENC_TIMESTAMP, value: ts }]
+        }
+        return req
+      }
+      const reply = await this.send('as', build, signal)
+      if (reply.t === MsgType.KRB_ERROR) {
+        const err = krbErrorFromReply(reply, this.now(), opts.service)
+        if (reply.code === ErrorCode.KDC_ERR_PREAUTH_REQUIRED && !knownKey && reply.edata?.salt !== undefined && reply.edata.kdf) {
+          key = await keyFor(reply.edata.salt, reply.edata.kdf)
+          continue
+        }
+        if (reply.code === ErrorCode.KRB_AP_ERR_SKEW && this.opts.adjustClockOnSkew && !skewRetried) {
+          skewRetried = true
+          this.clockOffsetMs += reply.stime - this.now()
+          continue
+        }
+        throw err
+      }
+      if (reply.t !== MsgType.AS_REP) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, `unexpected reply type ${reply.t} to AS_REQ`)
+      if (!key) {
+        // No pre-auth was required: derive the key from the salt/KDF the KDC sent.
+        key = await keyFor(reply.salt ?? defaultSalt(id.realm, id.components.join('/')), reply.kdf ?? { alg: 'scrypt', N: 32768, r: 8, p: 1 })
+      }
+      return this.acceptKdcRep(reply, key, KeyUsage.AS_REP_ENCPART, nonce, sname)
+    }
+    throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'the KDC kept asking for pre-authentication')
+  }
+
+  /** Check a KDC reply: it opens under our key, answers our nonce, for the service we asked. */
+  private acceptKdcRep(reply: AsRep | TgsRep, key: Uint8Array, usage: number, nonce: number, sname: string[]): Credentials {
+    if (tryOpen(key, usage, reply.enc) === null)
+      throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'the KDC reply does not open with our key (forged reply or wrong password)')
+    let part: EncKdcRepPartT
+    try {
+      part = openPart(key, usage, EncKdcRepPart, reply.enc)
+    } catch (err) {
+      throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'malformed KDC reply', { cause: err })
+    }
+    // RFC 4120 §3.1.5: the nonce binds the reply to this request; a replayed reply fails here.
+    if (part.nonce !== nonce) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'KDC reply nonce does not match the request (replayed reply?)')
+    if (!sameName(part.sname, sname) || !sameName(reply.ticket.sname, sname))
+      throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'KDC reply is for another service')
+    const creds: Credentials = {
+      crealm: reply.crealm,
+      cname: reply.cname,
+      srealm: part.srealm,
+      sname: part.sname,
+      ticket: reply.ticket,
+      sessionKey: new Uint8Array(part.key),
+      flags: part.flags,
+      authtime: part.authtime,
+      starttime: part.starttime,
+      endtime: part.endtime,
+    }
+    if (part.renewTill !== undefined) creds.renewTill = part.renewTill
+    return creds
+  }
+
+  /** Get a service ticket with a TGT. */
+  getServiceTicket(tgt: Credentials, service: string, opts: TicketOptions = {}): Promise<Credentials> {
+    const sname = splitPrincipal(service, this.realm.realm).components
+    return this.tgsExchange(tgt, sname, this.kdcOptions(opts), opts, service)
+  }
+
+  /** Renew a renewable ticket (TGT or service ticket) before it expires. */
+  renew(creds: Credentials, opts: { signal?: AbortSignal } = {}): Promise<Credentials> {
+    return this.tgsExchange(creds, creds.sname, KdcOption.RENEW, opts, principalString(creds.sname, creds.srealm))
+  }
+
+  private async tgsExchange(
+    creds: Credentials,
+    sname: string[],
+    options: number,
+    opts: TicketOptions,
+    display: string,
+  ): Promise<Credentials> {
+    const signal = this.callSignal(opts.signal)
+    let skewRetried = false
+    for (;;) {
+      const nonce = randomUint32()
+      const build = () => {
+        const now = this.now()
+        const ms = Math.floor(now)
+        const auth: Parameters<typeof sealPart<typeof TgsAuthenticator>>[3] = {
+          crealm: creds.crealm,
+          cname: creds.cname,
+          ctime: ms,
+          cusec: Math.floor((now - ms) * 1000) % 1000,
+          sname,
+          till: opts.lifetimeMs ? ms + opts.lifetimeMs : 0,
+          nonce,
+          options,
+        }
+        if (opts.renewableLifeMs) auth.rtill = ms + opts.renewableLifeMs
+        return {
+          v: PROTOCOL_VERSION,
+          t: MsgType.TGS_REQ,
+          ticket: creds.ticket,
+          auth: sealPart(creds.sessionKey, KeyUsage.TGS_REQ_AUTH, TgsAuthenticator, auth),
+        } as const
+      }
+      const reply = await this.send('tgs', build, signal)
+      if (reply.t === MsgType.KRB_ERROR) {
+        if (reply.code === ErrorCode.KRB_AP_ERR_SKEW && this.opts.adjustClockOnSkew && !skewRetried) {
+          skewRetried = true
+          this.clockOffsetMs += reply.stime - this.now()
+          continue
+        }
+        throw krbErrorFromReply(reply, this.now(), display)
+      }
+      if (reply.t !== MsgType.TGS_REP) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, `unexpected reply type ${reply.t} to TGS_REQ`)
+      return this.acceptKdcRep(reply, creds.sessionKey, KeyUsage.TGS_REP_ENCPART_SESSKEY, nonce, sname)
+    }
+  }
+
+  private kdcOptions(o: TicketOptions): number {
+    let f = 0
+    if (o.forwardable) f |= KdcOption.FORWARDABLE
+    if (o.renewableLifeMs) f |= KdcOption.RENEWABLE
+    return f
+  }
+
+  private callSignal(user?: AbortSignal): AbortSignal {
+    const t = AbortSignal.timeout(this.opts.timeoutMs)
+    return user ? AbortSignal.any([user, t]) : t
+  }
+
+  /**
+   * Send to the first KDC that answers, in realm-file order. `build` is called per
+   * attempt so each carries a fresh timestamp/authenticator. A connect failure moves on to
+   * the next KDC; a reused connection that turns out closed is reopened once.
+   */
+  async send(listener: Listener, build: () => Message, signal: AbortSignal): Promise<Message> {
+    if (this.closed) throw new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'client is closed')
+    let lastErr: unknown
+    for (const kdc of this.realm.kdcs) {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        if (signal.aborted) throw this.abortError(signal, lastErr)
+        let ch: ClientChannel
+        try {
+          ch = await raceSignal(this.channel(kdc, listener), signal)
+        } catch (err) {
+          lastErr = err
+          if (signal.aborted) throw this.abortError(signal, err)
+          if (isConnectFailure(err)) break // next KDC
+          throw err
+        }
+        try {
+          return await ch.request(build(), { signal, timeoutMs: this.opts.timeoutMs })
+        } catch (err) {
+          lastErr = err
+          if (signal.aborted) throw this.abortError(signal, err)
+          if (err instanceof TesseraError && err.code === TesseraErrorCode.TESSERA_CHANNEL_CLOSED && attempt === 0) continue
+          if (isConnectFailure(err)) break
+          throw err
+        }
+      }
+    }
+    const detail = lastErr instanceof Error ? lastErr.message : 'no KDC configured'
+    throw new TesseraError(TesseraErrorCode.TESSERA_NETWORK, `cannot reach any KDC of ${this.realm.realm}: ${detail}`, {
+      cause: lastErr,
+    })
+  }
+
+  private abortError(signal: AbortSignal, cause: unknown): TesseraError {
+    const reason = signal.reason as { name?: string } | undefined
+    if (reason?.name === 'TimeoutError')
+      return new TesseraError(TesseraErrorCode.TESSERA_TIMEOUT, `no answer from the KDC within ${this.opts.timeoutMs} ms`, { cause })
+    return new TesseraError(TesseraErrorCode.TESSERA_ABORTED, 'operation aborted', { cause })
+  }
+
+  // Shared by concurrent callers, so it is bounded by the connect timeout, not by one caller's signal.
+  private channel(kdc: KdcAddress, listener: Listener): Promise<ClientChannel> {
+    const port = kdc[listener]
+    const id = `${kdc.host}:${port}`
+    const existing = this.channels.get(id)
+    if (existing) {
+      return existing.then(
+        (ch) => {
+          if (!ch.closed) return ch
+          if (this.channels.get(id) === existing) this.channels.delete(id)
+          return this.channel(kdc, listener)
+        },
+        (err) => {
+          if (this.channels.get(id) === existing) this.channels.delete(id)
+          throw err
+        },
+      )
+    }
+    const p = connectChannel({
+      host: kdc.host,
+      port,
+      serverKey: this.realm.transportKey,
+      connectTimeoutMs: this.opts.connectTimeoutMs,
+      handshakeTimeoutMs: this.opts.connectTimeoutMs,
+    })
+    this.channels.set(id, p)
+    p.then(
+      (ch) => ch.onClose(() => {
+        if (this.channels.get(id) === p) this.channels.delete(id)
+      }),
+      () => {
+        if (this.channels.get(id) === p) this.channels.delete(id)
+      },
+    )
+    return p
+  }
+
+  /** Close every connection. */
+  close(): void {
+    this.closed = true
+    for (const p of this.channels.values()) p.then((ch) => ch.close(), () => {})
+    this.channels.clear()
+  }
+}

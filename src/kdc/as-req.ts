@@ -1,0 +1,213 @@
+/** AS exchange: gatherAsReq -> checkAsReq -> issueAsRep (RFC 4120 §3.1, MIT do_as_req.c). */
+import { ErrorCode } from '../../proto/error-codes.js'
+import { KdcOption, PaType, TicketFlag } from '../../proto/flags.js'
+import { KeyUsage } from '../../proto/key-usage.js'
+import { type AsRep, type AsReq, EncKdcRepPart, EncTicketPart, PaEncTs } from '../../proto/messages.js'
+import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
+import { DEFAULT_KDF_PARAMS, defaultSalt, randomKey, tryOpen } from '../crypto/index.js'
+import type { KeyVersion, PrincipalRecord } from '../db/types.js'
+import { KrbProtocolError } from '../errors.js'
+import { openPart, principalString, sealPart } from '../krb/parts.js'
+import type { ConnectionContext } from '../wire/server.js'
+import { currentKey, type KdcContext } from './context.js'
+import { computeTimes } from './policy.js'
+
+interface AsGathered {
+  req: AsReq
+  client: PrincipalRecord | undefined
+  service: PrincipalRecord | undefined
+  clientName: string
+  serviceName: string
+}
+
+const DUMMY_KEY = randomKey()
+
+function fail(code: number, status: string, message: string): never {
+  throw new KrbProtocolError(code, status, { message })
+}
+
+/** Look up both principals. */
+async function gatherAsReq(ctx: KdcContext, req: AsReq): Promise<AsGathered> {
+  const realm = ctx.realm.realm
+  const clientName = principalString(req.cname, req.realm)
+  const serviceName = principalString(req.sname, realm)
+  if (req.realm !== realm) fail(ErrorCode.KDC_ERR_WRONG_REALM, 'WRONG_REALM', `this KDC serves realm ${realm}`)
+  const [client, service] = await Promise.all([
+    ctx.db.get({ realm, components: req.cname }),
+    ctx.db.get({ realm, components: req.sname }),
+  ])
+  return { req, client, service, clientName, serviceName }
+}
+
+/** The pre-auth hint for a principal, identical in shape for unknown principals. */
+function preauthHint(ctx: KdcContext, req: AsReq, key: KeyVersion | undefined) {
+  return {
+    salt: key?.salt ?? defaultSalt(req.realm, req.cname.join('/')),
+    kdf: key?.kdf ?? { ...(ctx.config.kdf ?? DEFAULT_KDF_PARAMS) },
+    kvno: key?.kvno ?? 1,
+  }
+}
+
+/**
+ * Verify pre-authentication. Deny by default: only one PA-ENC-TIMESTAMP that opens
+ * under the client's current key and is within the skew marks the request
+ * pre-authenticated. Returns true when pre-authenticated, false when the request
+ * carried no pre-auth and the principal does not require it.
+ */
+async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionContext, arrived: number): Promise<boolean> {
+  const { req, client } = g
+  const key = client ? currentKey(client) : undefined
+  const requires = client ? client.attributes.requiresPreauth !== false : true
+  if (req.padata.length === 0) {
+    if (!requires) return false
+    const err = new KrbProtocolError(ErrorCode.KDC_ERR_PREAUTH_REQUIRED, 'PREAUTH_REQUIRED', {
+      message: 'pre-authentication required',
+    })
+    err.edata = preauthHint(ctx, req, key)
+    throw err
+  }
+  const types = req.padata.map((p) => p.type)
+  const wellFormed =
+    types.length === 1 && types[0] === PaType.PA_ENC_TIMESTAMP && req.padata[0]!.value.length > 0
+  // Unknown principal and wrong password must look the same: same work, same answer, same minimum delay.
+  const plain = tryOpen(key?.key ?? DUMMY_KEY, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, req.padata[0]?.value ?? new Uint8Array(0))
+  let reason: string | undefined
+  let ts: { ts: number; us: number } | undefined
+  if (!client) reason = 'unknown client principal'
+  else if (!wellFormed) reason = 'pre-auth data missing, duplicated or of an unsupported type'
+  else if (plain === null) reason = 'wrong key (bad password)'
+  else {
+    try {
+      ts = openPart(key!.key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, PaEncTs, req.padata[0]!.value)
+    } catch {
+      reason = 'malformed encrypted timestamp'
+    }
+  }
+  if (reason) {
+    let lockedNow = false
+    if (client) {
+      const policy = client.policy ? await ctx.db.getPolicy(client.policy) : undefined
+      const out = await ctx.db.recordFailure({ realm: client.realm, components: client.components }, ctx.now(), policy)
+      lockedNow = out.lockedNow
+    }
+    ctx.log.security.log({ event: 'as', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'fail', reason })
+    if (lockedNow)
+      ctx.log.security.log({ event: 'lockout', client: g.clientName, peer: conn.peer, outcome: 'info', reason: 'too many failures' })
+    const wait = ctx.config.preauthFailureFloorMs - (ctx.now() - arrived)
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait))
+    fail(ErrorCode.KDC_ERR_PREAUTH_FAILED, 'PREAUTH_FAILED', 'pre-authentication failed: wrong password or unknown principal')
+  }
+  // RFC 4120 §5.2.7.2: the timestamp must be within the skew.
+  const now = ctx.now()
+  if (Math.abs(now - ts!.ts) > ctx.config.maxClockSkewMs) {
+    ctx.log.security.log({ event: 'as', client: g.clientName, peer: conn.peer, outcome: 'fail', reason: 'clock skew' })
+    fail(ErrorCode.KRB_AP_ERR_SKEW, 'SKEW', 'clock skew too great')
+  }
+  return true
+}
+
+/** Status checks on both principals (after pre-auth, so they reveal nothing to a guesser). */
+function checkPrincipals(ctx: KdcContext, g: AsGathered, conn: ConnectionContext): void {
+  const now = ctx.now()
+  const { client, service } = g
+  const refuse = (code: number, status: string, message: string, reason: string): never => {
+    ctx.log.security.log({ event: 'as', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'fail', reason })
+    fail(code, status, message)
+  }
+  if (!client) return refuse(ErrorCode.KDC_ERR_PREAUTH_FAILED, 'PREAUTH_FAILED', 'pre-authentication failed: wrong password or unknown principal', 'unknown client principal')
+  if (client.lockedUntil !== undefined && client.lockedUntil > now)
+    refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_LOCKED', 'account locked after too many failed logins; try later or ask an administrator', 'locked out')
+  if (client.attributes.disabled) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DISABLED', 'account disabled', 'client disabled')
+  if (client.expiresAt !== undefined && client.expiresAt <= now)
+    refuse(ErrorCode.KDC_ERR_NAME_EXP, 'CLIENT_EXPIRED', 'account expired', 'client expired')
+  if (client.passwordExpiresAt !== undefined && client.passwordExpiresAt <= now && !isChangepw(g))
+    refuse(ErrorCode.KDC_ERR_KEY_EXPIRED, 'KEY_EXPIRED', 'password expired; change it with kauth passwd', 'password expired')
+  if (!service) refuse(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'S_PRINCIPAL_UNKNOWN', `unknown service ${g.serviceName}`, 'unknown service')
+  if (service!.attributes.disabled || service!.attributes.allowService === false)
+    refuse(ErrorCode.KDC_ERR_POLICY, 'SERVICE_NOT_ALLOWED', `${g.serviceName} does not accept tickets`, 'service disabled')
+  if (service!.expiresAt !== undefined && service!.expiresAt <= now)
+    refuse(ErrorCode.KDC_ERR_SERVICE_EXP, 'SERVICE_EXPIRED', `${g.serviceName} has expired`, 'service expired')
+}
+
+function isChangepw(g: AsGathered): boolean {
+  return g.req.sname.length === 2 && g.req.sname[0] === 'kadmin' && g.req.sname[1] === 'changepw'
+}
+
+/** Issue the TGT (or initial service ticket) and the reply sealed with the client's key. */
+function issueAsRep(ctx: KdcContext, g: AsGathered, preauthenticated: boolean): AsRep {
+  const { req } = g
+  const client = g.client!
+  const service = g.service!
+  const now = ctx.now()
+  const times = computeTimes(ctx, {
+    now,
+    till: req.till,
+    rtill: req.rtill,
+    options: req.options,
+    principals: [client, service],
+  })
+  let flags = TicketFlag.INITIAL
+  if (preauthenticated) flags |= TicketFlag.PRE_AUTHENT
+  if (req.options & KdcOption.FORWARDABLE && client.attributes.allowForwardable !== false && service.attributes.allowForwardable !== false)
+    flags |= TicketFlag.FORWARDABLE
+  if (times.renewTill !== undefined) flags |= TicketFlag.RENEWABLE
+  const sessionKey = randomKey()
+  const serviceKey = currentKey(service)
+  const clientKey = currentKey(client)
+  const encTicket = sealPart(serviceKey.key, KeyUsage.KDC_REP_TICKET, EncTicketPart, {
+    flags,
+    key: sessionKey,
+    crealm: req.realm,
+    cname: req.cname,
+    authtime: now,
+    starttime: now,
+    endtime: times.endtime,
+    renewTill: times.renewTill,
+  })
+  const enc = sealPart(clientKey.key, KeyUsage.AS_REP_ENCPART, EncKdcRepPart, {
+    key: sessionKey,
+    nonce: req.nonce,
+    flags,
+    authtime: now,
+    starttime: now,
+    endtime: times.endtime,
+    renewTill: times.renewTill,
+    srealm: ctx.realm.realm,
+    sname: req.sname,
+    keyExpiration: client.passwordExpiresAt,
+  })
+  sessionKey.fill(0)
+  const rep: AsRep = {
+    v: PROTOCOL_VERSION,
+    t: MsgType.AS_REP,
+    crealm: req.realm,
+    cname: req.cname,
+    kvno: clientKey.kvno,
+    ticket: { realm: ctx.realm.realm, sname: req.sname, kvno: serviceKey.kvno, enc: encTicket },
+    enc,
+  }
+  // Like PA-ETYPE-INFO2: a client that sent no pre-auth still learns how to derive its key.
+  if (clientKey.salt !== undefined) rep.salt = clientKey.salt
+  if (clientKey.kdf !== undefined) rep.kdf = { ...clientKey.kdf }
+  return rep
+}
+
+/** Handle one AS_REQ. Throws KrbProtocolError for every refusal. */
+export async function processAsReq(ctx: KdcContext, req: AsReq, conn: ConnectionContext): Promise<AsRep> {
+  const arrived = ctx.now()
+  const g = await gatherAsReq(ctx, req)
+  const preauthenticated = await checkPreauth(ctx, g, conn, arrived)
+  checkPrincipals(ctx, g, conn)
+  if (preauthenticated) await ctx.db.recordSuccess({ realm: g.client!.realm, components: g.client!.components }, ctx.now())
+  const rep = issueAsRep(ctx, g, preauthenticated)
+  ctx.log.security.log({
+    event: 'as',
+    client: g.clientName,
+    service: g.serviceName,
+    peer: conn.peer,
+    outcome: 'ok',
+    reason: preauthenticated ? 'pre-authenticated' : 'no pre-auth required',
+  })
+  return rep
+}
+

@@ -1,0 +1,135 @@
+/** KdcConfig: every limit and lifetime of the daemon, its defaults, and validation. */
+import { Limits } from '../../proto/limits.js'
+import { DEFAULT_KDF_PARAMS, type KdfParams } from '../crypto/index.js'
+import { TesseraError, TesseraErrorCode } from '../errors.js'
+
+const HOUR = 3600_000
+const DAY = 24 * HOUR
+
+/** Listener ports. 0 = any free port. */
+export interface KdcPorts {
+  as: number
+  tgs: number
+  time: number
+  admin: number
+}
+
+/** Everything the daemon can be configured with (config file, flags). */
+export interface KdcConfig {
+  /** Address all listeners bind to. @default "127.0.0.1" */
+  host: string
+  /** @default { as: 7701, tgs: 7702, time: 7703, admin: 7704 } for the daemon; 0s for startKdc */
+  ports: KdcPorts
+  /** Host name written into realm.json for clients (defaults to host). */
+  advertiseHost?: string
+  /** Largest clock difference accepted, ms. @default 300000 */
+  maxClockSkewMs: number
+  /** Realm-wide cap on ticket life, ms. @default 24 h */
+  maxTicketLifeMs: number
+  /** Realm-wide cap on renewable life, ms. @default 7 d */
+  maxRenewableLifeMs: number
+  /** Ticket life when the request asks for none (till = 0), ms. @default 10 h */
+  defaultTicketLifeMs: number
+  /** Ticket life given to new principals, ms. @default 10 h */
+  principalMaxLifeMs: number
+  /** Renewable life given to new principals, ms. @default 7 d */
+  principalMaxRenewableLifeMs: number
+  /** Password KDF for new password keys. @default scrypt N=32768 r=8 p=1 */
+  kdf: KdfParams
+  /** Failed pre-auth answers are sent no sooner than this after the request arrived, ms (hides lookup/write timing). @default 100 */
+  preauthFailureFloorMs: number
+  /** Entries the TGS replay cache may hold before it refuses new requests. @default 2000000 */
+  replayCacheMaxEntries: number
+  /** Record last successful login on every AS success (costs a DB write per login). @default false */
+  trackLastSuccess: boolean
+  limits: {
+    maxFrameBytes: number
+    handshakeTimeoutMs: number
+    idleTimeoutMs: number
+    maxConnections: number
+    maxConnectionsPerPeer: number
+  }
+  log: {
+    /** Directory for kdc.log / security.log; absent = console only. */
+    dir?: string
+    level: string
+    console: boolean
+  }
+}
+
+/** Defaults of KdcConfig. */
+export const DEFAULT_KDC_CONFIG: Readonly<KdcConfig> = Object.freeze({
+  host: '127.0.0.1',
+  ports: { as: 7701, tgs: 7702, time: 7703, admin: 7704 },
+  maxClockSkewMs: Limits.MAX_CLOCK_SKEW_MS,
+  maxTicketLifeMs: DAY,
+  maxRenewableLifeMs: 7 * DAY,
+  defaultTicketLifeMs: 10 * HOUR,
+  principalMaxLifeMs: 10 * HOUR,
+  principalMaxRenewableLifeMs: 7 * DAY,
+  kdf: { ...DEFAULT_KDF_PARAMS },
+  preauthFailureFloorMs: 100,
+  replayCacheMaxEntries: 2_000_000,
+  trackLastSuccess: false,
+  limits: {
+    maxFrameBytes: Limits.MAX_FRAME_BYTES,
+    handshakeTimeoutMs: 5000,
+    idleTimeoutMs: 60000,
+    maxConnections: 4096,
+    maxConnectionsPerPeer: 512,
+  },
+  log: { level: 'info', console: true },
+})
+
+/** A partial config as read from a file or given by an embedder. */
+export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' | 'kdf'>> & {
+  ports?: Partial<KdcPorts>
+  limits?: Partial<KdcConfig['limits']>
+  log?: Partial<KdcConfig['log']>
+  kdf?: Partial<KdfParams>
+}
+
+const KNOWN_TOP = new Set(Object.keys(DEFAULT_KDC_CONFIG).concat(['advertiseHost']))
+
+function bad(msg: string): never {
+  throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `invalid KDC configuration: ${msg}`)
+}
+
+function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): void {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) bad(`${name} must be an integer in [${min}, ${max}]`)
+}
+
+/** Merge `input` over `base` and validate; throws TESSERA_CONFIG naming the bad field. */
+export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcConfig> = DEFAULT_KDC_CONFIG): KdcConfig {
+  if (typeof input !== 'object' || input === null) bad('not an object')
+  for (const k of Object.keys(input)) if (!KNOWN_TOP.has(k)) bad(`unknown setting "${k}"`)
+  const c: KdcConfig = {
+    ...base,
+    ...(input as object),
+    ports: { ...base.ports, ...input.ports },
+    limits: { ...base.limits, ...input.limits },
+    log: { ...base.log, ...input.log },
+    kdf: { ...base.kdf, ...input.kdf } as KdfParams,
+  }
+  if (typeof c.host !== 'string' || c.host.length === 0) bad('host must be a non-empty string')
+  for (const p of ['as', 'tgs', 'time', 'admin'] as const) int(`ports.${p}`, c.ports[p], 0, 65535)
+  int('maxClockSkewMs', c.maxClockSkewMs, 1000, DAY)
+  int('maxTicketLifeMs', c.maxTicketLifeMs, 60_000)
+  int('maxRenewableLifeMs', c.maxRenewableLifeMs, 0)
+  int('defaultTicketLifeMs', c.defaultTicketLifeMs, 60_000)
+  int('principalMaxLifeMs', c.principalMaxLifeMs, 60_000)
+  int('principalMaxRenewableLifeMs', c.principalMaxRenewableLifeMs, 0)
+  int('preauthFailureFloorMs', c.preauthFailureFloorMs, 0, 10_000)
+  int('replayCacheMaxEntries', c.replayCacheMaxEntries, 1000)
+  int('limits.maxFrameBytes', c.limits.maxFrameBytes, 1024, 16 * 1024 * 1024)
+  int('limits.handshakeTimeoutMs', c.limits.handshakeTimeoutMs, 10)
+  int('limits.idleTimeoutMs', c.limits.idleTimeoutMs, 10)
+  int('limits.maxConnections', c.limits.maxConnections, 1)
+  int('limits.maxConnectionsPerPeer', c.limits.maxConnectionsPerPeer, 1)
+  if (c.kdf.alg !== 'scrypt') bad('kdf.alg must be "scrypt"')
+  int('kdf.N', c.kdf.N, 1024, 1 << 20)
+  int('kdf.r', c.kdf.r, 1, 32)
+  int('kdf.p', c.kdf.p, 1, 16)
+  if (typeof c.trackLastSuccess !== 'boolean') bad('trackLastSuccess must be a boolean')
+  return c
+}

@@ -1,0 +1,38 @@
+/** What every KDC handler shares: config, database, realm identity, replay cache, logs, clock. */
+import type { PrincipalDb } from '../db/principal-db.js'
+import type { KeyVersion, PrincipalRecord, RealmRecord } from '../db/types.js'
+import { ErrorCode, KrbProtocolError } from '../errors.js'
+import type { ReplayCache } from '../krb/replay-cache.js'
+import type { Loggers } from '../log/logger.js'
+import type { KdcConfig } from './config.js'
+
+/** Shared state of one running KDC. */
+export interface KdcContext {
+  config: KdcConfig
+  db: PrincipalDb
+  realm: RealmRecord
+  replay: ReplayCache
+  log: Loggers
+  /** Clock, ms since epoch. */
+  now: () => number
+}
+
+/** krbtgt/REALM components. */
+export function tgsName(realm: string): string[] {
+  return ['krbtgt', realm]
+}
+
+/** The current (newest) key version of a principal. */
+export function currentKey(p: PrincipalRecord): KeyVersion {
+  const k = p.keys[p.keys.length - 1]
+  if (!k) throw new KrbProtocolError(ErrorCode.KDC_ERR_NULL_KEY, 'NULL_KEY', { message: 'principal has no key' })
+  return k
+}
+
+/** The key version `kvno` if it is still usable at `now`, else undefined. */
+export function keyByKvno(p: PrincipalRecord, kvno: number, now: number): KeyVersion | undefined {
+  const k = p.keys.find((x) => x.kvno === kvno)
+  if (!k) return undefined
+  if (k.retiresAt !== undefined && k.retiresAt <= now) return undefined
+  return k
+}

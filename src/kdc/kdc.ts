@@ -1,0 +1,186 @@
+/** The daemon as a library: startKdc() runs a realm's four listeners, on disk or in memory. */
+import path from 'node:path'
+import { randomBytes } from '../crypto/index.js'
+import { readStash } from '../db/master-key.js'
+import { parsePrincipal } from '../db/names.js'
+import { PrincipalDb } from '../db/principal-db.js'
+import type { KeyVersion, PrincipalAttributes } from '../db/types.js'
+import { TesseraError, TesseraErrorCode } from '../errors.js'
+import type { RealmFile } from '../krb/realm-file.js'
+import { ReplayCache } from '../krb/replay-cache.js'
+import { createLoggers, type Loggers, type LogOptions, type SecurityEvent } from '../log/logger.js'
+import { SecureServer } from '../wire/server.js'
+import { type KdcConfig, type KdcConfigInput, resolveKdcConfig } from './config.js'
+import type { KdcContext } from './context.js'
+import { type ExtraHandlers, type ListenerName, makeHandler } from './dispatch.js'
+import { bootstrapRealm, makeRealmFile, newPrincipalRecord, REALM_FILES, writeRealmFile } from './realm.js'
+
+/** Options of startKdc. */
+export interface StartKdcOptions {
+  /** Realm directory made by `kdc init`. Absent: a fresh realm in memory. */
+  dir?: string
+  /** In-memory realm name. @default "TESSERA.TEST" */
+  realm?: string
+  /** In-memory admin password. @default random (returned) */
+  adminPassword?: string
+  /** Settings over the defaults; in memory and without explicit ports, every port is 0 (any free port). */
+  config?: KdcConfigInput
+  /** Clock (tests). @default Date.now */
+  now?: () => number
+  /** Log options; `false` = no logging at all. */
+  log?: LogOptions | false
+  /** Security events are also pushed here (tests). */
+  securitySink?: SecurityEvent[]
+  /** Handlers for the time and admin listeners (supplied by their modules). */
+  extraHandlers?: ExtraHandlers
+}
+
+/** Options of RunningKdc.addPrincipal. */
+export interface AddPrincipalOptions {
+  password?: string
+  key?: Uint8Array
+  attributes?: PrincipalAttributes
+  maxLife?: number
+  maxRenewableLife?: number
+  policy?: string
+}
+
+/** A running KDC. */
+export interface RunningKdc {
+  realm: string
+  config: KdcConfig
+  addresses: Record<ListenerName, { host: string; port: number }>
+  /** What clients need (also written to DIR/realm.json in dir mode). */
+  realmFile: RealmFile
+  /** The generated admin password (in-memory mode only). */
+  adminPassword?: string
+  db: PrincipalDb
+  context: KdcContext
+  /** Create a principal (embedding convenience). Returns its first key version. */
+  addPrincipal(name: string, opts?: AddPrincipalOptions): Promise<KeyVersion>
+  /** Stop accepting, finish in-flight requests, close the database. */
+  close(): Promise<void>
+}
+
+const LISTENERS: readonly ListenerName[] = ['as', 'tgs', 'time', 'admin']
+
+/** Start a KDC. Resolves once every listener is bound. */
+export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> {
+  const memory = opts.dir === undefined
+  const input: KdcConfigInput = { ...opts.config }
+  if (memory) input.ports = { as: 0, tgs: 0, time: 0, admin: 0, ...opts.config?.ports }
+  const config = resolveKdcConfig(input)
+  const now = opts.now ?? Date.now
+  const logOpts: LogOptions =
+    opts.log === false ? { console: false } : { level: config.log.level, console: config.log.console, ...opts.log }
+  if (opts.log !== false && !memory && config.log.dir === undefined && logOpts.dir === undefined)
+    logOpts.dir = path.join(opts.dir!, REALM_FILES.logs)
+  if (opts.log !== false && config.log.dir !== undefined) logOpts.dir = config.log.dir
+  if (opts.securitySink) logOpts.securitySink = opts.securitySink
+  const log: Loggers = createLoggers(logOpts)
+
+  let db: PrincipalDb
+  let adminPassword: string | undefined
+  let realm
+  if (memory) {
+    db = await PrincipalDb.open({ masterKey: randomBytes(32), trackLastSuccess: config.trackLastSuccess })
+    adminPassword = opts.adminPassword ?? Buffer.from(randomBytes(18)).toString('base64url')
+    realm = await bootstrapRealm(db, { realm: opts.realm ?? 'TESSERA.TEST', adminPassword, config, now: now() })
+  } else {
+    const masterKey = await readStash(path.join(opts.dir!, REALM_FILES.stash))
+    db = await PrincipalDb.open({
+      location: path.join(opts.dir!, REALM_FILES.db),
+      masterKey,
+      trackLastSuccess: config.trackLastSuccess,
+    })
+    masterKey.fill(0)
+    const r = await db.getRealm()
+    if (!r) {
+      await db.close()
+      throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${opts.dir} holds no realm; run kdc init first`)
+    }
+    realm = r
+  }
+
+  const context: KdcContext = {
+    config,
+    db,
+    realm,
+    replay: new ReplayCache({ maxClockSkewMs: config.maxClockSkewMs, maxEntries: config.replayCacheMaxEntries, now }),
+    log,
+    now,
+  }
+  const servers = new Map<ListenerName, SecureServer>()
+  try {
+    for (const name of LISTENERS) {
+      const server = new SecureServer(
+        {
+          staticKey: realm.transportKey,
+          name,
+          host: config.host,
+          port: config.ports[name],
+          ...config.limits,
+          logger: log.ops,
+        },
+        makeHandler(context, name, opts.extraHandlers),
+      )
+      await server.listen()
+      servers.set(name, server)
+    }
+  } catch (err) {
+    await Promise.all([...servers.values()].map((s) => s.close()))
+    await db.close()
+    await log.close()
+    throw new TesseraError(TesseraErrorCode.TESSERA_NETWORK, `cannot listen: ${(err as Error).message}`, { cause: err })
+  }
+  const addresses = Object.fromEntries(
+    LISTENERS.map((n) => [n, { host: config.host, port: servers.get(n)!.address().port }]),
+  ) as RunningKdc['addresses']
+  const host = config.advertiseHost ?? config.host
+  const realmFile = makeRealmFile(
+    realm,
+    [{ host, as: addresses.as.port, tgs: addresses.tgs.port, time: addresses.time.port, admin: addresses.admin.port }],
+    config.maxClockSkewMs,
+  )
+  if (!memory) await writeRealmFile(path.join(opts.dir!, REALM_FILES.realmFile), realmFile)
+  log.ops.info('kdc started', { realm: realm.realm, ...Object.fromEntries(LISTENERS.map((n) => [n, addresses[n].port])) })
+
+  let closing: Promise<void> | undefined
+  const kdc: RunningKdc = {
+    realm: realm.realm,
+    config,
+    addresses,
+    realmFile,
+    db,
+    context,
+    async addPrincipal(name, o = {}) {
+      const id = parsePrincipal(name, realm.realm)
+      const rec = await newPrincipalRecord({
+        realm: id.realm,
+        components: id.components,
+        password: o.password,
+        key: o.key,
+        kdf: config.kdf,
+        attributes: o.attributes ?? {},
+        maxLife: o.maxLife ?? config.principalMaxLifeMs,
+        maxRenewableLife: o.maxRenewableLife ?? config.principalMaxRenewableLifeMs,
+        policy: o.policy,
+        by: 'embedder',
+        now: now(),
+      })
+      await db.create(rec)
+      return rec.keys[0]!
+    },
+    close() {
+      closing ??= (async () => {
+        await Promise.all([...servers.values()].map((s) => s.close()))
+        await db.close()
+        log.ops.info('kdc stopped', { realm: realm.realm })
+        await log.close()
+      })()
+      return closing
+    },
+  }
+  if (adminPassword !== undefined) kdc.adminPassword = adminPassword
+  return kdc
+}

@@ -1,0 +1,180 @@
+/** Realm creation: identity keys, krbtgt, kadmin principals, the first admin; `kdc init` on disk. */
+import { constants as fsc } from 'node:fs'
+import { access, mkdir, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import {
+  defaultSalt,
+  ed25519KeyPair,
+  type KdfParams,
+  passwordToKey,
+  randomKey,
+  x25519KeyPair,
+} from '../crypto/index.js'
+import { createStash } from '../db/master-key.js'
+import { formatName } from '../db/names.js'
+import { PrincipalDb } from '../db/principal-db.js'
+import type { KeyVersion, PrincipalAttributes, PrincipalRecord, RealmRecord } from '../db/types.js'
+import { TesseraError, TesseraErrorCode } from '../errors.js'
+import { type RealmFile, realmFileJson } from '../krb/realm-file.js'
+import { DEFAULT_KDC_CONFIG, type KdcConfig } from './config.js'
+
+/** Files of a realm directory. */
+export const REALM_FILES = {
+  stash: 'stash',
+  db: 'db',
+  realmFile: 'realm.json',
+  logs: 'log',
+} as const
+
+/** Options of a new principal record. */
+export interface NewPrincipalOptions {
+  realm: string
+  components: string[]
+  /** A password (key derived with kdf) or a random key when both are absent. */
+  password?: string | undefined
+  key?: Uint8Array | undefined
+  kvno?: number
+  kdf: KdfParams
+  attributes?: PrincipalAttributes
+  maxLife: number
+  maxRenewableLife: number
+  policy?: string | undefined
+  by: string
+  now: number
+}
+
+/** Derive (or draw) a key version for a principal. */
+export async function makeKeyVersion(o: {
+  realm: string
+  components: string[]
+  password?: string | undefined
+  key?: Uint8Array | undefined
+  kvno: number
+  kdf: KdfParams
+  now: number
+}): Promise<KeyVersion> {
+  if (o.password !== undefined) {
+    const salt = defaultSalt(o.realm, formatName(o.components))
+    return { kvno: o.kvno, key: await passwordToKey(o.password, salt, o.kdf), kdf: { ...o.kdf }, salt, createdAt: o.now }
+  }
+  return { kvno: o.kvno, key: o.key ?? randomKey(), createdAt: o.now }
+}
+
+/** A complete principal record, ready for db.create(). */
+export async function newPrincipalRecord(o: NewPrincipalOptions): Promise<PrincipalRecord> {
+  const key = await makeKeyVersion({ ...o, kvno: o.kvno ?? 1 })
+  const rec: PrincipalRecord = {
+    realm: o.realm,
+    components: o.components,
+    attributes: { requiresPreauth: true, ...o.attributes },
+    maxLife: o.maxLife,
+    maxRenewableLife: o.maxRenewableLife,
+    keys: [key],
+    createdAt: o.now,
+    createdBy: o.by,
+    modifiedAt: o.now,
+    modifiedBy: o.by,
+    failureCount: 0,
+  }
+  if (o.policy !== undefined) rec.policy = o.policy
+  return rec
+}
+
+/** Options of bootstrapRealm. */
+export interface BootstrapOptions {
+  realm: string
+  /** @default "admin" */
+  adminName?: string
+  adminPassword: string
+  config?: KdcConfig
+  now?: number
+}
+
+/** Fill an empty database with a realm: identity keys, krbtgt/REALM, kadmin/admin, kadmin/changepw, the admin. */
+export async function bootstrapRealm(db: PrincipalDb, o: BootstrapOptions): Promise<RealmRecord> {
+  const c = o.config ?? DEFAULT_KDC_CONFIG
+  const now = o.now ?? Date.now()
+  const realmRec: RealmRecord = {
+    realm: o.realm,
+    createdAt: now,
+    transportKey: x25519KeyPair(),
+    signingKey: ed25519KeyPair(),
+  }
+  await db.putRealm(realmRec)
+  const base = {
+    realm: o.realm,
+    kdf: c.kdf,
+    maxLife: c.principalMaxLifeMs,
+    maxRenewableLife: c.principalMaxRenewableLifeMs,
+    by: 'kdc init',
+    now,
+  }
+  for (const components of [['krbtgt', o.realm], ['kadmin', 'admin'], ['kadmin', 'changepw']])
+    await db.create(await newPrincipalRecord({ ...base, components }))
+  const admin = (o.adminName ?? 'admin').split('/')
+  await db.create(await newPrincipalRecord({ ...base, components: admin, password: o.adminPassword }))
+  return realmRec
+}
+
+/** The realm file for a realm record and addresses. */
+export function makeRealmFile(realm: RealmRecord, kdcs: RealmFile['kdcs'], maxClockSkewMs: number): RealmFile {
+  return {
+    realm: realm.realm,
+    kdcs,
+    transportKey: realm.transportKey.publicKey,
+    signingKey: realm.signingKey.publicKey,
+    maxClockSkewMs,
+  }
+}
+
+/** Write realm.json (world-readable: it holds nothing secret). */
+export async function writeRealmFile(file: string, r: RealmFile): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`
+  await writeFile(tmp, `${JSON.stringify(realmFileJson(r), null, 2)}\n`, { mode: 0o644 })
+  const { rename } = await import('node:fs/promises')
+  await rename(tmp, file)
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await access(p, fsc.F_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Options of initRealmDir (`kdc init`). */
+export interface InitRealmOptions {
+  dir: string
+  realm: string
+  adminName?: string
+  adminPassword: string
+  config?: KdcConfig
+}
+
+/** Create a realm in `dir`. Refuses a directory that already holds a realm. */
+export async function initRealmDir(o: InitRealmOptions): Promise<RealmFile> {
+  const c = o.config ?? DEFAULT_KDC_CONFIG
+  for (const f of Object.values(REALM_FILES))
+    if (f !== 'log' && (await exists(path.join(o.dir, f))))
+      throw new TesseraError(TesseraErrorCode.TESSERA_REALM_EXISTS, `${o.dir} already holds a realm (${f} exists); refusing to touch it`)
+  await mkdir(o.dir, { recursive: true, mode: 0o700 })
+  const masterKey = await createStash(path.join(o.dir, REALM_FILES.stash))
+  const db = await PrincipalDb.open({ location: path.join(o.dir, REALM_FILES.db), masterKey })
+  try {
+    const realm = await bootstrapRealm(db, {
+      realm: o.realm,
+      adminPassword: o.adminPassword,
+      config: c,
+      ...(o.adminName ? { adminName: o.adminName } : {}),
+    })
+    const host = c.advertiseHost ?? c.host
+    const rf = makeRealmFile(realm, [{ host, ...c.ports }], c.maxClockSkewMs)
+    await writeRealmFile(path.join(o.dir, REALM_FILES.realmFile), rf)
+    return rf
+  } finally {
+    await db.close()
+    masterKey.fill(0)
+  }
+}

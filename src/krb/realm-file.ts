@@ -1,0 +1,101 @@
+/** realm.json: what clients need to reach and trust a realm's KDC. Nothing secret. */
+import { readFile } from 'node:fs/promises'
+import { TesseraError, TesseraErrorCode } from '../errors.js'
+
+/** One KDC's addresses. */
+export interface KdcAddress {
+  host: string
+  as: number
+  tgs: number
+  time: number
+  admin: number
+}
+
+/** Parsed realm.json. */
+export interface RealmFile {
+  realm: string
+  /** KDCs in the order clients try them. */
+  kdcs: KdcAddress[]
+  /** KDC X25519 transport public key (32 bytes). */
+  transportKey: Uint8Array
+  /** KDC Ed25519 signing public key (32 bytes). */
+  signingKey: Uint8Array
+  /** Largest clock difference the KDC accepts, ms. */
+  maxClockSkewMs: number
+}
+
+function bad(msg: string): never {
+  throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `invalid realm file: ${msg}`)
+}
+
+function hexKey(name: string, v: unknown): Uint8Array {
+  if (typeof v !== 'string' || !/^[0-9a-f]{64}$/i.test(v)) bad(`${name} must be 64 hex characters`)
+  return new Uint8Array(Buffer.from(v, 'hex'))
+}
+
+function port(name: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) bad(`${name} must be a port number`)
+  return v
+}
+
+/** Validate a parsed JSON value as a realm file. */
+export function parseRealmFile(json: unknown): RealmFile {
+  if (typeof json !== 'object' || json === null) bad('not a JSON object')
+  const o = json as Record<string, unknown>
+  if (typeof o.realm !== 'string' || o.realm.length === 0) bad('realm missing')
+  if (!Array.isArray(o.kdcs) || o.kdcs.length === 0) bad('kdcs must list at least one KDC')
+  const kdcs = o.kdcs.map((k: unknown, i: number): KdcAddress => {
+    if (typeof k !== 'object' || k === null) bad(`kdcs[${i}] is not an object`)
+    const x = k as Record<string, unknown>
+    if (typeof x.host !== 'string' || x.host.length === 0) bad(`kdcs[${i}].host missing`)
+    return {
+      host: x.host,
+      as: port(`kdcs[${i}].as`, x.as),
+      tgs: port(`kdcs[${i}].tgs`, x.tgs),
+      time: port(`kdcs[${i}].time`, x.time),
+      admin: port(`kdcs[${i}].admin`, x.admin),
+    }
+  })
+  const skew = o.maxClockSkewMs ?? 300000
+  if (typeof skew !== 'number' || !Number.isInteger(skew) || skew < 1000) bad('maxClockSkewMs must be an integer >= 1000')
+  return {
+    realm: o.realm,
+    kdcs,
+    transportKey: hexKey('transportKey', o.transportKey),
+    signingKey: hexKey('signingKey', o.signingKey),
+    maxClockSkewMs: skew,
+  }
+}
+
+/** The JSON form of a realm file. */
+export function realmFileJson(r: RealmFile): Record<string, unknown> {
+  return {
+    realm: r.realm,
+    kdcs: r.kdcs,
+    transportKey: Buffer.from(r.transportKey).toString('hex'),
+    signingKey: Buffer.from(r.signingKey).toString('hex'),
+    maxClockSkewMs: r.maxClockSkewMs,
+  }
+}
+
+/** Read and validate realm.json. Throws TESSERA_CONFIG with the path in the message. */
+export async function loadRealmFile(path: string): Promise<RealmFile> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `cannot read realm file ${path}: ${(err as Error).message}`, { cause: err })
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (err) {
+    throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `realm file ${path} is not valid JSON`, { cause: err })
+  }
+  try {
+    return parseRealmFile(json)
+  } catch (err) {
+    if (err instanceof TesseraError) throw new TesseraError(err.code, `${path}: ${err.message}`, { cause: err })
+    throw err
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Replay cache for authenticators (RFC 4120 §3.2.3, MIT replay.c). Entries live only
+ * until their authenticator would fail the skew check anyway (ctime + skew), held in
+ * time buckets so expiry drops whole buckets. Bounded: when full it refuses to
+ * remember (the caller answers "busy") rather than evicting, since evicting would
+ * reopen a replay window. Restart-safe with `startedAt`: an authenticator whose
+ * ctime predates this cache's start may have been seen by a previous process, so it
+ * is refused as "cold"; clients retry with a fresh authenticator.
+ */
+
+/** Options of a ReplayCache. */
+export interface ReplayCacheOptions {
+  /** Clock skew window, ms: an entry is kept until ctime + maxClockSkewMs. */
+  maxClockSkewMs: number
+  /** Most entries held. @default 2000000 */
+  maxEntries?: number
+  /** Clock. @default Date.now */
+  now?: () => number
+  /** Bucket width, ms. @default 10000 */
+  bucketMs?: number
+}
+
+/** Result of checking an authenticator. */
+export type ReplayVerdict = 'fresh' | 'replay' | 'cold' | 'full'
+
+/** A bounded, time-bucketed replay cache. An instance is passed in, never a singleton. */
+export class ReplayCache {
+  readonly startedAt: number
+  private readonly buckets = new Map<number, Set<string>>()
+  private size = 0
+  private readonly maxEntries: number
+  private readonly bucketMs: number
+  private readonly now: () => number
+  private lastSweep = 0
+
+  constructor(private readonly opts: ReplayCacheOptions) {
+    this.now = opts.now ?? Date.now
+    this.maxEntries = opts.maxEntries ?? 2_000_000
+    this.bucketMs = opts.bucketMs ?? 10_000
+    this.startedAt = this.now()
+  }
+
+  /** Entries held now. */
+  get entries(): number {
+    return this.size
+  }
+
+  /**
+   * Check and remember the authenticator identified by `id` (e.g. a hash of its
+   * ciphertext) with client time `ctime`. Call only after the skew check passed.
+   */
+  check(id: string, ctime: number): ReplayVerdict {
+    const now = this.now()
+    if (ctime < this.startedAt) return 'cold'
+    if (now - this.lastSweep >= this.bucketMs) this.sweep(now)
+    const expires = ctime + this.opts.maxClockSkewMs
+    const bucketId = Math.floor(expires / this.bucketMs)
+    // An id can only sit in the bucket of its own expiry: ctime is inside the sealed authenticator.
+    let bucket = this.buckets.get(bucketId)
+    if (bucket?.has(id)) return 'replay'
+    if (this.size >= this.maxEntries) {
+      this.sweep(now)
+      if (this.size >= this.maxEntries) return 'full'
+    }
+    if (!bucket) {
+      bucket = new Set()
+      this.buckets.set(bucketId, bucket)
+    }
+    bucket.add(id)
+    this.size++
+    return 'fresh'
+  }
+
+  /** Drop buckets whose every entry has expired. */
+  sweep(now: number = this.now()): void {
+    this.lastSweep = now
+    const current = Math.floor(now / this.bucketMs)
+    for (const [id, set] of this.buckets) {
+      if (id < current) {
+        this.size -= set.size
+        this.buckets.delete(id)
+      }
+    }
+  }
+}
