@@ -1,0 +1,734 @@
+/**
+ * Generates the wire test vectors in proto/vectors/*.json from fixed inputs (keys,
+ * nonces, seeds, times): nothing here is random, so running it again gives the same
+ * files byte for byte.
+ *
+ *   npx tsx proto/vectors/generate.ts            (rewrites proto/vectors/*.json)
+ *   npx tsx proto/vectors/generate.ts --check    (exit 1 if a committed file differs)
+ *
+ * This is tooling, not part of the contract: unlike proto/*.ts it imports the
+ * reference implementation in src/ (crypto, codec, framing) to compute the bytes.
+ * test/proto/vectors.test.ts recomputes every vector with every NaCl backend.
+ *
+ * JSON conventions: byte strings are lowercase hex; inside a message or inner-part
+ * value a byte string is written {"$bin": "<hex>"} so it cannot be mistaken for a
+ * MessagePack str. Integers are JSON numbers (all below 2^53). Map keys are encoded
+ * in the order they appear in the JSON.
+ */
+import { readFileSync, realpathSync, writeFileSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { MsgType, PROTOCOL_VERSION } from '../msg-types.js'
+import { ErrorCode } from '../error-codes.js'
+import { KeyUsage } from '../key-usage.js'
+import { KdcOption, PaType, TicketFlag } from '../flags.js'
+import { backend } from '../../src/crypto/backend.js'
+import { serverHandshake, clientHandshakeFinish, counterNonce, sealFrame, transcriptHash } from '../../src/crypto/handshake.js'
+import { defaultSalt, hkdf, passwordToKey, usageKey } from '../../src/crypto/keys.js'
+import { seal } from '../../src/crypto/seal.js'
+import { sign, x25519 } from '../../src/crypto/sign.js'
+import { encode } from '../../src/wire/codec.js'
+import { frame } from '../../src/wire/frame-reader.js'
+
+// ---------------------------------------------------------------- helpers
+
+/** Lowercase hex of bytes. */
+export const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex')
+/** Bytes of a hex string. */
+export const unhex = (h: string): Uint8Array => new Uint8Array(Buffer.from(h, 'hex'))
+const ascii = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'ascii'))
+
+/** `n` bytes counting up from `start` (mod 256): readable fixed keys and nonces. */
+export function seq(n: number, start = 0): Uint8Array {
+  const out = new Uint8Array(n)
+  for (let i = 0; i < n; i++) out[i] = (start + i) & 0xff
+  return out
+}
+
+/** A value with byte strings as {"$bin": hex}, ready for JSON. */
+export function toJsonValue(v: unknown): unknown {
+  if (v instanceof Uint8Array) return { $bin: hex(v) }
+  if (Array.isArray(v)) return v.map(toJsonValue)
+  if (v !== null && typeof v === 'object') {
+    const out: Record<string, unknown> = {}
+    for (const [k, x] of Object.entries(v)) if (x !== undefined) out[k] = toJsonValue(x)
+    return out
+  }
+  return v
+}
+
+/** Inverse of toJsonValue: {"$bin": hex} -> Uint8Array. */
+export function fromJsonValue(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(fromJsonValue)
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>
+    const keys = Object.keys(o)
+    if (keys.length === 1 && keys[0] === '$bin' && typeof o.$bin === 'string') return unhex(o.$bin)
+    const out: Record<string, unknown> = {}
+    for (const k of keys) out[k] = fromJsonValue(o[k])
+    return out
+  }
+  return v
+}
+
+const u32be = (n: number): Uint8Array => {
+  const b = Buffer.alloc(4)
+  b.writeUInt32BE(n)
+  return new Uint8Array(b)
+}
+const u64be = (n: number): Uint8Array => {
+  const b = Buffer.alloc(8)
+  b.writeBigUInt64BE(BigInt(n))
+  return new Uint8Array(b)
+}
+const concat = (...parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(parts))
+
+// ---------------------------------------------------------------- fixed inputs
+
+/** 2023-11-14T22:13:20Z in ms: above 2^32, so it shows the 64-bit integer encoding. */
+export const T0 = 1_700_000_000_000
+const REALM = 'EXAMPLE.COM'
+const v = PROTOCOL_VERSION
+
+/** Long-term and session keys used across the exchange vectors. */
+const KEYS = {
+  client: undefined as unknown as Uint8Array, // password-derived, filled in below
+  krbtgt: seq(32, 0x40),
+  service: seq(32, 0x60),
+  tgtSession: seq(32, 0x80),
+  serviceSession: seq(32, 0xa0),
+  kadmin: seq(32, 0xc0),
+  adminSession: seq(32, 0xe0),
+}
+const SMALL_KDF = { alg: 'scrypt', N: 1024, r: 8, p: 1 } as const
+
+// ---------------------------------------------------------------- files
+
+type VectorFile = { description: string; [k: string]: unknown }
+
+function framing(): VectorFile {
+  const bodies: [string, Uint8Array][] = [
+    ['empty body', new Uint8Array(0)],
+    ['one byte', unhex('c0')],
+    ['HS_INIT body', encode({ v, t: MsgType.HS_INIT, e: seq(32, 0x20) })],
+    ['300 bytes counting up', seq(300)],
+  ]
+  return {
+    description:
+      'Framing: frame = uint32be(len(body)) || body. A reader refuses a header announcing more than maxFrameBytes ' +
+      '(default 65536) before reading any of the body.',
+    frames: bodies.map(([name, body]) => ({ name, body: hex(body), frame: hex(frame(body)) })),
+    headers: [
+      { name: 'largest accepted by default', maxFrameBytes: 65536, header: '00010000', length: 65536, accepted: true },
+      { name: 'one byte over the default cap', maxFrameBytes: 65536, header: '00010001', length: 65537, accepted: false, error: 'TESSERA_FRAME_TOO_LARGE' },
+      { name: 'all ones', maxFrameBytes: 65536, header: 'ffffffff', length: 4294967295, accepted: false, error: 'TESSERA_FRAME_TOO_LARGE' },
+      { name: 'custom cap 1024, 1025 announced', maxFrameBytes: 1024, header: '00000401', length: 1025, accepted: false, error: 'TESSERA_FRAME_TOO_LARGE' },
+    ],
+  }
+}
+
+function codec(): VectorFile {
+  const values: [string, unknown][] = [
+    ['uint 0 (positive fixint)', 0],
+    ['uint 127 (positive fixint)', 127],
+    ['uint 128 (uint8)', 128],
+    ['uint 255 (uint8)', 255],
+    ['uint 256 (uint16)', 256],
+    ['uint 65535 (uint16)', 65535],
+    ['uint 65536 (uint32)', 65536],
+    ['uint 2^32-1 (uint32)', 0xffffffff],
+    ['uint 2^32 (int64)', 0x100000000],
+    ['uint 2^53-1 (int64)', Number.MAX_SAFE_INTEGER],
+    ['time in ms (int64)', T0],
+    ['time in us (int64)', T0 * 1000 + 123],
+    ['true', true],
+    ['false', false],
+    ['empty str (fixstr)', ''],
+    ['str of 31 bytes (fixstr)', 'x'.repeat(31)],
+    ['str of 32 bytes (str8)', 'x'.repeat(32)],
+    ['str of 256 bytes (str16)', 'y'.repeat(256)],
+    ['non-ASCII str: 16 chars, 32 UTF-8 bytes (str8)', 'é'.repeat(16)],
+    ['empty bin (bin8)', new Uint8Array(0)],
+    ['bin of 32 bytes (bin8)', seq(32)],
+    ['bin of 256 bytes (bin16)', seq(256)],
+    ['array of 2 str (fixarray)', ['krbtgt', REALM]],
+    ['array of 16 (array16)', Array.from({ length: 16 }, (_, i) => i)],
+    ['map of 16 (map16)', Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${i.toString(16)}`, i]))],
+  ]
+  const asReq = {
+    v,
+    t: MsgType.AS_REQ,
+    cname: ['alice'],
+    realm: REALM,
+    sname: ['krbtgt', REALM],
+    till: T0 + 36_000_000,
+    nonce: 0x12345678,
+    options: KdcOption.RENEWABLE | KdcOption.FORWARDABLE,
+    padata: [],
+  }
+  const messages: [string, unknown][] = [
+    ['HS_INIT', { v, t: MsgType.HS_INIT, e: seq(32, 0x20) }],
+    ['AS_REQ without padata', asReq],
+    ['AS_REQ with rtill', { ...asReq, rtill: T0 + 7 * 86_400_000 }],
+    [
+      'KRB_ERROR PREAUTH_REQUIRED with edata (stime > 2^32)',
+      {
+        v,
+        t: MsgType.KRB_ERROR,
+        code: ErrorCode.KDC_ERR_PREAUTH_REQUIRED,
+        text: 'PREAUTH_REQUIRED',
+        stime: T0,
+        edata: { salt: `${REALM}alice`, kdf: { alg: 'scrypt', N: 32768, r: 8, p: 1 }, kvno: 1 },
+      },
+    ],
+    ['KRB_ERROR SKEW', { v, t: MsgType.KRB_ERROR, code: ErrorCode.KRB_AP_ERR_SKEW, text: 'SKEW', stime: 2 ** 53 - 1 }],
+    ['TIME_REQ', { v, t: MsgType.TIME_REQ, nonce: seq(32, 0x50) }],
+  ]
+  // Encodings Tessera never sends but a receiver must accept, with the value they decode to.
+  const canonicalSkew = hex(encode({ v, t: MsgType.KRB_ERROR, code: 37, text: 'SKEW', stime: T0 }))
+  const stimeI64 = 'd3' + hex(u64be(T0))
+  const stimeU64 = 'cf' + hex(u64be(T0))
+  const skewValue = { v, t: MsgType.KRB_ERROR, code: 37, text: 'SKEW', stime: T0 }
+  const accepted: [string, string, unknown][] = [
+    ['stime as uint64 (0xcf) instead of int64', canonicalSkew.replace(stimeI64, stimeU64), skewValue],
+    ['code as uint32 (0xce) instead of fixint', canonicalSkew.replace('a4636f646525', 'a4636f6465ce00000025'), skewValue],
+    ['text as str8 (0xd9) instead of fixstr', canonicalSkew.replace('a4534b4557', 'd904534b4557'), skewValue],
+    ['map16 header for 5 entries', canonicalSkew.replace(/^85/, 'de0005'), skewValue],
+    [
+      'fields in another order',
+      hex(encode({ stime: T0, text: 'SKEW', code: 37, t: MsgType.KRB_ERROR, v })),
+      skewValue,
+    ],
+  ]
+  // Accepted today although senders MUST NOT produce them (see PROTOCOL.md §4).
+  const lenient: [string, string, unknown][] = [
+    ['code as float64 37.0', canonicalSkew.replace('a4636f646525', 'a4636f6465cb4042800000000000'), skewValue],
+  ]
+  const hsInit = hex(encode({ v, t: MsgType.HS_INIT, e: seq(32, 0x20) }))
+  const rejected: [string, string, string][] = [
+    ['empty body', '', 'TESSERA_DECODE'],
+    ['truncated map', hsInit.slice(0, -2), 'TESSERA_DECODE'],
+    ['trailing byte after the value', `${hsInit}c0`, 'TESSERA_DECODE'],
+    ['extension type fixext1 (0xd4)', '81a178d40001', 'TESSERA_DECODE'],
+    ['fixext1 of type 0x72 at top level', 'd47200', 'TESSERA_DECODE'],
+    ['timestamp extension (0xd6 -1)', '81a178d6ff00000000', 'TESSERA_DECODE'],
+    ['reserved byte 0xc1', 'c1', 'TESSERA_DECODE'],
+    ['integer map key', '8101c0', 'TESSERA_DECODE'],
+    ['uint64 2^53 (beyond 2^53-1)', `81a178cf${hex(u64be(2 ** 53))}`, 'TESSERA_DECODE'],
+    ['uint64 2^64-1', '81a178cfffffffffffffffff', 'TESSERA_DECODE'],
+    ['nesting 17 deep', `${'91'.repeat(17)}c0`, 'TESSERA_DECODE'],
+    ['array of 1025 entries', `dc0401${'c0'.repeat(1025)}`, 'TESSERA_DECODE'],
+    ['array header announcing more than the body holds', 'dd7fffffff', 'TESSERA_DECODE'],
+    ['not a map', '93010203', 'TESSERA_VALIDATION'],
+    ['unknown message type 99', '82a17601a17463', 'TESSERA_VALIDATION'],
+    ['wrong protocol version 2', hsInit.replace(/^83a17601/, '83a17602'), 'TESSERA_VALIDATION'],
+    ['missing field (HS_INIT without e)', '82a17601a17401', 'TESSERA_VALIDATION'],
+    ['extra field', `84${hsInit.slice(2)}a178c0`, 'TESSERA_VALIDATION'],
+    ['__proto__ key', `84${hsInit.slice(2)}a95f5f70726f746f5f5f80`, 'TESSERA_VALIDATION'],
+    ['str where bin is expected (HS_INIT.e)', `83a17601a17401a165d920${'61'.repeat(32)}`, 'TESSERA_VALIDATION'],
+    ['bin of 31 bytes where 32 are required', `83a17601a17401a165c41f${'00'.repeat(31)}`, 'TESSERA_VALIDATION'],
+    ['nil for an absent optional field', hex(encode({ ...asReq, rtill: null })), 'TESSERA_VALIDATION'],
+    ['negative integer', hex(encode({ ...asReq, nonce: -1 })), 'TESSERA_VALIDATION'],
+    ['non-integer number', hex(encode({ ...asReq, nonce: 1.5 })), 'TESSERA_VALIDATION'],
+  ]
+  return {
+    description:
+      'Plain MessagePack. `values`/`messages`: value -> exact bytes Tessera emits (smallest encoding for integers up ' +
+      'to 2^32-1, int64 0xd3 above; fixstr/str8/str16/str32 and bin8/bin16/bin32 by length; map keys in the order ' +
+      'given). `accepted`: other valid encodings a receiver must decode to the same value. `lenient`: accepted by ' +
+      'this implementation although senders must not produce them. `rejected`: bodies a receiver must refuse, with ' +
+      "Tessera's local error code (both are answered on the wire with TSR_ERR_MALFORMED 100).",
+    values: values.map(([name, value]) => ({ name, value: toJsonValue(value), msgpack: hex(encode(value)) })),
+    messages: messages.map(([name, value]) => ({ name, value: toJsonValue(value), msgpack: hex(encode(value)) })),
+    accepted: accepted.map(([name, msgpack, value]) => ({ name, msgpack, value: toJsonValue(value) })),
+    lenient: lenient.map(([name, msgpack, value]) => ({ name, msgpack, value: toJsonValue(value) })),
+    rejected: rejected.map(([name, msgpack, error]) => ({ name, msgpack, error })),
+  }
+}
+
+function usageKeys(): VectorFile {
+  const key = seq(32)
+  return {
+    description: 'Per-usage subkey: subkey = HMAC-SHA256(key, "tessera/usage/v1" || uint32be(usage)).',
+    vectors: [
+      ...Object.entries(KeyUsage).map(([name, usage]) => ({ name, key: hex(key), usage, subkey: hex(usageKey(key, usage)) })),
+      { name: 'usage 0, key of 0xff', key: hex(new Uint8Array(32).fill(0xff)), usage: 0, subkey: hex(usageKey(new Uint8Array(32).fill(0xff), 0)) },
+      { name: 'usage 2^32-1', key: hex(key), usage: 0xffffffff, subkey: hex(usageKey(key, 0xffffffff)) },
+    ],
+  }
+}
+
+function sealing(): VectorFile {
+  const cases: [string, Uint8Array, number, Uint8Array, Uint8Array][] = [
+    ['empty plaintext, usage 1', seq(32), KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, seq(24, 0x80), new Uint8Array(0)],
+    ['one byte, usage 2', seq(32), KeyUsage.KDC_REP_TICKET, seq(24, 0x90), unhex('2a')],
+    ['"hello tessera", usage 3', seq(32, 0x10), KeyUsage.AS_REP_ENCPART, seq(24, 0xa0), ascii('hello tessera')],
+    ['32 bytes, usage 7', seq(32, 0x20), KeyUsage.TGS_REQ_AUTH, seq(24, 0xb0), seq(32, 0xf0)],
+    ['100 bytes, usage 1024', seq(32, 0x30), KeyUsage.ADMIN_REQ_BODY, new Uint8Array(24), seq(100, 0x55)],
+    ['same key and nonce as the first, usage 2: different bytes', seq(32), KeyUsage.KDC_REP_TICKET, seq(24, 0x80), new Uint8Array(0)],
+  ]
+  return {
+    description:
+      'seal(key, usage, plaintext) = nonce(24) || secretbox(plaintext, nonce, usageKey(key, usage)), where NaCl ' +
+      'secretbox (XSalsa20-Poly1305) outputs tag(16) || ciphertext. open is the inverse and fails with ' +
+      'KRB_AP_ERR_BAD_INTEGRITY (31) under any other key or usage.',
+    vectors: cases.map(([name, key, usage, nonce, plaintext]) => ({
+      name,
+      key: hex(key),
+      usage,
+      subkey: hex(usageKey(key, usage)),
+      nonce: hex(nonce),
+      plaintext: hex(plaintext),
+      sealed: hex(seal(key, usage, plaintext, nonce)),
+    })),
+  }
+}
+
+async function passwordKeys(): Promise<VectorFile> {
+  const nfd = 'pa\u0308sswo\u0308rd' // "pässwörd" with combining diaeresis (NFD)
+  const cases: [string, string, string, string, { alg: 'scrypt'; N: number; r: number; p: number }][] = [
+    ['ASCII password, small params', 'password', REALM, 'alice', SMALL_KDF],
+    ['two-component principal, small params', 'correct horse battery staple', REALM, 'host/db.example.com', SMALL_KDF],
+    ['non-ASCII password given in NFD (normalised to NFC first)', nfd, REALM, 'alice', SMALL_KDF],
+    ['non-ASCII password given in NFC: same key as the NFD one', nfd.normalize('NFC'), REALM, 'alice', SMALL_KDF],
+    ['empty password, p=2', '', 'R', 'bob', { alg: 'scrypt', N: 1024, r: 8, p: 2 }],
+    ['default parameters N=32768 r=8 p=1', 'password', REALM, 'alice', { alg: 'scrypt', N: 32768, r: 8, p: 1 }],
+  ]
+  const vectors = []
+  for (const [name, password, realm, principal, kdf] of cases) {
+    const salt = defaultSalt(realm, principal)
+    vectors.push({
+      name,
+      password,
+      passwordNfcUtf8: hex(new Uint8Array(Buffer.from(password.normalize('NFC'), 'utf8'))),
+      realm,
+      principal,
+      salt,
+      saltUtf8: hex(new Uint8Array(Buffer.from(salt, 'utf8'))),
+      kdf,
+      key: hex(await passwordToKey(password, salt, kdf)),
+    })
+  }
+  return {
+    description:
+      'Password -> key: scrypt(P = UTF-8(NFC(password)), S = UTF-8(realm || principal), N, r, p, dkLen = 32). ' +
+      'principal is the canonical name, components joined by "/".',
+    vectors,
+  }
+}
+
+function x25519Vectors(): VectorFile {
+  const alice = unhex('77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a')
+  const bob = unhex('5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb')
+  const rfcScalar = unhex('a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4')
+  const rfcU = unhex('e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c')
+  const kdc = seq(32, 0x01)
+  const pub = (sk: Uint8Array) => backend().x25519Base(sk)
+  return {
+    description:
+      'X25519 (RFC 7748). `publicKeys`: secret -> X25519(secret, 9). `shared`: X25519(secret, public). ' +
+      '`lowOrder`: public keys every implementation must refuse (all-zero shared secret), RFC 7748 §6.1 / §7; ' +
+      'with and without the top bit set, which X25519 ignores.',
+    publicKeys: [
+      { name: 'RFC 7748 §6.1 Alice', secretKey: hex(alice), publicKey: hex(pub(alice)) },
+      { name: 'RFC 7748 §6.1 Bob', secretKey: hex(bob), publicKey: hex(pub(bob)) },
+      { name: 'Tessera fixed KDC static key 01..20', secretKey: hex(kdc), publicKey: hex(pub(kdc)) },
+    ],
+    shared: [
+      { name: 'RFC 7748 §6.1 Alice x Bob', secretKey: hex(alice), publicKey: hex(pub(bob)), shared: hex(x25519(alice, pub(bob))) },
+      { name: 'RFC 7748 §6.1 Bob x Alice', secretKey: hex(bob), publicKey: hex(pub(alice)), shared: hex(x25519(bob, pub(alice))) },
+      { name: 'RFC 7748 §5.2 first scalar-multiplication vector', secretKey: hex(rfcScalar), publicKey: hex(rfcU), shared: hex(x25519(rfcScalar, rfcU)) },
+    ],
+    lowOrder: LOW_ORDER_POINTS.map(([name, p]) => ({ name, publicKey: p })),
+  }
+}
+
+/** Curve25519 points of small order (and their encodings with the ignored top bit set). */
+export const LOW_ORDER_POINTS: readonly (readonly [string, string])[] = (() => {
+  const base: [string, string][] = [
+    ['u = 0 (the all-zero point)', '0000000000000000000000000000000000000000000000000000000000000000'],
+    ['u = 1', '0100000000000000000000000000000000000000000000000000000000000000'],
+    ['order-8 point (a)', 'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800'],
+    ['order-8 point (b)', '5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157'],
+    ['u = p-1', 'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f'],
+    ['u = p (non-canonical 0)', 'edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f'],
+    ['u = p+1 (non-canonical 1)', 'eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f'],
+  ]
+  const out: [string, string][] = []
+  for (const [name, h] of base) {
+    out.push([name, h])
+    const b = unhex(h)
+    b[31] = b[31]! | 0x80
+    out.push([`${name}, top bit set`, hex(b)])
+  }
+  return out
+})()
+
+function ed25519Vectors(): VectorFile {
+  const cases: [string, Uint8Array, Uint8Array][] = [
+    ['RFC 8032 §7.1 TEST 1 (empty message)', unhex('9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60'), new Uint8Array(0)],
+    ['RFC 8032 §7.1 TEST 2 (one byte)', unhex('4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb'), unhex('72')],
+    ['RFC 8032 §7.1 TEST 3 (two bytes)', unhex('c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7'), unhex('af82')],
+    ['Tessera fixed KDC signing seed 33..52, ASCII message', seq(32, 0x33), ascii('tessera')],
+  ]
+  return {
+    description: 'Ed25519 (RFC 8032): 32-byte seed -> public key; detached 64-byte signature of message.',
+    vectors: cases.map(([name, seed, message]) => ({
+      name,
+      seed: hex(seed),
+      publicKey: hex(backend().ed25519PublicKey(seed)),
+      message: hex(message),
+      signature: hex(sign(message, seed)),
+    })),
+  }
+}
+
+/** The fixed key pairs of the handshake vector. */
+export const HANDSHAKE_SECRETS = {
+  serverStatic: seq(32, 0x01),
+  clientEphemeral: seq(32, 0x21),
+  serverEphemeral: seq(32, 0x41),
+}
+
+function handshakeVector(): VectorFile {
+  const kp = (sk: Uint8Array) => ({ secretKey: new Uint8Array(sk), publicKey: backend().x25519Base(sk) })
+  const S = kp(HANDSHAKE_SECRETS.serverStatic)
+  const Ec = kp(HANDSHAKE_SECRETS.clientEphemeral)
+  const Es = kp(HANDSHAKE_SECRETS.serverEphemeral)
+  const hsInit = { v, t: MsgType.HS_INIT, e: Ec.publicKey }
+  const srv = serverHandshake({ ...S, secretKey: new Uint8Array(S.secretKey) }, Ec.publicKey, kp(Es.secretKey))
+  const hsResp = { v, t: MsgType.HS_RESP, e: srv.e, confirm: srv.confirm }
+  const cli = clientHandshakeFinish(S.publicKey, kp(Ec.secretKey), srv.e, srv.confirm)
+  if (!cli) throw new Error('handshake vector: client could not finish')
+  const h = transcriptHash(S.publicKey, Ec.publicKey, Es.publicKey)
+  const es = x25519(Ec.secretKey, S.publicKey)
+  const ee = x25519(Ec.secretKey, Es.publicKey)
+  const ikm = concat(es, ee)
+  const okm = hkdf(ikm, h, 'tessera-nk-v1 keys', 96)
+  const kConfirm = okm.slice(64, 96)
+
+  const c2sMsgs = [
+    {
+      v,
+      t: MsgType.AS_REQ,
+      cname: ['alice'],
+      realm: REALM,
+      sname: ['krbtgt', REALM],
+      till: T0 + 36_000_000,
+      nonce: 0x12345678,
+      options: 0,
+      padata: [],
+    },
+    { v, t: MsgType.TIME_REQ, nonce: seq(32, 0x50) },
+  ]
+  const s2cMsgs = [
+    {
+      v,
+      t: MsgType.KRB_ERROR,
+      code: ErrorCode.KDC_ERR_PREAUTH_REQUIRED,
+      text: 'PREAUTH_REQUIRED',
+      stime: T0,
+      edata: { salt: `${REALM}alice`, kdf: SMALL_KDF, kvno: 1 },
+    },
+    timeRep().message,
+  ]
+  const frames = []
+  for (const [direction, key, msgs] of [
+    ['c2s', cli.c2s, c2sMsgs],
+    ['s2c', cli.s2c, s2cMsgs],
+  ] as const) {
+    for (let counter = 0; counter < msgs.length; counter++) {
+      const body = encode(msgs[counter])
+      const sealed = sealFrame(key, counter, body)
+      frames.push({
+        direction,
+        counter,
+        nonce: hex(counterNonce(counter)),
+        message: toJsonValue(msgs[counter]),
+        msgpack: hex(body),
+        sealed: hex(sealed),
+        frame: hex(frame(sealed)),
+      })
+    }
+  }
+  return {
+    description:
+      'Transport handshake (PROTOCOL.md §3) with fixed keys, then the first two sealed frames in each direction. ' +
+      'h = SHA-256("tessera-nk-v1" || S_pub || Ec_pub || Es_pub); es = X25519(Ec, S_pub); ee = X25519(Ec, Es_pub); ' +
+      'okm = HKDF-SHA256(ikm = es || ee, salt = h, info = "tessera-nk-v1 keys", L = 96) = k_c2s || k_s2c || k_confirm; ' +
+      'confirm = secretbox(h, 24 zero bytes, k_confirm). Frame n of a direction: ' +
+      'uint32be(len) || secretbox(msgpack(message), uint64be(n) || 16 zero bytes, k_dir).',
+    serverStatic: { secretKey: hex(S.secretKey), publicKey: hex(S.publicKey) },
+    clientEphemeral: { secretKey: hex(Ec.secretKey), publicKey: hex(Ec.publicKey) },
+    serverEphemeral: { secretKey: hex(Es.secretKey), publicKey: hex(Es.publicKey) },
+    hsInit: { message: toJsonValue(hsInit), msgpack: hex(encode(hsInit)), frame: hex(frame(encode(hsInit))) },
+    h: hex(h),
+    es: hex(es),
+    ee: hex(ee),
+    ikm: hex(ikm),
+    okm: hex(okm),
+    k_c2s: hex(cli.c2s),
+    k_s2c: hex(cli.s2c),
+    k_confirm: hex(kConfirm),
+    confirm: hex(srv.confirm),
+    hsResp: { message: toJsonValue(hsResp), msgpack: hex(encode(hsResp)), frame: hex(frame(encode(hsResp))) },
+    frames,
+  }
+}
+
+/** Context string that starts the signed input of a TIME_REP. */
+export const TIME_SIG_CONTEXT = 'tessera-time-v1'
+
+/** The signed input of a TIME_REP: "tessera-time-v1" || nonce(32) || uint64be(recv) || uint64be(xmit) || uint32be(radius). */
+export function timeSignatureInput(nonce: Uint8Array, recv: number, xmit: number, radius: number): Uint8Array {
+  if (nonce.length !== 32) throw new RangeError('time nonce must be 32 bytes')
+  return concat(ascii(TIME_SIG_CONTEXT), nonce, u64be(recv), u64be(xmit), u32be(radius))
+}
+
+/** The fixed Ed25519 seed of the realm signing key in the vectors. */
+export const SIGNING_SEED = seq(32, 0x33)
+
+function timeRep() {
+  const nonce = seq(32, 0x50)
+  const recv = T0 * 1000 + 250
+  const xmit = recv + 37
+  const radius = 1000
+  const input = timeSignatureInput(nonce, recv, xmit, radius)
+  const sig = sign(input, SIGNING_SEED)
+  return { nonce, recv, xmit, radius, input, sig, message: { v, t: MsgType.TIME_REP, nonce, recv, xmit, radius, sig } }
+}
+
+function timeSignature(): VectorFile {
+  const r = timeRep()
+  return {
+    description:
+      'TIME_REP signature (contract for the time service): sig = Ed25519(signing seed, "tessera-time-v1" || nonce(32) || ' +
+      'uint64be(recv) || uint64be(xmit) || uint32be(radius)); recv/xmit in microseconds since the epoch, radius in ' +
+      'microseconds. Verified with realm.json signingKey.',
+    signingSeed: hex(SIGNING_SEED),
+    signingKey: hex(backend().ed25519PublicKey(SIGNING_SEED)),
+    context: TIME_SIG_CONTEXT,
+    nonce: hex(r.nonce),
+    recv: r.recv,
+    xmit: r.xmit,
+    radius: r.radius,
+    input: hex(r.input),
+    sig: hex(r.sig),
+    timeRep: { message: toJsonValue(r.message), msgpack: hex(encode(r.message)) },
+  }
+}
+
+async function exchanges(): Promise<VectorFile> {
+  KEYS.client = await passwordToKey('password', defaultSalt(REALM, 'alice'), SMALL_KDF)
+  const steps: Record<string, unknown>[] = []
+  const sealedStep = (name: string, schema: string, keyName: keyof typeof KEYS, usage: number, nonce: Uint8Array, inner: unknown) => {
+    const msgpack = encode(inner)
+    const sealed = seal(KEYS[keyName], usage, msgpack, nonce)
+    steps.push({
+      name,
+      kind: 'sealed',
+      schema,
+      key: keyName,
+      usage,
+      nonce: hex(nonce),
+      inner: toJsonValue(inner),
+      msgpack: hex(msgpack),
+      sealed: hex(sealed),
+    })
+    return sealed
+  }
+  const messageStep = (name: string, message: object) => {
+    steps.push({ name, kind: 'message', message: toJsonValue(message), msgpack: hex(encode(message)) })
+  }
+  const alice = ['alice']
+  const krbtgt = ['krbtgt', REALM]
+  const svc = ['host', 'db.example.com']
+  const kadmin = ['kadmin', 'admin']
+  const till = T0 + 36_000_000
+  const initialFlags = TicketFlag.INITIAL | TicketFlag.PRE_AUTHENT | TicketFlag.RENEWABLE
+
+  // AS
+  const asReq0 = { v, t: MsgType.AS_REQ, cname: alice, realm: REALM, sname: krbtgt, till, nonce: 0x01020304, options: KdcOption.RENEWABLE, padata: [] as unknown[] }
+  messageStep('AS_REQ without padata', asReq0)
+  messageStep('KRB_ERROR KDC_ERR_PREAUTH_REQUIRED with pre-auth hints', {
+    v,
+    t: MsgType.KRB_ERROR,
+    code: ErrorCode.KDC_ERR_PREAUTH_REQUIRED,
+    text: 'PREAUTH_REQUIRED',
+    stime: T0,
+    edata: { salt: defaultSalt(REALM, 'alice'), kdf: SMALL_KDF, kvno: 1 },
+  })
+  const paTs = sealedStep('PA-ENC-TIMESTAMP value', 'PaEncTs', 'client', KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, seq(24, 0x11), { ts: T0 + 1000, us: 500 })
+  messageStep('AS_REQ with PA-ENC-TIMESTAMP', { ...asReq0, padata: [{ type: PaType.PA_ENC_TIMESTAMP, value: paTs }] })
+  const tgtEnc = sealedStep('TGT EncTicketPart', 'EncTicketPart', 'krbtgt', KeyUsage.KDC_REP_TICKET, seq(24, 0x12), {
+    flags: initialFlags,
+    key: KEYS.tgtSession,
+    crealm: REALM,
+    cname: alice,
+    authtime: T0 + 1000,
+    starttime: T0 + 1000,
+    endtime: till,
+    renewTill: T0 + 7 * 86_400_000,
+  })
+  const tgt = { realm: REALM, sname: krbtgt, kvno: 1, enc: tgtEnc }
+  const asEnc = sealedStep('AS_REP EncKdcRepPart', 'EncKdcRepPart', 'client', KeyUsage.AS_REP_ENCPART, seq(24, 0x13), {
+    key: KEYS.tgtSession,
+    nonce: asReq0.nonce,
+    flags: initialFlags,
+    authtime: T0 + 1000,
+    starttime: T0 + 1000,
+    endtime: till,
+    renewTill: T0 + 7 * 86_400_000,
+    srealm: REALM,
+    sname: krbtgt,
+  })
+  messageStep('AS_REP', { v, t: MsgType.AS_REP, crealm: REALM, cname: alice, kvno: 1, ticket: tgt, enc: asEnc })
+
+  // TGS
+  const tgsAuth = sealedStep('TGS_REQ TgsAuthenticator', 'TgsAuthenticator', 'tgtSession', KeyUsage.TGS_REQ_AUTH, seq(24, 0x14), {
+    crealm: REALM,
+    cname: alice,
+    ctime: T0 + 2000,
+    cusec: 7,
+    sname: svc,
+    till,
+    nonce: 0x0a0b0c0d,
+    options: 0,
+  })
+  messageStep('TGS_REQ', { v, t: MsgType.TGS_REQ, ticket: tgt, auth: tgsAuth })
+  const svcEnc = sealedStep('service ticket EncTicketPart', 'EncTicketPart', 'service', KeyUsage.KDC_REP_TICKET, seq(24, 0x15), {
+    flags: TicketFlag.PRE_AUTHENT,
+    key: KEYS.serviceSession,
+    crealm: REALM,
+    cname: alice,
+    authtime: T0 + 1000,
+    starttime: T0 + 2000,
+    endtime: till,
+  })
+  const svcTicket = { realm: REALM, sname: svc, kvno: 3, enc: svcEnc }
+  const tgsEnc = sealedStep('TGS_REP EncKdcRepPart', 'EncKdcRepPart', 'tgtSession', KeyUsage.TGS_REP_ENCPART_SESSKEY, seq(24, 0x16), {
+    key: KEYS.serviceSession,
+    nonce: 0x0a0b0c0d,
+    flags: TicketFlag.PRE_AUTHENT,
+    authtime: T0 + 1000,
+    starttime: T0 + 2000,
+    endtime: till,
+    srealm: REALM,
+    sname: svc,
+  })
+  messageStep('TGS_REP', { v, t: MsgType.TGS_REP, crealm: REALM, cname: alice, ticket: svcTicket, enc: tgsEnc })
+
+  // AP
+  const apAuth = sealedStep('AP_REQ ApAuthenticator', 'ApAuthenticator', 'serviceSession', KeyUsage.AP_REQ_AUTH, seq(24, 0x17), {
+    crealm: REALM,
+    cname: alice,
+    ctime: T0 + 3000,
+    cusec: 42,
+    subkey: seq(32, 0x99),
+    seq: 1000,
+  })
+  messageStep('AP_REQ', { v, t: MsgType.AP_REQ, ticket: svcTicket, auth: apAuth, mutual: true })
+  const apEnc = sealedStep('AP_REP EncApRepPart', 'EncApRepPart', 'serviceSession', KeyUsage.AP_REP_ENCPART, seq(24, 0x18), {
+    ctime: T0 + 3000,
+    cusec: 42,
+    seq: 2000,
+  })
+  messageStep('AP_REP', { v, t: MsgType.AP_REP, enc: apEnc })
+
+  // Admin (the op names and args are defined by the admin issue; this one is illustrative)
+  const kadminEnc = sealedStep('kadmin ticket EncTicketPart', 'EncTicketPart', 'kadmin', KeyUsage.KDC_REP_TICKET, seq(24, 0x19), {
+    flags: TicketFlag.INITIAL | TicketFlag.PRE_AUTHENT,
+    key: KEYS.adminSession,
+    crealm: REALM,
+    cname: alice,
+    authtime: T0 + 4000,
+    starttime: T0 + 4000,
+    endtime: T0 + 304_000,
+  })
+  const kadminTicket = { realm: REALM, sname: kadmin, kvno: 1, enc: kadminEnc }
+  const adminAuth = sealedStep('ADMIN_REQ AdminBody', 'AdminBody', 'adminSession', KeyUsage.ADMIN_REQ_BODY, seq(24, 0x1a), {
+    crealm: REALM,
+    cname: alice,
+    ctime: T0 + 5000,
+    cusec: 0,
+    op: 'get_principal',
+    args: { name: 'bob' },
+  })
+  messageStep('ADMIN_REQ', { v, t: MsgType.ADMIN_REQ, ticket: kadminTicket, auth: adminAuth })
+  const adminEnc = sealedStep('ADMIN_REP AdminResult', 'AdminResult', 'adminSession', KeyUsage.ADMIN_REP_BODY, seq(24, 0x1b), {
+    ok: false,
+    code: ErrorCode.KDC_ERR_C_PRINCIPAL_UNKNOWN,
+    text: 'no such principal',
+  })
+  messageStep('ADMIN_REP', { v, t: MsgType.ADMIN_REP, enc: adminEnc })
+
+  const keys: Record<string, string> = {}
+  for (const [k, val] of Object.entries(KEYS)) keys[k] = hex(val)
+  return {
+    description:
+      'Worked exchanges (AS, TGS, AP, admin) with fixed keys and seal nonces. `keys.client` is passwordToKey("password", ' +
+      '"EXAMPLE.COMalice", scrypt N=1024 r=8 p=1). A `sealed` step is seal(keys[key], usage, msgpack(inner), nonce); ' +
+      'a `message` step is the msgpack of a top-level message embedding earlier sealed bytes. These are the bodies ' +
+      'before transport sealing.',
+    keys,
+    steps,
+  }
+}
+
+/** Every vector file: name -> content. */
+export async function generateAll(): Promise<Record<string, VectorFile>> {
+  return {
+    'framing.json': framing(),
+    'codec.json': codec(),
+    'usage-keys.json': usageKeys(),
+    'seal.json': sealing(),
+    'password-keys.json': await passwordKeys(),
+    'x25519.json': x25519Vectors(),
+    'ed25519.json': ed25519Vectors(),
+    'handshake.json': handshakeVector(),
+    'time-signature.json': timeSignature(),
+    'exchanges.json': await exchanges(),
+  }
+}
+
+/** Exact file text of a vector file. */
+export function renderVectorFile(content: VectorFile): string {
+  return `${JSON.stringify({ ...content, generator: 'proto/vectors/generate.ts' }, null, 2)}\n`
+}
+
+/** The folder holding the vector files. */
+export const VECTORS_DIR = dirname(fileURLToPath(import.meta.url)).replace(/[\\/]dist[\\/]proto[\\/]vectors$/, '/proto/vectors')
+
+function isMain(): boolean {
+  const argv1 = process.argv[1]
+  if (!argv1) return false
+  try {
+    return realpathSync(resolve(argv1)) === realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false
+  }
+}
+
+if (isMain()) {
+  const check = process.argv.includes('--check')
+  const files = await generateAll()
+  let stale = 0
+  for (const [name, content] of Object.entries(files)) {
+    const path = join(VECTORS_DIR, name)
+    const text = renderVectorFile(content)
+    if (check) {
+      let old = ''
+      try {
+        old = readFileSync(path, 'utf8')
+      } catch {}
+      if (old !== text) {
+        stale++
+        process.stderr.write(`stale: ${path}\n`)
+      }
+    } else {
+      writeFileSync(path, text)
+      process.stderr.write(`wrote ${path}\n`)
+    }
+  }
+  if (stale) process.exit(1)
+}
