@@ -42,6 +42,7 @@ export function krbError(code: number, text: string, stime: number = Date.now(),
 export class SealedCodec {
   private sendCounter = 0
   private recvCounter = 0
+  private destroyed = false
   private readonly sendKey: Uint8Array
   private readonly recvKey: Uint8Array
 
@@ -56,8 +57,13 @@ export class SealedCodec {
 
   /** Seal and frame a message for sending. */
   seal(msg: Message): Buffer {
+    // The keys are wiped on destroy: sealing under a zeroed key would be sending in clear.
+    if (this.destroyed) throw new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'channel is closed')
     if (this.sendCounter >= Number.MAX_SAFE_INTEGER) throw new RangeError('transport counter exhausted')
-    return frame(sealFrame(this.sendKey, this.sendCounter++, encode(msg)))
+    // Encode first: a message that fails to encode must not use up a counter, or every
+    // later frame would be sealed under a nonce the peer does not expect.
+    const plain = encode(msg)
+    return frame(sealFrame(this.sendKey, this.sendCounter++, plain))
   }
 
   /**
@@ -66,6 +72,7 @@ export class SealedCodec {
    * TESSERA_DECODE / TESSERA_VALIDATION.
    */
   open(body: Uint8Array): Message {
+    if (this.destroyed) throw new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'channel is closed')
     const plain = openFrame(this.recvKey, this.recvCounter, body)
     if (plain === null) throw new TesseraError(TesseraErrorCode.TESSERA_INTEGRITY, 'sealed frame failed to open')
     this.recvCounter++
@@ -74,6 +81,7 @@ export class SealedCodec {
 
   /** Wipe the keys (after close). */
   destroy(): void {
+    this.destroyed = true
     this.sendKey.fill(0)
     this.recvKey.fill(0)
   }
