@@ -1,0 +1,102 @@
+/** Records of the principal database. Key bytes here are plaintext (in memory only); at rest they are sealed under the master key. */
+import type { KdfParams } from '../crypto/index.js'
+
+/** A principal name: realm + components ("HTTP/www.example.com@EXAMPLE.COM" -> ["HTTP","www.example.com"]). */
+export interface PrincipalId {
+  realm: string
+  components: string[]
+}
+
+/** Principal attributes (flags). Absent = false. */
+export interface PrincipalAttributes {
+  /** No tickets at all for or to this principal. */
+  disabled?: boolean
+  /** AS requests without successful pre-auth are refused. Default true for new principals. */
+  requiresPreauth?: boolean
+  /** Tickets may be issued forwardable. Default true. */
+  allowForwardable?: boolean
+  /** Tickets may be issued renewable. Default true. */
+  allowRenewable?: boolean
+  /** May be the server of a service ticket (false for users created with `--no-service`). Default true. */
+  allowService?: boolean
+}
+
+/** One version of a principal's long-term key. */
+export interface KeyVersion {
+  kvno: number
+  /** 32-byte key, plaintext in memory. */
+  key: Uint8Array
+  /** Present for password-derived keys. */
+  kdf?: KdfParams
+  /** Salt used with kdf (realm + principal by default). */
+  salt?: string
+  createdAt: number
+  /** After this time the version no longer opens tickets (grace period end). Absent = current or no limit. */
+  retiresAt?: number
+}
+
+/** A principal as the KDC and admin see it. */
+export interface PrincipalRecord {
+  realm: string
+  components: string[]
+  attributes: PrincipalAttributes
+  /** The principal itself expires at this time (ms). */
+  expiresAt?: number
+  /** Password expires at this time (ms). */
+  passwordExpiresAt?: number
+  /** Longest ticket life for this principal, ms. */
+  maxLife: number
+  /** Longest renewable life, ms. */
+  maxRenewableLife: number
+  /** Name of the policy applied, if any. */
+  policy?: string
+  /** Key versions, newest (current) last. */
+  keys: KeyVersion[]
+  createdAt: number
+  createdBy: string
+  modifiedAt: number
+  modifiedBy: string
+  lastSuccess?: number
+  /** Failed pre-auth attempts counted in the current window. */
+  failureCount: number
+  /** Start of the current failure-counting window. */
+  failureWindowStart?: number
+  lastFailure?: number
+  lockedUntil?: number
+}
+
+/** A password and lockout policy. */
+export interface Policy {
+  name: string
+  /** Minimum password length. */
+  minLength: number
+  /** Minimum number of character classes (lower, upper, digit, other). */
+  minClasses: number
+  /** Failures before lockout; 0 disables lockout. */
+  maxFailures: number
+  /** Window in which failures are counted, ms. */
+  failureCountIntervalMs: number
+  /** How long a lockout lasts, ms; 0 = until an admin unlocks. */
+  lockoutDurationMs: number
+  /** Password lifetime, ms; 0 = never expires. */
+  maxPasswordLifeMs: number
+}
+
+/** Realm-wide data: KDC identity keys (plaintext in memory, sealed at rest). */
+export interface RealmRecord {
+  realm: string
+  createdAt: number
+  /** KDC X25519 transport key pair (secret 32 bytes, public 32 bytes). */
+  transportKey: { secretKey: Uint8Array; publicKey: Uint8Array }
+  /** KDC Ed25519 signing key pair (secret = 32-byte seed). */
+  signingKey: { secretKey: Uint8Array; publicKey: Uint8Array }
+}
+
+/** Outcome of recording a failed pre-auth attempt. */
+export interface FailureOutcome {
+  failureCount: number
+  /** Set when this failure (or an earlier one) locked the principal. */
+  lockedUntil?: number
+  /** True when this very failure caused the lockout. */
+  lockedNow: boolean
+}

@@ -1,0 +1,595 @@
+import { join } from 'node:path'
+import { expect } from 'chai'
+import { Level } from 'level'
+import { MemoryLevel } from 'memory-level'
+import { ed25519KeyPair, randomKey, x25519KeyPair } from '../../src/crypto/index.js'
+import { formatPrincipal, parsePrincipal, principalKey } from '../../src/db/names.js'
+import { DEFAULT_POLICY } from '../../src/db/policy.js'
+import { type AnyLevel, globMatch, PrincipalDb, type PrincipalDbOptions } from '../../src/db/principal-db.js'
+import type { Policy, PrincipalId, RealmRecord } from '../../src/db/types.js'
+import { TesseraErrorCode } from '../../src/errors.js'
+import { decode, encode } from '../../src/wire/codec.js'
+import { containsBytes, makeRecord, REALM, rejectsWith, tempDir } from './helpers/records.js'
+
+/** One place to keep a database between opens: a memory-level instance or a LevelDB directory. */
+interface Store {
+  /** Options that open this store. */
+  options: Partial<PrincipalDbOptions>
+  /** A raw handle on the same data, for looking under PrincipalDb (open it, use it, close it). */
+  raw(): AnyLevel
+}
+
+interface Backend {
+  name: string
+  persistent: boolean
+  store(): Promise<Store>
+  cleanup(): Promise<void>
+}
+
+function memoryBackend(): Backend {
+  return {
+    name: 'memory-level',
+    persistent: false,
+    async store() {
+      const db = new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
+      return { options: { db }, raw: () => db }
+    },
+    async cleanup() {},
+  }
+}
+
+function levelBackend(): Backend {
+  let remove: (() => Promise<void>) | undefined
+  let root = ''
+  let n = 0
+  return {
+    name: 'level',
+    persistent: true,
+    async store() {
+      if (!remove) ({ dir: root, remove } = await tempDir())
+      const location = join(root, `db${n++}`, 'nested')
+      return { options: { location }, raw: () => new Level<string, Uint8Array>(location, { keyEncoding: 'utf8', valueEncoding: 'view' }) }
+    },
+    async cleanup() {
+      await remove?.()
+      remove = undefined
+    },
+  }
+}
+
+const alice = parsePrincipal('alice', REALM)
+const lockout: Policy = {
+  name: 'lockout',
+  minLength: 8,
+  minClasses: 1,
+  maxFailures: 5,
+  failureCountIntervalMs: 60_000,
+  lockoutDurationMs: 300_000,
+  maxPasswordLifeMs: 0,
+}
+
+for (const backend of [memoryBackend(), levelBackend()]) {
+  describe(`PrincipalDb (${backend.name})`, () => {
+    const masterKey = randomKey()
+    let store: Store
+    let db: PrincipalDb
+    let clock = 1_000_000
+    const open = (extra: Partial<PrincipalDbOptions> = {}) =>
+      PrincipalDb.open({ ...store.options, masterKey, now: () => clock, ...extra })
+
+    beforeEach(async () => {
+      clock = 1_000_000
+      store = await backend.store()
+      db = await open()
+    })
+    afterEach(() => db.close())
+    after(() => backend.cleanup())
+
+    describe('principals', () => {
+      it('creates a principal and gets it back with its keys', async () => {
+        const rec = makeRecord('alice', { keys: [1, 2, 3].map((kvno) => ({ kvno, key: randomKey(), createdAt: kvno })) })
+        rec.keys[0]!.retiresAt = 5000
+        rec.keys[1]!.kdf = { alg: 'scrypt', N: 32768, r: 8, p: 1 }
+        rec.keys[1]!.salt = 'EXAMPLE.COMalice'
+        await db.create(rec)
+        expect(await db.get(alice)).to.deep.equal(rec)
+      })
+
+      it('keeps case significant', async () => {
+        await db.create(makeRecord('alice'))
+        expect(await db.get(parsePrincipal('Alice', REALM))).to.equal(undefined)
+        expect(await db.get(parsePrincipal('alice', 'example.com'))).to.equal(undefined)
+        await db.create(makeRecord('Alice'))
+        expect(await db.count()).to.equal(2)
+      })
+
+      it('returns undefined for an unknown principal and for an invalid name', async () => {
+        expect(await db.get(alice)).to.equal(undefined)
+        expect(await db.get({ realm: REALM, components: ['a/b'] })).to.equal(undefined)
+        expect(await db.get({ realm: REALM, components: ['\ud800'] })).to.equal(undefined)
+      })
+
+      it('does not let a lone surrogate reach the record stored under U+FFFD', async () => {
+        await db.create(makeRecord('\ufffd'))
+        expect(await db.get({ realm: REALM, components: ['\ufffd'] })).not.to.equal(undefined)
+        expect(await db.get({ realm: REALM, components: ['\ud800'] })).to.equal(undefined)
+        await rejectsWith(db.delete({ realm: REALM, components: ['\ud800'] }), TesseraErrorCode.TESSERA_BAD_NAME)
+      })
+
+      it('refuses a second create with TESSERA_EXISTS', async () => {
+        await db.create(makeRecord('alice'))
+        await rejectsWith(db.create(makeRecord('alice')), TesseraErrorCode.TESSERA_EXISTS)
+      })
+
+      it('refuses an invalid name with TESSERA_BAD_NAME', async () => {
+        const rec = makeRecord('alice')
+        await rejectsWith(db.create({ ...rec, components: ['bad@name'] }), TesseraErrorCode.TESSERA_BAD_NAME)
+        await rejectsWith(db.create({ ...rec, components: ['e\u0301'] }), TesseraErrorCode.TESSERA_BAD_NAME)
+        await rejectsWith(db.create({ ...rec, realm: 'BAD REALM' }), TesseraErrorCode.TESSERA_BAD_NAME)
+        expect(await db.count()).to.equal(0)
+      })
+
+      it('refuses a key that is not 32 bytes with RangeError', async () => {
+        const rec = makeRecord('alice', { keys: [{ kvno: 1, key: new Uint8Array(16), createdAt: 0 }] })
+        try {
+          await db.create(rec)
+          expect.fail('accepted')
+        } catch (err) {
+          expect(err).to.be.instanceOf(RangeError)
+        }
+        expect(await db.count()).to.equal(0)
+      })
+
+      it('returns a frozen record from get', async () => {
+        await db.create(makeRecord('alice'))
+        const rec = await db.get(alice)
+        expect(Object.isFrozen(rec)).to.equal(true)
+        expect(Object.isFrozen(rec?.keys)).to.equal(true)
+        expect(() => {
+          ;(rec as { failureCount: number }).failureCount = 9
+        }).to.throw(TypeError)
+      })
+
+      it('updates a principal, setting modifiedAt and modifiedBy', async () => {
+        await db.create(makeRecord('alice'))
+        clock = 2_000_000
+        const newKey = randomKey()
+        const out = await db.update(
+          alice,
+          (r) => {
+            r.keys.push({ kvno: 2, key: newKey, createdAt: clock })
+            r.attributes.disabled = true
+          },
+          'root/admin',
+        )
+        expect(out.modifiedAt).to.equal(2_000_000)
+        expect(out.modifiedBy).to.equal('root/admin')
+        const got = await db.get(alice)
+        expect(got).to.deep.equal(out)
+        expect(got?.keys.map((k) => k.kvno)).to.deep.equal([1, 2])
+        expect(got?.keys[1]?.key).to.deep.equal(newKey)
+        expect(got?.attributes.disabled).to.equal(true)
+      })
+
+      it('serves the new record after an update (cache invalidation)', async () => {
+        await db.create(makeRecord('alice'))
+        const before = await db.get(alice)
+        expect(await db.get(alice)).to.equal(before) // cached: same object
+        await db.update(alice, (r) => {
+          r.maxLife = 42
+        }, 'root/admin')
+        const after = await db.get(alice)
+        expect(after).not.to.equal(before)
+        expect(after?.maxLife).to.equal(42)
+      })
+
+      it('never caches a read that overlapped a write', async () => {
+        await db.create(makeRecord('alice'))
+        for (let i = 0; i < 20; i++) {
+          const reads = [db.get(alice), db.get(alice)]
+          const write = db.update(alice, (r) => {
+            r.maxLife = i
+          }, 'x')
+          await Promise.all([...reads, write])
+          expect((await db.get(alice))?.maxLife).to.equal(i)
+        }
+      })
+
+      it('rejects update of a missing principal with TESSERA_NOT_FOUND', async () => {
+        await rejectsWith(db.update(alice, () => {}, 'x'), TesseraErrorCode.TESSERA_NOT_FOUND)
+      })
+
+      it('leaves the record unchanged when mutate throws or renames', async () => {
+        const rec = makeRecord('alice')
+        await db.create(rec)
+        try {
+          await db.update(alice, () => {
+            throw new Error('nope')
+          }, 'x')
+          expect.fail('resolved')
+        } catch (err) {
+          expect((err as Error).message).to.equal('nope')
+        }
+        try {
+          await db.update(alice, (r) => {
+            r.components = ['mallory']
+          }, 'x')
+          expect.fail('resolved')
+        } catch (err) {
+          expect(err).to.be.instanceOf(RangeError)
+        }
+        expect(await db.get(alice)).to.deep.equal(rec)
+        expect(await db.get(parsePrincipal('mallory', REALM))).to.equal(undefined)
+      })
+
+      it('serializes concurrent updates of one principal', async () => {
+        await db.create(makeRecord('alice', { maxLife: 0 }))
+        await Promise.all(
+          Array.from({ length: 25 }, () =>
+            db.update(alice, async (r) => {
+              const v = r.maxLife
+              await new Promise((resolve) => setImmediate(resolve))
+              r.maxLife = v + 1
+            }, 'x'),
+          ),
+        )
+        expect((await db.get(alice))?.maxLife).to.equal(25)
+      })
+
+      it('deletes a principal', async () => {
+        await db.create(makeRecord('alice'))
+        await db.get(alice)
+        await db.delete(alice)
+        expect(await db.get(alice)).to.equal(undefined)
+        expect(await db.count()).to.equal(0)
+        await rejectsWith(db.delete(alice), TesseraErrorCode.TESSERA_NOT_FOUND)
+      })
+    })
+
+    describe('list', () => {
+      const names = [
+        'alice@EXAMPLE.COM',
+        'bob@EXAMPLE.COM',
+        'bob/admin@EXAMPLE.COM',
+        'HTTP/www.example.com@EXAMPLE.COM',
+        'HTTP/api.example.com@EXAMPLE.COM',
+        'krbtgt/EXAMPLE.COM@EXAMPLE.COM',
+        'alice@OTHER.ORG',
+        'carol@EXAMPLE.COMX',
+      ]
+      const sorted = (ids: PrincipalId[]) => ids.map(formatPrincipal).sort()
+      beforeEach(async () => {
+        for (const n of names) await db.create(makeRecord(n))
+      })
+
+      it('lists every principal and counts them', async () => {
+        expect(sorted(await db.list())).to.deep.equal([...names].sort())
+        expect(await db.count()).to.equal(names.length)
+      })
+
+      it('lists one realm only (not a realm that merely starts the same)', async () => {
+        expect(sorted(await db.list({ realm: 'OTHER.ORG' }))).to.deep.equal(['alice@OTHER.ORG'])
+        expect(await db.list({ realm: 'EXAMPLE.COM' })).to.have.length(6)
+        expect(await db.list({ realm: 'NONE' })).to.deep.equal([])
+      })
+
+      it("matches '*' over name/instance, or over the full name when the pattern has '@'", async () => {
+        expect(sorted(await db.list({ glob: 'HTTP/*' }))).to.deep.equal([
+          'HTTP/api.example.com@EXAMPLE.COM',
+          'HTTP/www.example.com@EXAMPLE.COM',
+        ])
+        expect(sorted(await db.list({ glob: '*/admin' }))).to.deep.equal(['bob/admin@EXAMPLE.COM'])
+        expect(sorted(await db.list({ glob: 'alice' }))).to.deep.equal(['alice@EXAMPLE.COM', 'alice@OTHER.ORG'])
+        expect(sorted(await db.list({ glob: '*@OTHER.ORG' }))).to.deep.equal(['alice@OTHER.ORG'])
+        expect(sorted(await db.list({ glob: 'b*', realm: 'EXAMPLE.COM' }))).to.deep.equal(['bob/admin@EXAMPLE.COM', 'bob@EXAMPLE.COM'])
+        expect(await db.list({ glob: 'nobody*' })).to.deep.equal([])
+      })
+
+      it('stops at limit', async () => {
+        expect(await db.list({ limit: 3 })).to.have.length(3)
+        expect(await db.list({ limit: 0 })).to.deep.equal([])
+        expect(await db.list({ glob: 'HTTP/*', limit: 1 })).to.have.length(1)
+      })
+    })
+
+    describe('storage', () => {
+      it('keeps principal and realm secret keys sealed at rest', async () => {
+        const recs = ['alice', 'bob', 'krbtgt/EXAMPLE.COM'].map((n) => makeRecord(n))
+        for (const r of recs) await db.create(r)
+        await db.update(alice, (r) => {
+          r.keys.push({ kvno: 2, key: randomKey(), createdAt: 0 })
+        }, 'x')
+        const realm: RealmRecord = { realm: REALM, createdAt: 1, transportKey: x25519KeyPair(), signingKey: ed25519KeyPair() }
+        await db.putRealm(realm)
+        const secrets = [
+          ...recs.flatMap((r) => r.keys.map((k) => k.key)),
+          ...((await db.get(alice))?.keys.map((k) => k.key) ?? []),
+          realm.transportKey.secretKey,
+          realm.signingKey.secretKey,
+          masterKey,
+        ]
+        expect(secrets).to.have.length(8)
+        await db.close()
+        const raw = store.raw()
+        await raw.open()
+        let values = 0
+        for await (const [, value] of raw.iterator({ valueEncoding: 'view' }) as AsyncIterable<[string, Uint8Array]>) {
+          values++
+          for (const s of secrets) expect(containsBytes(value, s), 'key bytes found at rest').to.equal(false)
+        }
+        await raw.close()
+        expect(values).to.be.greaterThan(4)
+        db = await open()
+        expect((await db.get(alice))?.keys).to.have.length(2)
+      })
+
+      it('refuses a sealed key moved into another principal with TESSERA_INTEGRITY', async () => {
+        await db.create(makeRecord('mallory'))
+        await db.create(makeRecord('krbtgt/EXAMPLE.COM'))
+        await db.close()
+        // An attacker with write access to the files but not the master key copies the record
+        // of a principal whose key they know over krbtgt's, fixing up the name fields: the
+        // binding inside each sealed key still names mallory, and that is checked on open.
+        const raw = store.raw()
+        await raw.open()
+        const principals = raw.sublevel<string, Uint8Array>('principals', { valueEncoding: 'view' })
+        const krbtgt = parsePrincipal('krbtgt/EXAMPLE.COM', REALM)
+        const stolen = decode((await principals.get(principalKey(parsePrincipal('mallory', REALM))))!) as Record<string, unknown>
+        await principals.put(principalKey(krbtgt), encode({ ...stolen, components: krbtgt.components }))
+        await raw.close()
+        db = await open()
+        await rejectsWith(db.get(krbtgt), TesseraErrorCode.TESSERA_INTEGRITY)
+        expect(await db.get(parsePrincipal('mallory', REALM))).not.to.equal(undefined)
+      })
+
+      it('refuses a wrong master key with TESSERA_CONFIG and still opens with the right one', async () => {
+        await db.create(makeRecord('alice'))
+        await db.close()
+        const err = await rejectsWith(open({ masterKey: randomKey() }), TesseraErrorCode.TESSERA_CONFIG)
+        expect(err.message).to.include('master key does not match this database')
+        db = await open()
+        expect(await db.get(alice)).not.to.equal(undefined)
+      })
+
+      it('keeps data across close and reopen', async () => {
+        const rec = makeRecord('alice', { policy: 'lockout' })
+        await db.putPolicy(lockout)
+        await db.create(rec)
+        await db.recordFailure(alice, clock, lockout)
+        await db.close()
+        db = await open()
+        const got = await db.get(alice)
+        expect(got?.keys).to.deep.equal(rec.keys)
+        expect(got?.failureCount).to.equal(1)
+        expect(await db.getPolicy('lockout')).to.deep.equal(lockout)
+      })
+
+      it('refuses calls after close with TESSERA_DB', async () => {
+        await db.close()
+        await rejectsWith(Promise.resolve().then(() => db.get(alice)), TesseraErrorCode.TESSERA_DB)
+        await rejectsWith(db.create(makeRecord('alice')), TesseraErrorCode.TESSERA_DB)
+        await db.close()
+      })
+    })
+
+    describe('realm', () => {
+      it('stores the realm record once and returns it with its keys', async () => {
+        expect(await db.getRealm()).to.equal(undefined)
+        const realm: RealmRecord = { realm: REALM, createdAt: 7, transportKey: x25519KeyPair(), signingKey: ed25519KeyPair() }
+        await db.putRealm(realm)
+        expect(await db.getRealm()).to.deep.equal(realm)
+        await rejectsWith(db.putRealm(realm), TesseraErrorCode.TESSERA_EXISTS)
+      })
+    })
+
+    describe('policies', () => {
+      it('puts, gets, lists and deletes policies', async () => {
+        await db.putPolicy(lockout)
+        await db.putPolicy({ ...DEFAULT_POLICY, name: 'admin', minLength: 14 })
+        expect(await db.getPolicy('lockout')).to.deep.equal(lockout)
+        expect((await db.listPolicies()).map((p) => p.name)).to.deep.equal(['admin', 'lockout'])
+        await db.putPolicy({ ...lockout, maxFailures: 3 })
+        expect((await db.getPolicy('lockout'))?.maxFailures).to.equal(3)
+        await db.deletePolicy('lockout')
+        expect(await db.getPolicy('lockout')).to.equal(undefined)
+        await rejectsWith(db.deletePolicy('lockout'), TesseraErrorCode.TESSERA_NOT_FOUND)
+      })
+
+      it('refuses invalid policies', async () => {
+        await rejectsWith(db.putPolicy({ ...lockout, name: '' }), TesseraErrorCode.TESSERA_BAD_NAME)
+        await rejectsWith(db.putPolicy({ ...lockout, name: 'a\nb' }), TesseraErrorCode.TESSERA_BAD_NAME)
+        await rejectsWith(db.putPolicy({ ...lockout, minLength: -1 }), TesseraErrorCode.TESSERA_VALIDATION)
+        await rejectsWith(db.putPolicy({ ...lockout, minClasses: 5 }), TesseraErrorCode.TESSERA_VALIDATION)
+        await rejectsWith(db.putPolicy({ ...lockout, maxFailures: 1.5 }), TesseraErrorCode.TESSERA_VALIDATION)
+      })
+
+      it('refuses a principal naming an unknown policy with TESSERA_NOT_FOUND', async () => {
+        await rejectsWith(db.create(makeRecord('alice', { policy: 'nope' })), TesseraErrorCode.TESSERA_NOT_FOUND)
+        await db.create(makeRecord('alice'))
+        await rejectsWith(db.update(alice, (r) => {
+          r.policy = 'nope'
+        }, 'x'), TesseraErrorCode.TESSERA_NOT_FOUND)
+        expect((await db.get(alice))?.policy).to.equal(undefined)
+      })
+
+      it('refuses to delete a policy in use with TESSERA_EXISTS until no principal uses it', async () => {
+        await db.putPolicy(lockout)
+        await db.putPolicy({ ...lockout, name: 'other' })
+        await db.create(makeRecord('alice', { policy: 'lockout' }))
+        await db.create(makeRecord('bob', { policy: 'lockout' }))
+        await rejectsWith(db.deletePolicy('lockout'), TesseraErrorCode.TESSERA_EXISTS)
+        await db.update(alice, (r) => {
+          r.policy = 'other'
+        }, 'x')
+        await rejectsWith(db.deletePolicy('other'), TesseraErrorCode.TESSERA_EXISTS)
+        await db.delete(parsePrincipal('bob', REALM))
+        await db.deletePolicy('lockout')
+        await db.update(alice, (r) => {
+          delete r.policy
+        }, 'x')
+        await db.deletePolicy('other')
+        expect(await db.listPolicies()).to.deep.equal([])
+      })
+    })
+
+    describe('lockout', () => {
+      beforeEach(() => db.create(makeRecord('alice')))
+
+      it('counts 20 parallel failures exactly without a policy', async () => {
+        const outs = await Promise.all(Array.from({ length: 20 }, () => db.recordFailure(alice, clock, undefined)))
+        expect(outs.map((o) => o.failureCount).sort((a, b) => a - b)).to.deep.equal(Array.from({ length: 20 }, (_, i) => i + 1))
+        expect(outs.every((o) => !o.lockedNow && o.lockedUntil === undefined)).to.equal(true)
+        const rec = await db.get(alice)
+        expect(rec?.failureCount).to.equal(20)
+        expect(rec?.lockedUntil).to.equal(undefined)
+      })
+
+      it('locks at maxFailures under 20 parallel failures, exactly once', async () => {
+        const outs = await Promise.all(Array.from({ length: 20 }, () => db.recordFailure(alice, clock, lockout)))
+        expect(outs.filter((o) => o.lockedNow)).to.have.length(1)
+        expect(outs.find((o) => o.lockedNow)?.failureCount).to.equal(5)
+        expect(outs.every((o) => o.failureCount <= 5)).to.equal(true)
+        const rec = await db.get(alice)
+        expect(rec?.failureCount).to.equal(5)
+        expect(rec?.lockedUntil).to.equal(clock + lockout.lockoutDurationMs)
+      })
+
+      it('restarts the count at 1 once the window has passed', async () => {
+        await db.recordFailure(alice, clock, lockout)
+        await db.recordFailure(alice, clock + 10_000, lockout)
+        expect((await db.recordFailure(alice, clock + 59_999, lockout)).failureCount).to.equal(3)
+        const out = await db.recordFailure(alice, clock + 60_000, lockout)
+        expect(out).to.deep.equal({ failureCount: 1, lockedNow: false })
+        expect((await db.get(alice))?.failureWindowStart).to.equal(clock + 60_000)
+      })
+
+      it('never expires the window when failureCountIntervalMs is 0', async () => {
+        const forever = { ...lockout, maxFailures: 0, failureCountIntervalMs: 0 }
+        await db.recordFailure(alice, 0, forever)
+        expect((await db.recordFailure(alice, 1e12, forever)).failureCount).to.equal(2)
+      })
+
+      it('locks for lockoutDurationMs, then counts afresh', async () => {
+        for (let i = 0; i < 4; i++) expect((await db.recordFailure(alice, clock + i, lockout)).lockedNow).to.equal(false)
+        const locked = await db.recordFailure(alice, clock + 4, lockout)
+        expect(locked).to.deep.equal({ failureCount: 5, lockedUntil: clock + 4 + 300_000, lockedNow: true })
+        const during = await db.recordFailure(alice, clock + 1000, lockout)
+        expect(during).to.deep.equal({ failureCount: 5, lockedUntil: clock + 4 + 300_000, lockedNow: false })
+        const after = await db.recordFailure(alice, clock + 4 + 300_000, lockout)
+        expect(after).to.deep.equal({ failureCount: 1, lockedNow: false })
+        expect((await db.get(alice))?.lockedUntil).to.equal(undefined)
+      })
+
+      it('locks until unlock() when lockoutDurationMs is 0', async () => {
+        const manual = { ...lockout, maxFailures: 2, lockoutDurationMs: 0 }
+        await db.recordFailure(alice, clock, manual)
+        const out = await db.recordFailure(alice, clock, manual)
+        expect(out.lockedUntil).to.equal(Number.MAX_SAFE_INTEGER)
+        expect((await db.get(alice))?.lockedUntil).to.equal(Number.MAX_SAFE_INTEGER)
+        clock = 5_000_000
+        await db.unlock(alice, 'root/admin')
+        const rec = await db.get(alice)
+        expect(rec?.lockedUntil).to.equal(undefined)
+        expect(rec?.failureCount).to.equal(0)
+        expect(rec?.failureWindowStart).to.equal(undefined)
+        expect(rec?.modifiedBy).to.equal('root/admin')
+        expect(rec?.modifiedAt).to.equal(5_000_000)
+      })
+
+      it('does not write on success when there is nothing to reset', async () => {
+        await db.recordSuccess(alice, clock)
+        const rec = await db.get(alice)
+        expect(rec?.lastSuccess).to.equal(undefined)
+        expect(rec?.modifiedAt).to.equal(1000)
+      })
+
+      it('resets the failure count on success and records lastSuccess then', async () => {
+        await db.recordFailure(alice, clock, lockout)
+        await db.recordFailure(alice, clock, lockout)
+        await db.recordSuccess(alice, clock + 5)
+        const rec = await db.get(alice)
+        expect(rec?.failureCount).to.equal(0)
+        expect(rec?.failureWindowStart).to.equal(undefined)
+        expect(rec?.lastSuccess).to.equal(clock + 5)
+        expect(rec?.lastFailure).to.equal(clock)
+        expect((await db.recordFailure(alice, clock + 6, lockout)).failureCount).to.equal(1)
+      })
+
+      it('does not lift an active lockout on success', async () => {
+        for (let i = 0; i < 5; i++) await db.recordFailure(alice, clock, lockout)
+        await db.recordSuccess(alice, clock + 1)
+        expect((await db.get(alice))?.lockedUntil).to.equal(clock + 300_000)
+      })
+
+      it('writes lastSuccess on every success with trackLastSuccess', async () => {
+        await db.close()
+        db = await open({ trackLastSuccess: true })
+        await db.recordSuccess(alice, 123)
+        expect((await db.get(alice))?.lastSuccess).to.equal(123)
+        await db.recordSuccess(alice, 456)
+        expect((await db.get(alice))?.lastSuccess).to.equal(456)
+      })
+
+      it('rejects lockout calls on a missing principal with TESSERA_NOT_FOUND', async () => {
+        const bob = parsePrincipal('bob', REALM)
+        await rejectsWith(db.recordFailure(bob, clock, lockout), TesseraErrorCode.TESSERA_NOT_FOUND)
+        await rejectsWith(db.recordSuccess(bob, clock), TesseraErrorCode.TESSERA_NOT_FOUND)
+        await rejectsWith(db.unlock(bob, 'x'), TesseraErrorCode.TESSERA_NOT_FOUND)
+      })
+    })
+
+    if (backend.persistent) {
+      describe('LevelDB specifics', () => {
+        it('maps LEVEL_LOCKED to TESSERA_DB_LOCKED when a second instance opens the directory', async () => {
+          await db.create(makeRecord('alice'))
+          const err = await rejectsWith(open(), TesseraErrorCode.TESSERA_DB_LOCKED)
+          expect(err.message).to.include('another process')
+          expect((err.cause as { code?: string }).code).to.equal('LEVEL_DATABASE_NOT_OPEN')
+          expect(await db.get(alice)).not.to.equal(undefined)
+          await db.close()
+          db = await open()
+          expect(await db.count()).to.equal(1)
+        })
+      })
+    }
+  })
+}
+
+describe('PrincipalDb (in-memory default)', () => {
+  it('opens without a location and works', async () => {
+    const db = await PrincipalDb.open({ masterKey: randomKey() })
+    await db.create(makeRecord('alice'))
+    expect(await db.count()).to.equal(1)
+    await db.close()
+  })
+
+  it('refuses a master key that is not 32 bytes with RangeError', async () => {
+    try {
+      await PrincipalDb.open({ masterKey: new Uint8Array(16) })
+      expect.fail('opened')
+    } catch (err) {
+      expect(err).to.be.instanceOf(RangeError)
+    }
+  })
+})
+
+describe('globMatch', () => {
+  const cases: [string, string, boolean][] = [
+    ['*', '', true],
+    ['*', 'anything', true],
+    ['a*', 'abc', true],
+    ['*c', 'abc', true],
+    ['a*c', 'abbbc', true],
+    ['a*c', 'abbbd', false],
+    ['a', 'ab', false],
+    ['ab', 'a', false],
+    ['*/admin', 'bob/admin', true],
+    ['a.c', 'abc', false],
+    ['(a+)+', '(a+)+', true],
+    ['*a*a*a*a*a*b', 'a'.repeat(1000), false],
+  ]
+  for (const [pattern, text, want] of cases)
+    it(`${want ? 'matches' : 'does not match'} ${JSON.stringify(pattern)} against ${JSON.stringify(text.slice(0, 20))}`, () => {
+      expect(globMatch(pattern, text)).to.equal(want)
+    })
+})
