@@ -21,6 +21,7 @@ import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { KdcAddress, RealmFile } from '../krb/realm-file.js'
 import { type ClientChannel, connectChannel } from '../wire/client.js'
 import { krbErrorFromReply } from './errors.js'
+import { syncTime } from './time-sync.js'
 
 /** A ticket and what the client needs to use it. */
 export interface Credentials {
@@ -203,7 +204,7 @@ export class KdcClient {
         }
         if (reply.code === ErrorCode.KRB_AP_ERR_SKEW && this.opts.adjustClockOnSkew && !skewRetried) {
           skewRetried = true
-          this.clockOffsetMs += reply.stime - this.now()
+          await this.resync(reply.stime, signal)
           continue
         }
         throw err
@@ -295,13 +296,22 @@ export class KdcClient {
       if (reply.t === MsgType.KRB_ERROR) {
         if (reply.code === ErrorCode.KRB_AP_ERR_SKEW && this.opts.adjustClockOnSkew && !skewRetried) {
           skewRetried = true
-          this.clockOffsetMs += reply.stime - this.now()
+          await this.resync(reply.stime, signal)
           continue
         }
         throw krbErrorFromReply(reply, this.now(), display)
       }
       if (reply.t !== MsgType.TGS_REP) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, `unexpected reply type ${reply.t} to TGS_REQ`)
       return this.acceptKdcRep(reply, creds.sessionKey, KeyUsage.TGS_REP_ENCPART_SESSKEY, nonce, sname)
+    }
+  }
+
+  /** After a skew error: measure the offset with the signed time service; fall back to the error's server time. */
+  private async resync(serverTime: number, signal: AbortSignal): Promise<void> {
+    try {
+      await syncTime(this, { samples: 2, signal })
+    } catch {
+      this.clockOffsetMs += serverTime - this.now()
     }
   }
 

@@ -5,7 +5,9 @@ import { readStash } from '../db/master-key.js'
 import { parsePrincipal } from '../db/names.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import type { KeyVersion, PrincipalAttributes } from '../db/types.js'
-import { TesseraError, TesseraErrorCode } from '../errors.js'
+import { ErrorCode } from '../../proto/error-codes.js'
+import { MsgType } from '../../proto/msg-types.js'
+import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import type { RealmFile } from '../krb/realm-file.js'
 import { ReplayCache } from '../krb/replay-cache.js'
 import { createLoggers, type Loggers, type LogOptions, type SecurityEvent } from '../log/logger.js'
@@ -13,6 +15,7 @@ import { SecureServer } from '../wire/server.js'
 import { type KdcConfig, type KdcConfigInput, resolveKdcConfig } from './config.js'
 import type { KdcContext } from './context.js'
 import { type ExtraHandlers, type ListenerName, makeHandler } from './dispatch.js'
+import { processTimeReq, ServedClock, type ServedClockOptions } from './time-req.js'
 import { bootstrapRealm, makeRealmFile, newPrincipalRecord, REALM_FILES, writeRealmFile } from './realm.js'
 
 /** Options of startKdc. */
@@ -31,8 +34,10 @@ export interface StartKdcOptions {
   log?: LogOptions | false
   /** Security events are also pushed here (tests). */
   securitySink?: SecurityEvent[]
-  /** Handlers for the time and admin listeners (supplied by their modules). */
+  /** Handlers for listeners served outside src/kdc (the admin listener). */
   extraHandlers?: ExtraHandlers
+  /** Clocks of the time service (tests inject host-clock steps). */
+  timeClock?: Omit<ServedClockOptions, 'logger'>
 }
 
 /** Options of RunningKdc.addPrincipal. */
@@ -110,6 +115,15 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     log,
     now,
   }
+  const clock = new ServedClock({ ...opts.timeClock, logger: log.ops })
+  const handlers: ExtraHandlers = {
+    time: (msg) => {
+      if (msg.t !== MsgType.TIME_REQ)
+        throw new KrbProtocolError(ErrorCode.KRB_AP_ERR_MSG_TYPE, 'MSG_TYPE', { message: `message type ${msg.t} is not served on the time listener` })
+      return processTimeReq(clock, realm.signingKey.secretKey, msg)
+    },
+    ...opts.extraHandlers,
+  }
   const servers = new Map<ListenerName, SecureServer>()
   try {
     for (const name of LISTENERS) {
@@ -122,7 +136,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
           ...config.limits,
           logger: log.ops,
         },
-        makeHandler(context, name, opts.extraHandlers),
+        makeHandler(context, name, handlers),
       )
       await server.listen()
       servers.set(name, server)

@@ -1,0 +1,77 @@
+/** Authenticated time sync: several signed exchanges with the time listener, NTP four-timestamp method. */
+import type { Message, TimeRep } from '../../proto/messages.js'
+import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
+import { constantTimeEqual, randomBytes, verify } from '../crypto/index.js'
+import { TesseraError, TesseraErrorCode } from '../errors.js'
+import { timeSignatureInput } from '../krb/time-sig.js'
+import type { KdcClient } from './kdc-client.js'
+import { krbErrorFromReply } from './errors.js'
+
+/** Result of a time sync. All values in milliseconds (fractional). */
+export interface TimeSample {
+  /** Server time minus local time: add it to the local clock. */
+  offsetMs: number
+  /** Round-trip delay excluding the server's processing time. */
+  delayMs: number
+  /** |true offset - offsetMs| <= boundMs (delay/2 + server radius). */
+  boundMs: number
+  /** Server transmit time of the chosen sample, ms since epoch. */
+  serverTimeMs: number
+  /** Every signature verified against the realm's signing key. */
+  verified: true
+  /** Exchanges made. */
+  samples: number
+}
+
+/** Options of syncTime. */
+export interface SyncTimeOptions {
+  /** Exchanges; the lowest-delay one is kept. @default 4 */
+  samples?: number
+  /** Apply the offset to the client (client.clockOffsetMs). @default true */
+  apply?: boolean
+  signal?: AbortSignal
+  /** Monotonic clock in ms, used to time each exchange. @default performance.now */
+  monoMs?: () => number
+}
+
+/** Check one TIME_REP against our nonce and the realm key; throws TESSERA_TIME on anything wrong. */
+export function checkTimeRep(rep: Message, nonce: Uint8Array, signingKey: Uint8Array): TimeRep {
+  if (rep.t !== MsgType.TIME_REP) throw new TesseraError(TesseraErrorCode.TESSERA_TIME, `unexpected reply type ${rep.t} from the time service`)
+  if (!constantTimeEqual(rep.nonce, nonce)) throw new TesseraError(TesseraErrorCode.TESSERA_TIME, 'time answer carries another nonce (replayed answer?)')
+  if (!verify(timeSignatureInput(rep.nonce, rep.recv, rep.xmit, rep.radius), rep.sig, signingKey))
+    throw new TesseraError(TesseraErrorCode.TESSERA_TIME, 'time answer signature does not verify against the realm signing key')
+  if (rep.xmit < rep.recv) throw new TesseraError(TesseraErrorCode.TESSERA_TIME, 'time answer is impossible: transmitted before received')
+  return rep
+}
+
+/**
+ * Measure the offset between this machine and the KDC. t1/t4 are local (wall clock at
+ * t1, plus monotonic elapsed time for t4), t2/t3 the server's signed receive/transmit times:
+ * offset = ((t2 - t1) + (t3 - t4)) / 2, delay = (t4 - t1) - (t3 - t2).
+ */
+export async function syncTime(client: KdcClient, opts: SyncTimeOptions = {}): Promise<TimeSample> {
+  const n = opts.samples ?? 4
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new RangeError('samples must be an integer in [1, 64]')
+  const mono = opts.monoMs ?? (() => performance.now())
+  const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(15000)]) : AbortSignal.timeout(15000)
+  const localWall = () => client.now() - client.clockOffsetMs
+  let best: { offset: number; delay: number; radius: number; server: number } | undefined
+  for (let i = 0; i < n; i++) {
+    const nonce = randomBytes(32)
+    const m1 = mono()
+    const t1 = localWall()
+    const rep = await client.send('time', (): Message => ({ v: PROTOCOL_VERSION, t: MsgType.TIME_REQ, nonce }), signal)
+    const t4 = t1 + (mono() - m1)
+    if (rep.t === MsgType.KRB_ERROR) throw krbErrorFromReply(rep, t4)
+    const r = checkTimeRep(rep, nonce, client.realm.signingKey)
+    const t2 = r.recv / 1000
+    const t3 = r.xmit / 1000
+    const delay = t4 - t1 - (t3 - t2)
+    if (delay < -1) throw new TesseraError(TesseraErrorCode.TESSERA_TIME, 'time answer is impossible: negative round trip')
+    const offset = (t2 - t1 + (t3 - t4)) / 2
+    if (!best || delay < best.delay) best = { offset, delay: Math.max(0, delay), radius: r.radius / 1000, server: t3 }
+  }
+  const b = best!
+  if (opts.apply ?? true) client.clockOffsetMs = b.offset
+  return { offsetMs: b.offset, delayMs: b.delay, boundMs: b.delay / 2 + b.radius, serverTimeMs: b.server, verified: true, samples: n }
+}
