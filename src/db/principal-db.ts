@@ -186,7 +186,9 @@ export class PrincipalDb {
   readonly #trackLastSuccess: boolean
   readonly #now: () => number
   readonly #where: string
-  #closed = false
+  /** Set by close(): new calls are refused, calls already running finish first. */
+  #closing = false
+  readonly #inflight = new Set<Promise<unknown>>()
 
   private constructor(db: AnyLevel, opts: PrincipalDbOptions, where: string) {
     this.#db = db
@@ -244,8 +246,10 @@ export class PrincipalDb {
 
   /** Close the database (releasing the LevelDB lock) and forget cached records and the master key. */
   async close(): Promise<void> {
-    if (this.#closed) return
-    this.#closed = true
+    if (this.#closing) return
+    this.#closing = true
+    // Let calls already running (say a failure count being written) finish before the store closes.
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight])
     this.#cache.clear()
     this.#loads.clear()
     this.#policies.clear()
@@ -262,7 +266,8 @@ export class PrincipalDb {
 
   /** The realm record (identity keys unsealed), or undefined before `kdc init` stored one. */
   async getRealm(): Promise<RealmRecord | undefined> {
-    const raw = await this.#get(this.#meta, 'realm')
+    this.#assertOpen()
+    const raw = await this.#track(this.#get(this.#meta, 'realm'))
     if (raw === undefined) return undefined
     const s = this.#decodeObject(raw, 'realm record') as unknown as StoredRealm
     if (s.v !== FORMAT_VERSION || typeof s.realm !== 'string') corrupt('realm record')
@@ -280,11 +285,12 @@ export class PrincipalDb {
 
   /** Store the realm record, once. TesseraError(TESSERA_EXISTS) if the database already has one. */
   async putRealm(r: RealmRecord): Promise<void> {
+    this.#assertOpen()
     checkRealm(r.realm)
     for (const p of [r.transportKey, r.signingKey])
       if (!isBytes(p?.secretKey) || p.secretKey.length !== 32 || !isBytes(p.publicKey) || p.publicKey.length !== 32)
         throw new RangeError('realm identity keys must be 32-byte key pairs')
-    await this.#mutex.run('meta:realm', async () => {
+    await this.#locked('meta:realm', async () => {
       if ((await this.#get(this.#meta, 'realm')) !== undefined)
         throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, 'this database already holds a realm')
       const stored: StoredRealm = {
@@ -329,13 +335,13 @@ export class PrincipalDb {
         if (raw === undefined) return undefined
         const rec = deepFreeze(this.#unsealPrincipal(this.#decodePrincipal(raw), key))
         // A load that overlapped a write may have read the old value: return it, never cache it.
-        if (!load.stale && !this.#closed) this.#cache.set(key, rec)
+        if (!load.stale && !this.#closing) this.#cache.set(key, rec)
         return rec
       } finally {
         if (this.#loads.get(key) === load) this.#loads.delete(key)
       }
     })()
-    return load.promise
+    return this.#track(load.promise)
   }
 
   /**
@@ -347,7 +353,7 @@ export class PrincipalDb {
     checkPrincipalId(rec)
     checkRecordShape(rec)
     const key = principalKey(rec)
-    await this.#mutex.run(key, async () => {
+    await this.#locked(key, async () => {
       if ((await this.#get(this.#principals, key)) !== undefined)
         throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `principal ${formatPrincipal(rec)} already exists`)
       const ops: BatchOp[] = [{ type: 'put', sublevel: this.#principals, key, value: this.#encodePrincipal(rec, key) }]
@@ -368,7 +374,7 @@ export class PrincipalDb {
     this.#assertOpen()
     checkPrincipalId(id)
     const key = principalKey(id)
-    return this.#mutex.run(key, async () => {
+    return this.#locked(key, async () => {
       const raw = await this.#get(this.#principals, key)
       if (raw === undefined) notFound(id)
       const rec = this.#unsealPrincipal(this.#decodePrincipal(raw), key)
@@ -398,7 +404,7 @@ export class PrincipalDb {
     this.#assertOpen()
     checkPrincipalId(id)
     const key = principalKey(id)
-    await this.#mutex.run(key, async () => {
+    await this.#locked(key, async () => {
       const raw = await this.#get(this.#principals, key)
       if (raw === undefined) notFound(id)
       const s = this.#decodePrincipal(raw)
@@ -423,14 +429,14 @@ export class PrincipalDb {
       range.lt = `${range.gte}:`
     }
     const full = glob?.includes('@') ?? false
-    await this.#guard('list', async () => {
+    await this.#track(this.#guard('list', async () => {
       for await (const key of this.#principals.keys(range)) {
         const id = principalFromKey(key)
         if (glob !== undefined && !globMatch(glob, full ? formatPrincipal(id) : formatName(id.components))) continue
         out.push(id)
         if (limit !== undefined && out.length >= limit) break
       }
-    })
+    }))
     return out
   }
 
@@ -438,9 +444,11 @@ export class PrincipalDb {
   async count(): Promise<number> {
     this.#assertOpen()
     let n = 0
-    await this.#guard('count', async () => {
-      for await (const _ of this.#principals.keys()) n++
-    })
+    await this.#track(
+      this.#guard('count', async () => {
+        for await (const _ of this.#principals.keys()) n++
+      }),
+    )
     return n
   }
 
@@ -460,7 +468,7 @@ export class PrincipalDb {
     checkPrincipalId(id)
     if (!Number.isFinite(now)) throw new RangeError('now must be a finite number')
     const key = principalKey(id)
-    return this.#mutex.run(key, async () => {
+    return this.#locked(key, async () => {
       const raw = await this.#get(this.#principals, key)
       if (raw === undefined) notFound(id)
       // Works on the stored form: the counters are in clear, the sealed keys are left untouched.
@@ -502,12 +510,13 @@ export class PrincipalDb {
    * is on; `lastSuccess` is set whenever it writes. So a normal login costs no write.
    */
   async recordSuccess(id: PrincipalId, now: number): Promise<void> {
+    checkPrincipalId(id)
     const cached = await this.get(id)
     if (cached === undefined) notFound(id)
     const dirty = (r: { failureCount: number; failureWindowStart?: number }) => r.failureCount !== 0 || r.failureWindowStart !== undefined
     if (!dirty(cached) && !this.#trackLastSuccess) return
     const key = principalKey(id)
-    await this.#mutex.run(key, async () => {
+    await this.#locked(key, async () => {
       const raw = await this.#get(this.#principals, key)
       if (raw === undefined) notFound(id)
       const s = this.#decodePrincipal(raw)
@@ -557,7 +566,7 @@ export class PrincipalDb {
       lockoutDurationMs: p.lockoutDurationMs,
       maxPasswordLifeMs: p.maxPasswordLifeMs,
     }
-    await this.#mutex.run(`policy:${p.name}`, async () => {
+    await this.#locked(`policy:${p.name}`, async () => {
       await this.#batch([{ type: 'put', sublevel: this.#policyStore, key: p.name, value: encode(copy) }], [])
       this.#policies.set(p.name, Object.freeze(copy))
     })
@@ -570,7 +579,7 @@ export class PrincipalDb {
   async deletePolicy(name: string): Promise<void> {
     this.#assertOpen()
     checkPolicyName(name)
-    await this.#mutex.run(`policy:${name}`, async () => {
+    await this.#locked(`policy:${name}`, async () => {
       if (!this.#policies.has(name))
         throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `policy ${JSON.stringify(name)} does not exist`)
       const prefix = lengthPrefixed(name)
@@ -598,7 +607,7 @@ export class PrincipalDb {
   // ---- internals ----
 
   #assertOpen(): void {
-    if (this.#closed) throw new TesseraError(TesseraErrorCode.TESSERA_DB, 'principal database is closed')
+    if (this.#closing) throw new TesseraError(TesseraErrorCode.TESSERA_DB, 'principal database is closed')
   }
 
   #wrap(err: unknown, what: string): TesseraError {
@@ -614,6 +623,20 @@ export class PrincipalDb {
     return new TesseraError(TesseraErrorCode.TESSERA_DB, `principal database: ${what} failed`, { cause: err })
   }
 
+  /** Track a running call so close() can wait for it. */
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#inflight.add(p)
+    const done = () => this.#inflight.delete(p)
+    p.then(done, done)
+    return p
+  }
+
+  /** Run `fn` under the per-key mutex, as a tracked call; refused once close() has begun. */
+  #locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    this.#assertOpen()
+    return this.#track(this.#mutex.run(key, fn))
+  }
+
   /** Run a storage call, wrapping foreign errors (level) with their cause. */
   async #guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
@@ -624,13 +647,11 @@ export class PrincipalDb {
   }
 
   #get(sub: Sub, key: string): Promise<Uint8Array | undefined> {
-    this.#assertOpen()
     return this.#guard('read', () => sub.get(key))
   }
 
   /** Write one atomic, synced batch, then drop the cached copies of `touched` principal keys. */
   async #batch(ops: BatchOp[], touched: string[]): Promise<void> {
-    this.#assertOpen()
     try {
       await this.#guard('write', () => this.#db.batch(ops, SYNC))
     } finally {

@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { Level } from 'level'
 import { MemoryLevel } from 'memory-level'
@@ -10,6 +12,8 @@ import type { Policy, PrincipalId, RealmRecord } from '../../src/db/types.js'
 import { TesseraErrorCode } from '../../src/errors.js'
 import { decode, encode } from '../../src/wire/codec.js'
 import { containsBytes, makeRecord, REALM, rejectsWith, tempDir } from './helpers/records.js'
+
+const KILL_WRITER = fileURLToPath(new URL('./helpers/kill-writer.ts', import.meta.url))
 
 /** One place to keep a database between opens: a memory-level instance or a LevelDB directory. */
 interface Store {
@@ -364,6 +368,15 @@ for (const backend of [memoryBackend(), levelBackend()]) {
         expect(await db.getPolicy('lockout')).to.deep.equal(lockout)
       })
 
+      it('lets calls already running finish before close() closes the store', async () => {
+        await db.create(makeRecord('alice'))
+        const running = Array.from({ length: 10 }, () => db.recordFailure(alice, clock, undefined))
+        await db.close()
+        expect((await Promise.all(running)).map((o) => o.failureCount).sort((a, b) => a - b)).to.deep.equal([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+        db = await open()
+        expect((await db.get(alice))?.failureCount).to.equal(10)
+      })
+
       it('refuses calls after close with TESSERA_DB', async () => {
         await db.close()
         await rejectsWith(Promise.resolve().then(() => db.get(alice)), TesseraErrorCode.TESSERA_DB)
@@ -550,6 +563,34 @@ for (const backend of [memoryBackend(), levelBackend()]) {
           db = await open()
           expect(await db.count()).to.equal(1)
         })
+
+        it('keeps every acknowledged write after kill -9 of the writing process', async function () {
+          this.timeout(15_000)
+          await db.close()
+          const location = store.options.location!
+          const child = spawn(process.execPath, ['--import', 'tsx', KILL_WRITER, location, Buffer.from(masterKey).toString('hex')], {
+            stdio: ['ignore', 'pipe', 'inherit'],
+          })
+          let lastAcked = -1
+          const exited = new Promise((resolve) => child.once('exit', resolve))
+          await new Promise<void>((resolve, reject) => {
+            child.once('error', reject)
+            child.once('exit', () => reject(new Error('writer exited early')))
+            let buf = ''
+            child.stdout.on('data', (chunk: Buffer) => {
+              buf += chunk.toString()
+              for (const m of buf.matchAll(/acked (\d+)\n/g)) lastAcked = Number(m[1])
+              buf = buf.slice(buf.lastIndexOf('\n') + 1)
+              if (lastAcked >= 30) {
+                child.kill('SIGKILL')
+                resolve()
+              }
+            })
+          })
+          await exited
+          db = await open()
+          for (let n = 0; n <= lastAcked; n++) expect(await db.get(parsePrincipal(`w${n}`, REALM)), `w${n}`).not.to.equal(undefined)
+        })
       })
     }
   })
@@ -569,6 +610,41 @@ describe('PrincipalDb (in-memory default)', () => {
       expect.fail('opened')
     } catch (err) {
       expect(err).to.be.instanceOf(RangeError)
+    }
+  })
+})
+
+describe('PrincipalDb cache', () => {
+  it('does not cache a read that started before a write and finished after it', async () => {
+    const store = new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
+    // One-shot gate: the next read gets its value from the store, then waits for release().
+    let armed: Promise<void> | undefined
+    let release = () => {}
+    const raw = store as unknown as { _get(key: unknown, options: unknown): Promise<unknown> }
+    const realGet = raw._get.bind(store)
+    raw._get = async (key, options) => {
+      const value = await realGet(key, options)
+      const gate = armed
+      armed = undefined
+      if (gate) await gate
+      return value
+    }
+    const db = await PrincipalDb.open({ db: store, masterKey: randomKey() })
+    try {
+      await db.create(makeRecord('alice', { maxLife: 1 }))
+      armed = new Promise((resolve) => {
+        release = resolve
+      })
+      const slowRead = db.get(alice)
+      await new Promise((resolve) => setImmediate(resolve))
+      await db.update(alice, (r) => {
+        r.maxLife = 2
+      }, 'x')
+      release()
+      expect((await slowRead)?.maxLife).to.equal(1)
+      expect((await db.get(alice))?.maxLife).to.equal(2)
+    } finally {
+      await db.close()
     }
   })
 })
