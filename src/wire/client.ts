@@ -2,7 +2,7 @@
 import net from 'node:net'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { Limits } from '../../proto/limits.js'
-import type { Message } from '../../proto/messages.js'
+import type { KrbError, Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { clientHandshakeFinish, type KeyPair, x25519KeyPair } from '../crypto/index.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
@@ -39,6 +39,14 @@ interface Pending {
 
 function abortError(signal: AbortSignal): TesseraError {
   return new TesseraError(TesseraErrorCode.TESSERA_ABORTED, 'operation aborted', { cause: signal.reason })
+}
+
+/** A KRB_ERROR from the server as a KrbProtocolError carrying its server time and edata. */
+function peerError(msg: KrbError, message: string): KrbProtocolError {
+  const err = new KrbProtocolError(msg.code, msg.text, { message })
+  err.serverTime = msg.stime
+  if (msg.edata) err.edata = msg.edata
+  return err
 }
 
 /** An established, encrypted connection to one listener. Replies come back in request order. */
@@ -85,6 +93,14 @@ export class ClientChannel {
     if (this.closedError) return Promise.reject(this.closedError)
     const { signal } = opts
     if (signal?.aborted) return Promise.reject(abortError(signal))
+    // Seal before queueing: a message that cannot be encoded must neither send a frame
+    // nor take a place in the reply queue (the next reply would go to the wrong caller).
+    let sealed: Buffer
+    try {
+      sealed = this.codec.seal(msg)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     return new Promise<Message>((resolve, reject) => {
       const timeoutMs = opts.timeoutMs ?? 10000
       // A late reply would desynchronise the ordered stream: a timed-out or aborted request ends the channel.
@@ -101,7 +117,7 @@ export class ClientChannel {
           signal?.removeEventListener('abort', onAbort)
         },
       })
-      this.socket.write(this.codec.seal(msg))
+      this.socket.write(sealed)
     })
   }
 
@@ -135,10 +151,8 @@ export class ClientChannel {
       const p = this.pending.shift()
       if (!p) {
         // Unsolicited: only an error before close is legitimate.
-        const err =
-          msg.t === MsgType.KRB_ERROR
-            ? new KrbProtocolError(msg.code, msg.text, { message: `server closed the connection: ${msg.text}` })
-            : new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'unsolicited message from the server')
+        const err = msg.t === MsgType.KRB_ERROR ? peerError(msg, `server closed the connection: ${msg.text}`)
+          : new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'unsolicited message from the server')
         this.shutdown(err)
         return
       }
@@ -221,7 +235,7 @@ export function connectChannel(opts: ChannelOptions): Promise<ClientChannel> {
         return
       }
       if (msg.t === MsgType.KRB_ERROR) {
-        finish(new KrbProtocolError(msg.code, msg.text, { message: `${opts.host}:${opts.port} refused the connection: ${msg.text}` }))
+        finish(peerError(msg, `${opts.host}:${opts.port} refused the connection: ${msg.text}`))
         return
       }
       if (msg.t !== MsgType.HS_RESP) {

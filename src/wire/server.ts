@@ -9,6 +9,7 @@ import { ErrorCode } from '../../proto/error-codes.js'
 import { Limits } from '../../proto/limits.js'
 import type { Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
+import { validateMessage } from '../../proto/validate.js'
 import { type KeyPair, serverHandshake } from '../crypto/index.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { decodeMessage, krbError, plainFrame, SealedCodec, wireCodeFor } from './channel.js'
@@ -82,8 +83,32 @@ export const DEFAULT_SECURE_SERVER_OPTIONS = {
 
 type ResolvedOptions = Required<Omit<SecureServerOptions, 'logger'>> & { logger: WireLogger }
 
+/** A snapshot of one open connection, for diagnostics and tests. */
+export interface ConnectionStats {
+  /** Peer "address:port". */
+  readonly peer: string
+  readonly state: 'handshake' | 'open' | 'closing'
+  /** Requests accepted and not yet answered. */
+  readonly pending: number
+  /** Complete frames received but not yet opened (held back by backpressure). */
+  readonly queuedFrames: number
+  /** True while the server is not reading from this socket. */
+  readonly readPaused: boolean
+  /** Reply bytes buffered in user space, not yet handed to the kernel. */
+  readonly writableLength: number
+  /** Bytes read from the socket so far. */
+  readonly bytesRead: number
+}
+
+// How long a connection we have ended may linger before it is destroyed, ms.
+const LINGER_MS = 2000
+
 function checkPositive(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer`)
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
 }
 
 /** A TCP listener speaking the encrypted transport. */
@@ -93,6 +118,7 @@ export class SecureServer {
   private readonly conns = new Set<ServerConnection>()
   private readonly perPeer = new Map<string, number>()
   private closing = false
+  private closed: Promise<void> | undefined
 
   constructor(
     options: SecureServerOptions,
@@ -106,10 +132,13 @@ export class SecureServer {
       'maxConnections',
       'maxConnectionsPerPeer',
       'maxPendingPerConnection',
+      'closeGraceMs',
     ] as const)
       checkPositive(k, this.options[k])
     if (options.staticKey?.secretKey?.length !== 32) throw new TypeError('staticKey must be an X25519 key pair')
-    this.server = net.createServer({ noDelay: true }, (s) => this.accept(s))
+    // allowHalfOpen: a peer that sends its requests then shuts down its write side still
+    // gets every reply; the connection ends our side once the queue is answered.
+    this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.accept(s))
     this.server.on('error', (err) => this.options.logger.error('listener error', { listener: this.options.name, err: err.message }))
   }
 
@@ -135,14 +164,27 @@ export class SecureServer {
     return this.conns.size
   }
 
+  /** A snapshot of every open connection (diagnostics, tests). */
+  connectionStats(): ConnectionStats[] {
+    return [...this.conns].map((c) => c.stats())
+  }
+
   /**
    * Stop accepting, let in-flight requests finish (up to closeGraceMs), tell idle
-   * peers TSR_ERR_SHUTTING_DOWN, then resolve once every socket is closed.
+   * peers TSR_ERR_SHUTTING_DOWN, then resolve once every socket is closed. Calling it
+   * again returns the same promise.
    */
-  async close(): Promise<void> {
-    if (this.closing) return
+  close(): Promise<void> {
+    this.closed ??= this.shutdown()
+    return this.closed
+  }
+
+  private async shutdown(): Promise<void> {
     this.closing = true
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    const listenerClosed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    // The listener's close callback can run before the sockets' own 'close' events:
+    // wait for both, so that connectionCount is 0 once close() resolves.
+    const closed = Promise.all([listenerClosed, ...[...this.conns].map((c) => c.closed)])
     for (const c of this.conns) c.drain()
     const deadline = setTimeout(() => {
       for (const c of this.conns) c.destroy()
@@ -159,6 +201,10 @@ export class SecureServer {
       const code = this.closing ? ErrorCode.TSR_ERR_SHUTTING_DOWN : ErrorCode.TSR_ERR_BUSY
       this.options.logger.warn('connection refused', { listener: this.options.name, peer: peerAddr, code })
       socket.on('error', () => {})
+      // Read and discard what the peer already sent: closing with unread data would send
+      // an RST that can destroy our error frame before the peer reads it.
+      socket.on('end', () => socket.destroy())
+      socket.resume()
       socket.end(plainFrame(krbError(code, this.closing ? 'server is shutting down' : 'too many connections')))
       setTimeout(() => socket.destroy(), 1000).unref()
       return
@@ -185,13 +231,28 @@ class ServerConnection {
   private codec: SealedCodec | undefined
   private ctx: ConnectionContext | undefined
   private state: 'handshake' | 'open' | 'closing' = 'handshake'
+  /** Requests opened and not yet answered (running or waiting their turn). */
   private pending = 0
+  /**
+   * Complete frames not yet opened. Frames are opened only while fewer than
+   * maxPendingPerConnection requests are pending and the socket is not write-blocked,
+   * and reading stops while any are held, so one chunk full of small requests cannot
+   * queue an unbounded number of (possibly large) replies.
+   */
+  private backlog: Buffer[] = []
+  private backlogHead = 0
   private queue: Promise<void> = Promise.resolve()
   private writeBlocked = false
   private readonly handshakeTimer: NodeJS.Timeout
   private idleTimer: NodeJS.Timeout | undefined
-  private draining = false
+  private lingerTimer: NodeJS.Timeout | undefined
+  /** The peer shut down its side: answer what is queued, then end ours. */
+  private peerEnded = false
+  /** The server is closing: no new requests; finish the pending ones, then SHUTTING_DOWN. */
+  private shuttingDown = false
   private readonly peer: string
+  /** Resolves once the socket has closed and the connection is forgotten. */
+  readonly closed: Promise<void>
 
   constructor(
     private readonly server: SecureServer,
@@ -206,20 +267,35 @@ class ServerConnection {
     socket.on('error', (err) => o.logger.debug('socket error', { listener: o.name, peer: this.peer, err: err.message }))
     socket.on('drain', () => {
       this.writeBlocked = false
-      this.updateFlow()
+      this.pump()
     })
+    this.closed = new Promise((resolve) => socket.on('close', () => setImmediate(resolve)))
     socket.on('close', () => this.cleanup())
     socket.on('end', () => {
-      // Peer half-closed: answer what is queued, then close our side.
-      this.draining = true
-      if (this.pending === 0) this.end()
+      this.peerEnded = true
+      if (this.state === 'closing') this.socket.destroy()
+      else this.pump()
     })
   }
 
-  /** Server closing: finish in-flight work, then close with SHUTTING_DOWN if idle. */
+  stats(): ConnectionStats {
+    return {
+      peer: this.peer,
+      state: this.state,
+      pending: this.pending,
+      queuedFrames: this.backlog.length - this.backlogHead,
+      readPaused: this.socket.isPaused(),
+      writableLength: this.socket.writableLength,
+      bytesRead: this.socket.bytesRead,
+    }
+  }
+
+  /** Server closing: finish in-flight work, then close with SHUTTING_DOWN. */
   drain(): void {
-    this.draining = true
-    if (this.pending === 0) this.fail(ErrorCode.TSR_ERR_SHUTTING_DOWN, 'server is shutting down')
+    this.shuttingDown = true
+    // Requests not yet opened are dropped: the peer gets SHUTTING_DOWN in their place.
+    this.clearBacklog()
+    this.pump()
   }
 
   destroy(): void {
@@ -227,7 +303,7 @@ class ServerConnection {
   }
 
   private onData(chunk: Buffer): void {
-    if (this.state === 'closing') return
+    if (this.state === 'closing' || this.shuttingDown) return
     let frames: Buffer[]
     try {
       frames = this.reader.push(chunk)
@@ -235,15 +311,34 @@ class ServerConnection {
       this.failWith(err)
       return
     }
-    for (const body of frames) {
-      if (this.isClosing()) return
+    for (const f of frames) this.backlog.push(f)
+    this.pump()
+  }
+
+  /** Open held frames while the flow limits allow, then decide on reading and closing. */
+  private pump(): void {
+    const max = this.server.options.maxPendingPerConnection
+    while (this.state !== 'closing' && this.backlogHead < this.backlog.length) {
+      if (this.state === 'open' && (this.writeBlocked || this.pending >= max)) break
+      const body = this.backlog[this.backlogHead]!
+      this.backlogHead++
       if (this.state === 'handshake') this.onHandshake(body)
       else this.onSealed(body)
     }
+    if (this.backlogHead >= this.backlog.length) this.clearBacklog()
+    this.updateFlow()
+    this.maybeFinish()
   }
 
-  private isClosing(): boolean {
-    return this.state === 'closing'
+  private clearBacklog(): void {
+    this.backlog = []
+    this.backlogHead = 0
+  }
+
+  private maybeFinish(): void {
+    if (this.state === 'closing' || this.pending > 0 || this.backlogHead < this.backlog.length) return
+    if (this.shuttingDown) this.fail(ErrorCode.TSR_ERR_SHUTTING_DOWN, 'server is shutting down')
+    else if (this.peerEnded) this.end()
   }
 
   private onHandshake(body: Buffer): void {
@@ -275,6 +370,7 @@ class ServerConnection {
   }
 
   private onIdle(): void {
+    if (this.state === 'closing') return
     if (this.pending > 0) {
       this.idleTimer?.refresh()
       return
@@ -296,8 +392,14 @@ class ServerConnection {
       return
     }
     this.pending++
-    this.updateFlow()
-    this.queue = this.queue.then(() => this.process(msg))
+    // process() handles its own failures; the catch only keeps the chain alive.
+    this.queue = this.queue
+      .then(() => this.process(msg))
+      .catch((err: unknown) => {
+        const o = this.server.options
+        o.logger.error('reply could not be sent', { listener: o.name, peer: this.peer, err: errText(err) })
+        this.destroy()
+      })
   }
 
   private async process(msg: Message): Promise<void> {
@@ -307,42 +409,48 @@ class ServerConnection {
       reply = await this.server.handler(msg, this.ctx!)
     } catch (err) {
       if (err instanceof KrbProtocolError) {
-        reply = krbError(err.code, err.message, Date.now(), err.edata as never)
+        // The status is the short reason meant for the peer; the message may carry log detail.
+        o.logger.debug('request refused', { listener: o.name, peer: this.peer, code: err.code, err: err.message })
+        reply = krbError(err.code, err.status, Date.now(), err.edata as never)
       } else {
-        o.logger.error('request handler failed', {
-          listener: o.name,
-          peer: this.peer,
-          err: err instanceof Error ? err.message : String(err),
-        })
+        o.logger.error('request handler failed', { listener: o.name, peer: this.peer, err: errText(err) })
         reply = krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error')
       }
     }
+    // A reply that breaks the schema (a handler bug, or a bad code in a thrown error) would
+    // make the peer drop the connection: send KRB_ERR_GENERIC instead and log the cause.
+    try {
+      reply = validateMessage(reply)
+    } catch (err) {
+      o.logger.error('handler reply is not a valid message', { listener: o.name, peer: this.peer, err: errText(err) })
+      reply = krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error')
+    }
     this.pending--
     if (this.state !== 'closing') {
+      let out: Buffer
       try {
-        this.write(this.codec!.seal(reply))
+        out = this.codec!.seal(reply)
       } catch (err) {
-        o.logger.error('reply could not be encoded', { listener: o.name, err: err instanceof Error ? err.message : String(err) })
-        this.write(this.codec!.seal(krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error')))
+        o.logger.error('reply could not be encoded', { listener: o.name, peer: this.peer, err: errText(err) })
+        out = this.codec!.seal(krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error'))
       }
+      this.write(out)
     }
-    this.updateFlow()
-    if (this.draining && this.pending === 0) {
-      if (this.server.isClosing) this.fail(ErrorCode.TSR_ERR_SHUTTING_DOWN, 'server is shutting down')
-      else this.end()
-    }
+    this.pump()
   }
 
   private write(buf: Buffer): void {
-    if (this.socket.destroyed) return
-    if (!this.socket.write(buf)) {
-      this.writeBlocked = true
-      this.updateFlow()
-    }
+    if (this.socket.destroyed || this.socket.writableEnded) return
+    if (!this.socket.write(buf)) this.writeBlocked = true
   }
 
   private updateFlow(): void {
-    const stop = this.writeBlocked || this.pending >= this.server.options.maxPendingPerConnection
+    const stop =
+      this.state !== 'closing' &&
+      (this.shuttingDown ||
+        this.writeBlocked ||
+        this.pending >= this.server.options.maxPendingPerConnection ||
+        this.backlogHead < this.backlog.length)
     if (stop && !this.socket.isPaused()) this.socket.pause()
     else if (!stop && this.socket.isPaused()) this.socket.resume()
   }
@@ -367,17 +475,33 @@ class ServerConnection {
     this.end()
   }
 
+  /** End our side; keep reading (and discarding) until the peer's FIN, or destroy after LINGER_MS. */
   private end(): void {
+    if (this.state === 'closing') return
     this.state = 'closing'
     this.reader.reset()
+    this.clearBacklog()
+    this.clearTimers()
     this.socket.end()
-    setTimeout(() => this.socket.destroy(), 2000).unref()
+    if (this.peerEnded) {
+      this.socket.destroySoon()
+    } else {
+      this.socket.resume()
+      this.lingerTimer = setTimeout(() => this.socket.destroy(), LINGER_MS)
+      this.lingerTimer.unref()
+    }
+  }
+
+  private clearTimers(): void {
+    clearTimeout(this.handshakeTimer)
+    if (this.idleTimer) clearTimeout(this.idleTimer)
   }
 
   private cleanup(): void {
     this.state = 'closing'
-    clearTimeout(this.handshakeTimer)
-    if (this.idleTimer) clearTimeout(this.idleTimer)
+    this.clearBacklog()
+    this.clearTimers()
+    if (this.lingerTimer) clearTimeout(this.lingerTimer)
     this.codec?.destroy()
   }
 }
