@@ -129,6 +129,8 @@ describe('transport handshake', () => {
 })
 
 describe('counter-nonce frames', () => {
+  const initial = backend().name
+  after(() => useBackend(initial))
   const key = new Uint8Array(32).fill(7)
   const body = new TextEncoder().encode('frame body')
 

@@ -31,6 +31,8 @@ import { isTesseraError, KrbProtocolError, TesseraError } from '../../src/errors
 import { decodeMessage, plainFrame, SealedCodec } from '../../src/wire/channel.js'
 import { decode, encode } from '../../src/wire/codec.js'
 import { FrameReader, frame } from '../../src/wire/frame-reader.js'
+import { ServedClock, processTimeReq } from '../../src/kdc/time-req.js'
+import { timeSignatureInput } from '../../src/krb/time-sig.js'
 import { refEncode } from './msgpack-ref.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: vector files are free-form JSON
@@ -349,6 +351,16 @@ describe('proto/vectors', () => {
         expect(hex(encode(m))).to.equal(timeSig.timeRep.msgpack)
         const tampered = timeInput(nonce, timeSig.recv + 1, timeSig.xmit, timeSig.radius)
         expect(verify(tampered, unhex(timeSig.sig), unhex(timeSig.signingKey))).to.equal(false)
+      })
+
+      it('is what the time service answers (src/kdc/time-req.ts, with its clock pinned)', () => {
+        const nonce = unhex(timeSig.nonce)
+        expect(hex(timeSignatureInput(nonce, timeSig.recv, timeSig.xmit, timeSig.radius))).to.equal(timeSig.input)
+        const monos = [0n, 0n, BigInt(timeSig.xmit - timeSig.recv) * 1000n]
+        const clock = new ServedClock({ hostNowUs: () => timeSig.recv, monoNs: () => monos.shift() ?? 0n, baseRadiusUs: timeSig.radius })
+        const rep = processTimeReq(clock, unhex(timeSig.signingSeed), { v: 1, t: 40, nonce })
+        expect(toJsonValue(rep)).to.deep.equal(timeSig.timeRep.message)
+        expect(hex(encode(rep))).to.equal(timeSig.timeRep.msgpack)
       })
 
       it('recomputes every sealed part and message of the worked exchanges', () => {
