@@ -188,6 +188,7 @@ export class PrincipalDb {
   readonly #where: string
   /** Set by close(): new calls are refused, calls already running finish first. */
   #closing = false
+  #closed: Promise<void> | undefined
   readonly #inflight = new Set<Promise<unknown>>()
 
   private constructor(db: AnyLevel, opts: PrincipalDbOptions, where: string) {
@@ -244,9 +245,17 @@ export class PrincipalDb {
     return pdb
   }
 
-  /** Close the database (releasing the LevelDB lock) and forget cached records and the master key. */
-  async close(): Promise<void> {
-    if (this.#closing) return
+  /**
+   * Close the database (releasing the LevelDB lock) once the calls already running have
+   * finished, and forget cached records and the master key. Later calls are refused with
+   * TESSERA_DB. Calling close() again returns the same promise.
+   */
+  close(): Promise<void> {
+    this.#closed ??= this.#close()
+    return this.#closed
+  }
+
+  async #close(): Promise<void> {
     this.#closing = true
     // Let calls already running (say a failure count being written) finish before the store closes.
     while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight])
