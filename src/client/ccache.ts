@@ -1,0 +1,168 @@
+/**
+ * Credential cache: a file (0600) holding a client's TGT and service tickets with
+ * their session keys. Format: "TSCC" || version(1) || MessagePack { crealm, cname,
+ * entries: [Credentials] }. Writes go to a temp file renamed over the cache (never a
+ * torn file), under a lock file so two processes updating at once do not lose entries.
+ */
+import { open, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { Ticket } from '../../proto/messages.js'
+import { validate } from '../../proto/validate.js'
+import { randomBytes } from '../crypto/index.js'
+import { TesseraError, TesseraErrorCode } from '../errors.js'
+import { sameName } from '../krb/parts.js'
+import { decode, encode } from '../wire/codec.js'
+import type { Credentials } from './kdc-client.js'
+
+const MAGIC = Buffer.from('TSCC', 'ascii')
+const VERSION = 1
+const LOCK_STALE_MS = 10_000
+
+/** Where the cache lives when neither --ccache nor TESSERA_CCACHE says: $XDG_RUNTIME_DIR/tessera_ccache, else <tmpdir>/tessera_cc_<uid>. */
+export function defaultCcachePath(env: NodeJS.ProcessEnv): string {
+  if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'tessera_ccache')
+  const uid = typeof process.getuid === 'function' ? process.getuid() : os.userInfo().username
+  return path.join(os.tmpdir(), `tessera_cc_${uid}`)
+}
+
+/** What a cache holds. */
+export interface CacheContents {
+  crealm: string
+  cname: string[]
+  entries: Credentials[]
+}
+
+function bad(msg: string, cause?: unknown): never {
+  throw new TesseraError(TesseraErrorCode.TESSERA_CCACHE, msg, cause ? { cause } : undefined)
+}
+
+function checkEntry(e: unknown): Credentials {
+  const o = e as Record<string, unknown>
+  if (typeof o !== 'object' || o === null) bad('cache entry is not a map')
+  validate(Ticket, o.ticket)
+  if (!(o.sessionKey instanceof Uint8Array) || o.sessionKey.length !== 32) bad('cache entry has no session key')
+  for (const k of ['flags', 'authtime', 'starttime', 'endtime'] as const) if (typeof o[k] !== 'number') bad(`cache entry lacks ${k}`)
+  if (!Array.isArray(o.sname) || !Array.isArray(o.cname)) bad('cache entry lacks names')
+  const c = { ...o, sessionKey: new Uint8Array(o.sessionKey as Uint8Array) } as unknown as Credentials
+  return c
+}
+
+/** A credential cache file. */
+export class CredentialCache {
+  constructor(
+    readonly file: string,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Contents with expired entries dropped, or undefined when there is no cache. */
+  async load(): Promise<CacheContents | undefined> {
+    let buf: Buffer
+    try {
+      buf = await readFile(this.file)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      bad(`cannot read credential cache ${this.file}: ${(err as Error).message}`, err)
+    }
+    const s = await stat(this.file)
+    if ((s.mode & 0o077) !== 0) bad(`credential cache ${this.file} is readable by others; refusing it (chmod 600 or log in again)`)
+    if (buf.length < 5 || !buf.subarray(0, 4).equals(MAGIC)) bad(`${this.file} is not a Tessera credential cache`)
+    if (buf[4] !== VERSION) bad(`${this.file} has unsupported version ${buf[4]}`)
+    let raw: Record<string, unknown>
+    try {
+      raw = decode(buf.subarray(5)) as Record<string, unknown>
+    } catch (err) {
+      bad(`credential cache ${this.file} is corrupt`, err)
+    }
+    if (typeof raw.crealm !== 'string' || !Array.isArray(raw.cname) || !Array.isArray(raw.entries))
+      bad(`credential cache ${this.file} is corrupt`)
+    const now = this.now()
+    const entries = raw.entries.map(checkEntry).filter((e) => e.endtime > now)
+    return { crealm: raw.crealm, cname: raw.cname as string[], entries }
+  }
+
+  /** Start a new cache for a fresh login (replaces everything). */
+  async initialize(tgt: Credentials): Promise<void> {
+    await this.withLock(async () => this.write({ crealm: tgt.crealm, cname: tgt.cname, entries: [tgt] }))
+  }
+
+  /** Add or replace the entry for creds' service. The cache must belong to the same client. */
+  async store(creds: Credentials): Promise<void> {
+    await this.withLock(async () => {
+      const cur = await this.load()
+      if (!cur) return this.write({ crealm: creds.crealm, cname: creds.cname, entries: [creds] })
+      if (cur.crealm !== creds.crealm || !sameName(cur.cname, creds.cname))
+        bad('credential cache belongs to another principal; log in again')
+      const entries = cur.entries.filter((e) => !(e.srealm === creds.srealm && sameName(e.sname, creds.sname)))
+      entries.push(creds)
+      return this.write({ ...cur, entries })
+    })
+  }
+
+  /** The cached, unexpired ticket for a service, if any. */
+  async find(sname: string[], srealm?: string): Promise<Credentials | undefined> {
+    const cur = await this.load()
+    return cur?.entries.find((e) => sameName(e.sname, sname) && (srealm === undefined || e.srealm === srealm))
+  }
+
+  /** Remove the cache (kdestroy): overwrite, then unlink. True if there was one. */
+  async destroy(): Promise<boolean> {
+    return this.withLock(async () => {
+      try {
+        const s = await stat(this.file)
+        const fh = await open(this.file, 'r+')
+        try {
+          await fh.write(Buffer.alloc(s.size), 0, s.size, 0)
+          await fh.sync()
+        } finally {
+          await fh.close()
+        }
+        await unlink(this.file)
+        return true
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
+        throw err
+      }
+    })
+  }
+
+  private async write(c: CacheContents): Promise<void> {
+    const body = encode({ crealm: c.crealm, cname: c.cname, entries: c.entries.filter((e) => e.endtime > this.now()) })
+    const tmp = `${this.file}.${process.pid}.${Buffer.from(randomBytes(6)).toString('hex')}.tmp`
+    const fh = await open(tmp, 'wx', 0o600)
+    try {
+      await fh.write(Buffer.concat([MAGIC, Buffer.from([VERSION]), body]))
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
+    await rename(tmp, this.file)
+  }
+
+  private async withLock<T>(fn: () => Promise<T>): Promise<T> {
+    const lock = `${this.file}.lock`
+    const deadline = Date.now() + 5000
+    for (;;) {
+      try {
+        const fh = await open(lock, 'wx', 0o600)
+        await fh.close()
+        break
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') bad(`cannot lock credential cache: ${(err as Error).message}`, err)
+        try {
+          const s = await stat(lock)
+          if (Date.now() - s.mtimeMs > LOCK_STALE_MS) await rm(lock, { force: true })
+        } catch {
+          // lock vanished meanwhile: retry
+        }
+        if (Date.now() > deadline) bad(`credential cache ${this.file} is locked by another process`)
+        await new Promise((r) => setTimeout(r, 10 + Math.random() * 20))
+      }
+    }
+    try {
+      return await fn()
+    } finally {
+      await rm(lock, { force: true })
+    }
+  }
+}
