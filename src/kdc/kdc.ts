@@ -2,7 +2,8 @@
 import path from 'node:path'
 import { randomBytes } from '../crypto/index.js'
 import { readStash } from '../db/master-key.js'
-import { parsePrincipal } from '../db/names.js'
+import { formatPrincipal, parsePrincipal } from '../db/names.js'
+import { Keytab, type KeytabEntry, writeKeytab } from '../service/keytab.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import type { KeyVersion, PrincipalAttributes } from '../db/types.js'
 import { ErrorCode } from '../../proto/error-codes.js'
@@ -63,6 +64,8 @@ export interface RunningKdc {
   context: KdcContext
   /** Create a principal (embedding convenience). Returns its first key version. */
   addPrincipal(name: string, opts?: AddPrincipalOptions): Promise<KeyVersion>
+  /** Write a keytab (0600) holding every unretired key version of a principal, like `kadmin ktadd`. */
+  exportKeytab(name: string, file: string): Promise<Keytab>
   /** Stop accepting, finish in-flight requests, close the database. */
   close(): Promise<void>
 }
@@ -115,7 +118,8 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     log,
     now,
   }
-  const clock = new ServedClock({ ...opts.timeClock, logger: log.ops })
+  // The time service serves the same clock the exchanges check against.
+  const clock = new ServedClock({ hostNowUs: () => now() * 1000, ...opts.timeClock, logger: log.ops })
   const handlers: ExtraHandlers = {
     time: (msg) => {
       if (msg.t !== MsgType.TIME_REQ)
@@ -184,6 +188,25 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
       })
       await db.create(rec)
       return rec.keys[0]!
+    },
+    async exportKeytab(name, file) {
+      const id = parsePrincipal(name, realm.realm)
+      const rec = await db.get(id)
+      if (!rec) throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `no principal ${name}`)
+      const t = now()
+      const keytab = new Keytab(
+        rec.keys
+          .filter((k) => k.retiresAt === undefined || k.retiresAt > t)
+          .map((k) => {
+            const e: KeytabEntry = { realm: rec.realm, name: [...rec.components], kvno: k.kvno, key: k.key, createdAt: k.createdAt }
+            if (k.kdf) e.kdf = k.kdf
+            if (k.salt !== undefined) e.salt = k.salt
+            return e
+          }),
+      )
+      await writeKeytab(file, keytab)
+      log.security.log({ event: 'keytab-export', client: formatPrincipal(id), outcome: 'ok', reason: file })
+      return keytab
     },
     close() {
       closing ??= (async () => {

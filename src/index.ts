@@ -1,0 +1,53 @@
+/** Tessera's public API. Nothing else is exported. */
+
+// Errors and wire constants
+export { ErrorCode, errorCodeName } from '../proto/error-codes.js'
+export { KdcOption, PaType, TicketFlag, ticketFlagNames } from '../proto/flags.js'
+export { KeyUsage } from '../proto/key-usage.js'
+export type { ApRep, ApReq, Ticket } from '../proto/messages.js'
+export { MsgType, PROTOCOL_VERSION } from '../proto/msg-types.js'
+export { isTesseraError, KrbProtocolError, TesseraError, TesseraErrorCode } from './errors.js'
+
+// Client side
+export { type ApRepResult, type ApReqOptions, buildApReq, type PendingApReq, verifyApRep } from './client/ap.js'
+export { type CacheContents, CredentialCache, defaultCcachePath } from './client/ccache.js'
+export {
+  type ClientKey,
+  type Credentials,
+  KdcClient,
+  type KdcClientOptions,
+  type LoginOptions,
+  type TicketOptions,
+} from './client/kdc-client.js'
+export { checkTimeRep, type SyncTimeOptions, syncTime, type TimeSample } from './client/time-sync.js'
+export { type KdcAddress, loadRealmFile, parseRealmFile, type RealmFile, realmFileJson } from './krb/realm-file.js'
+
+// Service side
+export {
+  addKeytabEntry,
+  decodeKeytab,
+  encodeKeytab,
+  Keytab,
+  type KeytabEntry,
+  readKeytab,
+  writeKeytab,
+} from './service/keytab.js'
+export {
+  SecureSession,
+  type SecureSessionClientOptions,
+  type SecureSessionOptions,
+  type SecureSessionServerOptions,
+  SessionError,
+} from './service/session.js'
+export {
+  ServiceVerifier,
+  type ServiceVerifierOptions,
+  type VerifiedAp,
+  type VerifyOptions,
+} from './service/verify-ap-req.js'
+export { ReplayCache, type ReplayCacheOptions } from './krb/replay-cache.js'
+
+// The KDC, embeddable (tests of apps, like Apache Kerby's SimpleKdcServer)
+export { DEFAULT_KDC_CONFIG, type KdcConfig, type KdcConfigInput } from './kdc/config.js'
+export { type AddPrincipalOptions, type RunningKdc, type StartKdcOptions, startKdc } from './kdc/kdc.js'
+export { initRealmDir, type InitRealmOptions } from './kdc/realm.js'
