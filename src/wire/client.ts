@@ -37,6 +37,11 @@ interface Pending {
   cleanup(): void
 }
 
+// Node clamps a timer above 2^31-1 ms to 1 ms: a "very long" timeout would fire at once.
+function checkTimeout(name: string, ms: number): void {
+  if (!Number.isInteger(ms) || ms < 1 || ms > 0x7fffffff) throw new RangeError(`${name} must be an integer in [1, 2^31-1] ms`)
+}
+
 function abortError(signal: AbortSignal): TesseraError {
   return new TesseraError(TesseraErrorCode.TESSERA_ABORTED, 'operation aborted', { cause: signal.reason })
 }
@@ -93,16 +98,18 @@ export class ClientChannel {
     if (this.closedError) return Promise.reject(this.closedError)
     const { signal } = opts
     if (signal?.aborted) return Promise.reject(abortError(signal))
+    const timeoutMs = opts.timeoutMs ?? 10000
     // Seal before queueing: a message that cannot be encoded must neither send a frame
     // nor take a place in the reply queue (the next reply would go to the wrong caller).
+    // Nothing may fail between sealing and sending, or the nonce counters diverge.
     let sealed: Buffer
     try {
+      checkTimeout('timeoutMs', timeoutMs)
       sealed = this.codec.seal(msg)
     } catch (err) {
       return Promise.reject(err)
     }
     return new Promise<Message>((resolve, reject) => {
-      const timeoutMs = opts.timeoutMs ?? 10000
       // A late reply would desynchronise the ordered stream: a timed-out or aborted request ends the channel.
       const timer = setTimeout(() => {
         this.shutdown(new TesseraError(TesseraErrorCode.TESSERA_TIMEOUT, `no reply within ${timeoutMs} ms`))
@@ -181,9 +188,16 @@ export function connectChannel(opts: ChannelOptions): Promise<ClientChannel> {
   if (opts.serverKey?.length !== 32) return Promise.reject(new TypeError('serverKey must be a 32-byte X25519 public key'))
   const connectTimeoutMs = opts.connectTimeoutMs ?? 3000
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 3000
+  let reader: FrameReader
+  try {
+    checkTimeout('connectTimeoutMs', connectTimeoutMs)
+    checkTimeout('handshakeTimeoutMs', handshakeTimeoutMs)
+    reader = new FrameReader(opts.maxFrameBytes ?? Limits.MAX_FRAME_BYTES)
+  } catch (err) {
+    return Promise.reject(err)
+  }
   return new Promise<ClientChannel>((resolve, reject) => {
     const socket = net.connect({ host: opts.host, port: opts.port, noDelay: true })
-    const reader = new FrameReader(opts.maxFrameBytes ?? Limits.MAX_FRAME_BYTES)
     const eph: KeyPair = x25519KeyPair()
     let done = false
     const finish = (err: Error | null, ch?: ClientChannel) => {

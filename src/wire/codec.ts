@@ -30,129 +30,141 @@ function fail(why: string): never {
   throw new TesseraError(TesseraErrorCode.TESSERA_DECODE, `malformed MessagePack: ${why}`)
 }
 
+// The scan is written without closures: it runs on every frame, and under tsx (esbuild
+// keepNames) each inner arrow would also cost an Object.defineProperty per call.
+
+function u16(b: Uint8Array, at: number): number {
+  return (b[at]! << 8) | b[at + 1]!
+}
+
+function u32(b: Uint8Array, at: number): number {
+  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0
+}
+
+/** Position after `n` bytes at `pos`, or TESSERA_DECODE if the body is shorter. */
+function skip(b: Uint8Array, pos: number, n: number): number {
+  if (pos + n > b.length) fail('truncated')
+  return pos + n
+}
+
+// Strings must be valid UTF-8: lenient decoders map different byte strings to the
+// same text (U+FFFD), which would let two wire names alias one principal.
+function skipStr(b: Uint8Array, pos: number, n: number): number {
+  const end = skip(b, pos, n)
+  let i = pos
+  while (i < end && b[i]! < 0x80) i++
+  if (i < end && !isUtf8(b.subarray(i, end))) fail('string is not valid UTF-8')
+  return end
+}
+
+/** Length of the header of the string starting at `at` (fixstr, str8, str16, str32). */
+function strHeader(b: Uint8Array, at: number): number {
+  const c = b[at]!
+  return c <= 0xbf ? 1 : c === 0xd9 ? 2 : c === 0xda ? 3 : 5
+}
+
+function sameBytes(b: Uint8Array, a0: number, a1: number, b0: number, b1: number): boolean {
+  if (a1 - a0 !== b1 - b0) return false
+  for (let i = 0; i < a1 - a0; i++) if (b[a0 + i] !== b[b0 + i]) return false
+  return true
+}
+
+function scanContainer(
+  b: Uint8Array,
+  pos: number,
+  n: number,
+  isMap: boolean,
+  depth: number,
+  o: Required<DecodeOptions>,
+): number {
+  if (depth >= o.maxDepth) fail('nesting too deep')
+  if (n > o.maxEntries) fail('container too large')
+  if (!isMap) {
+    for (let i = 0; i < n; i++) pos = scan(b, pos, depth + 1, o, false)
+    return pos
+  }
+  // Duplicate keys are refused: decoders disagree on which one wins, so a second `t`
+  // could mean one thing to us and another to a peer written in another language.
+  // Keys are compared without their headers: fixstr "t" and str8 "t" are one key.
+  const small = n <= 32
+  const ranges: number[] = []
+  const seen = small ? undefined : new Set<string>()
+  for (let i = 0; i < n; i++) {
+    const start = pos
+    pos = scan(b, pos, depth + 1, o, true)
+    const k0 = start + strHeader(b, start)
+    if (seen) {
+      const k = Buffer.from(b.buffer, b.byteOffset + k0, pos - k0).toString('latin1')
+      if (seen.has(k)) fail('duplicate map key')
+      seen.add(k)
+    } else {
+      for (let j = 0; j < ranges.length; j += 2) if (sameBytes(b, ranges[j]!, ranges[j + 1]!, k0, pos)) fail('duplicate map key')
+      ranges.push(k0, pos)
+    }
+    pos = scan(b, pos, depth + 1, o, false)
+  }
+  return pos
+}
+
 /** Walk one MessagePack value at `pos`; returns the position after it. Throws TESSERA_DECODE. */
 function scan(b: Uint8Array, pos: number, depth: number, o: Required<DecodeOptions>, mapKey: boolean): number {
   if (pos >= b.length) fail('truncated')
-  const need = (n: number) => {
-    if (pos + n > b.length) fail('truncated')
-  }
-  const u16 = (at: number) => (b[at]! << 8) | b[at + 1]!
-  const u32 = (at: number) => ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0
   const c = b[pos]!
   pos++
-  const container = (n: number, perEntry: number): number => {
-    if (depth >= o.maxDepth) fail('nesting too deep')
-    if (n > o.maxEntries) fail('container too large')
-    // Duplicate keys are refused: decoders disagree on which one wins, so a second `t`
-    // could mean one thing to us and another to a peer written in another language.
-    const keys = perEntry === 2 && n > 1 ? new Set<string>() : undefined
-    for (let i = 0; i < n; i++) {
-      if (perEntry === 2) {
-        const start = pos
-        pos = scan(b, pos, depth + 1, o, true)
-        if (keys) {
-          // Compare the key's bytes without its header: fixstr "t" and str8 "t" are one key.
-          const c0 = b[start]!
-          const head = c0 <= 0xbf ? 1 : c0 === 0xd9 ? 2 : c0 === 0xda ? 3 : 5
-          const k = Buffer.from(b.buffer, b.byteOffset + start + head, pos - start - head).toString('latin1')
-          if (keys.has(k)) fail('duplicate map key')
-          keys.add(k)
-        }
-      }
-      pos = scan(b, pos, depth + 1, o, false)
-    }
-    return pos
-  }
-  const bytes = (n: number) => {
-    need(n)
-    return pos + n
-  }
-  // Strings must be valid UTF-8: lenient decoders map different byte strings to the
-  // same text (U+FFFD), which would let two wire names alias one principal.
-  const str = (n: number) => {
-    need(n)
-    if (!isUtf8(b.subarray(pos, pos + n))) fail('string is not valid UTF-8')
-    return pos + n
-  }
   if (mapKey && !((c >= 0xa0 && c <= 0xbf) || c === 0xd9 || c === 0xda || c === 0xdb)) fail('map key is not a string')
   if (c <= 0x7f || c >= 0xe0) return pos // fixint
-  if (c >= 0x80 && c <= 0x8f) return container(c & 0x0f, 2)
-  if (c >= 0x90 && c <= 0x9f) return container(c & 0x0f, 1)
-  if (c >= 0xa0 && c <= 0xbf) return str(c & 0x1f)
+  if (c <= 0x8f) return scanContainer(b, pos, c & 0x0f, true, depth, o) // fixmap
+  if (c <= 0x9f) return scanContainer(b, pos, c & 0x0f, false, depth, o) // fixarray
+  if (c <= 0xbf) return skipStr(b, pos, c & 0x1f) // fixstr
   switch (c) {
     case 0xc0: // nil
     case 0xc2: // false
     case 0xc3: // true
       return pos
     case 0xc4: // bin8
-      need(1)
-      pos += 1
-      return bytes(b[pos - 1]!)
+      return skip(b, skip(b, pos, 1), b[pos]!)
     case 0xc5: // bin16
-      need(2)
-      pos += 2
-      return bytes(u16(pos - 2))
+      return skip(b, skip(b, pos, 2), u16(b, pos))
     case 0xc6: // bin32
-      need(4)
-      pos += 4
-      return bytes(u32(pos - 4))
+      return skip(b, skip(b, pos, 4), u32(b, pos))
     case 0xd9: // str8
-      need(1)
-      pos += 1
-      return str(b[pos - 1]!)
+      return skipStr(b, skip(b, pos, 1), b[pos]!)
     case 0xda: // str16
-      need(2)
-      pos += 2
-      return str(u16(pos - 2))
+      return skipStr(b, skip(b, pos, 2), u16(b, pos))
     case 0xdb: // str32
-      need(4)
-      pos += 4
-      return str(u32(pos - 4))
+      return skipStr(b, skip(b, pos, 4), u32(b, pos))
     case 0xca: // float32
-      need(4)
-      return pos + 4
+      return skip(b, pos, 4)
     case 0xcb: // float64
-      need(8)
-      return pos + 8
-    case 0xcc:
-    case 0xd0:
-      need(1)
-      return pos + 1
-    case 0xcd:
-    case 0xd1:
-      need(2)
-      return pos + 2
-    case 0xce:
-    case 0xd2:
-      need(4)
-      return pos + 4
+      return skip(b, pos, 8)
+    case 0xcc: // uint8
+    case 0xd0: // int8
+      return skip(b, pos, 1)
+    case 0xcd: // uint16
+    case 0xd1: // int16
+      return skip(b, pos, 2)
+    case 0xce: // uint32
+    case 0xd2: // int32
+      return skip(b, pos, 4)
     case 0xcf: // uint64: must fit in 2^53-1
-      need(8)
-      if (u32(pos) > 0x1fffff) fail('integer beyond 2^53-1')
+      skip(b, pos, 8)
+      if (u32(b, pos) > 0x1fffff) fail('integer beyond 2^53-1')
       return pos + 8
     case 0xd3: {
       // int64: must fit in ±(2^53-1). -2^53 (hi = -0x200000, lo = 0) is one past the end.
-      need(8)
-      const hi = u32(pos) | 0
-      if (hi > 0x1fffff || hi < -0x200000 || (hi === -0x200000 && u32(pos + 4) === 0)) fail('integer beyond 2^53-1')
+      skip(b, pos, 8)
+      const hi = u32(b, pos) | 0
+      if (hi > 0x1fffff || hi < -0x200000 || (hi === -0x200000 && u32(b, pos + 4) === 0)) fail('integer beyond 2^53-1')
       return pos + 8
     }
-    case 0xdc:
-      need(2)
-      pos += 2
-      return container(u16(pos - 2), 1)
-    case 0xdd:
-      need(4)
-      pos += 4
-      return container(u32(pos - 4), 1)
-    case 0xde:
-      need(2)
-      pos += 2
-      return container(u16(pos - 2), 2)
-    case 0xdf:
-      need(4)
-      pos += 4
-      return container(u32(pos - 4), 2)
+    case 0xdc: // array16
+      return scanContainer(b, skip(b, pos, 2), u16(b, pos), false, depth, o)
+    case 0xdd: // array32
+      return scanContainer(b, skip(b, pos, 4), u32(b, pos), false, depth, o)
+    case 0xde: // map16
+      return scanContainer(b, skip(b, pos, 2), u16(b, pos), true, depth, o)
+    case 0xdf: // map32
+      return scanContainer(b, skip(b, pos, 4), u32(b, pos), true, depth, o)
     default:
       // 0xc1 (never used), 0xc7-0xc9 and 0xd4-0xd8 (extension types)
       return fail(c === 0xc1 ? 'reserved byte 0xc1' : 'extension types are not allowed')
@@ -203,8 +215,10 @@ function widen(value: unknown): unknown {
   for (const k of Object.keys(value)) {
     const x = (value as Record<string, unknown>)[k]
     if (x === undefined) continue
+    const key = wellFormed(k)
     // Plain assignment of "__proto__" would set out's prototype and drop the field.
-    Object.defineProperty(out, wellFormed(k), { value: widen(x), enumerable: true, writable: true, configurable: true })
+    if (key === '__proto__') Object.defineProperty(out, key, { value: widen(x), enumerable: true, writable: true, configurable: true })
+    else out[key] = widen(x)
   }
   return out
 }

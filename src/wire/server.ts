@@ -103,8 +103,11 @@ export interface ConnectionStats {
 // How long a connection we have ended may linger before it is destroyed, ms.
 const LINGER_MS = 2000
 
-function checkPositive(name: string, v: number): void {
-  if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer`)
+// Node clamps a timer above 2^31-1 ms to 1 ms: a "very long" timeout would fire at once.
+const MAX_TIMER_MS = 0x7fffffff
+
+function checkPositive(name: string, v: number, max: number = Number.MAX_SAFE_INTEGER): void {
+  if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer in [1, ${max}]`)
 }
 
 function errText(err: unknown): string {
@@ -125,16 +128,11 @@ export class SecureServer {
     readonly handler: RequestHandler,
   ) {
     this.options = { ...DEFAULT_SECURE_SERVER_OPTIONS, logger: silent, ...options } as ResolvedOptions
-    for (const k of [
-      'maxFrameBytes',
-      'handshakeTimeoutMs',
-      'idleTimeoutMs',
-      'maxConnections',
-      'maxConnectionsPerPeer',
-      'maxPendingPerConnection',
-      'closeGraceMs',
-    ] as const)
+    for (const k of ['maxConnections', 'maxConnectionsPerPeer', 'maxPendingPerConnection'] as const)
       checkPositive(k, this.options[k])
+    for (const k of ['handshakeTimeoutMs', 'idleTimeoutMs', 'closeGraceMs'] as const) checkPositive(k, this.options[k], MAX_TIMER_MS)
+    // Checked here rather than by the first connection's FrameReader, which would throw inside accept().
+    checkPositive('maxFrameBytes', this.options.maxFrameBytes, 0xffffffff)
     if (options.staticKey?.secretKey?.length !== 32) throw new TypeError('staticKey must be an X25519 key pair')
     // allowHalfOpen: a peer that sends its requests then shuts down its write side still
     // gets every reply; the connection ends our side once the queue is answered.

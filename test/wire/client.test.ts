@@ -135,6 +135,12 @@ describe('connectChannel', () => {
     expect(await rejectionOf(connectChannel(opts(1, { serverKey: new Uint8Array(31) })))).to.be.instanceOf(TypeError)
   })
 
+  for (const [k, v] of [['connectTimeoutMs', 0], ['handshakeTimeoutMs', 2 ** 31], ['maxFrameBytes', -1]] as const) {
+    it(`rejects ${k} = ${v} with RangeError`, async () => {
+      expect(await rejectionOf(connectChannel(opts(1, { [k]: v })))).to.be.instanceOf(RangeError)
+    })
+  }
+
   it('rejects with TESSERA_HANDSHAKE when the client holds the wrong server public key', async () => {
     const ts = await startTestServer()
     cleanups.push(() => ts.close())
@@ -198,6 +204,12 @@ describe('ClientChannel', () => {
     expect(ch.inFlight).to.equal(0)
     const rep = await ch.request(timeReq(Cmd.ECHO, 0, 77))
     expect(rep.t === MsgType.TIME_REP && rep.nonce[2]).to.equal(77)
+  })
+
+  it('rejects a bad timeoutMs with RangeError without desynchronising later replies', async () => {
+    const ch = await channel()
+    expect(await rejectionOf(ch.request(timeReq(), { timeoutMs: 2 ** 31 }))).to.be.instanceOf(RangeError)
+    expect((await ch.request(timeReq())).t).to.equal(MsgType.TIME_REP)
   })
 
   it('fails pending requests with TESSERA_CHANNEL_CLOSED on close(), and later ones too', async () => {

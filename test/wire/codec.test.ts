@@ -217,6 +217,14 @@ describe('codec', () => {
     rejects('a map with the same key twice', '82 a174 01 a174 02')
     rejects('a map repeating a key in another string format', '82 a174 01 d90174 02')
 
+    it('a map of 40 entries repeating its first key with TESSERA_DECODE (40 distinct keys are accepted)', () => {
+      const map = (keys: string[]) =>
+        Buffer.concat([Buffer.from([0xde, 0, keys.length]), ...keys.map((k) => Buffer.concat([Buffer.from(encode(k)), Buffer.from([1])]))])
+      const keys = Array.from({ length: 40 }, (_, i) => `key${i}`)
+      expect(Object.keys(decode(map(keys)) as object)).to.have.length(40)
+      expect(codeOf(() => decode(map([...keys.slice(0, 39), 'key0'])))).to.equal('TESSERA_DECODE')
+    })
+
     // Strings must be valid UTF-8.
     rejects('a string with an invalid byte', 'a2 fffe')
     rejects('a string with a truncated sequence', 'a2 61c3')

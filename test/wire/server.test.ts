@@ -69,6 +69,12 @@ describe('SecureServer', () => {
       })
     }
 
+    for (const [k, v] of [['handshakeTimeoutMs', 2 ** 31], ['idleTimeoutMs', 1.5], ['maxFrameBytes', 2 ** 32], ['maxConnections', Number.NaN]] as const) {
+      it(`rejects ${k} = ${v} with RangeError`, () => {
+        expect(() => new SecureServer({ staticKey: x25519KeyPair(), [k]: v }, () => timeReq())).to.throw(RangeError)
+      })
+    }
+
     it('rejects a missing static key with TypeError', () => {
       expect(() => new SecureServer({ staticKey: { publicKey: new Uint8Array(32), secretKey: new Uint8Array(3) } }, () => timeReq())).to.throw(TypeError)
     })
