@@ -1,0 +1,122 @@
+/** proto/PROTOCOL.md stays in step with proto/*.ts and the vectors: tables, numbers, names. */
+import { readdirSync, readFileSync } from 'node:fs'
+import { expect } from 'chai'
+import { ErrorCode } from '../../proto/error-codes.js'
+import { KdcOption, PaType, TicketFlag } from '../../proto/flags.js'
+import { buildJsonSchema } from '../../proto/gen-json-schema.js'
+import { KeyUsage } from '../../proto/key-usage.js'
+import { InnerSchemas } from '../../proto/messages.js'
+import { MsgType } from '../../proto/msg-types.js'
+
+const doc = readFileSync(new URL('../../proto/PROTOCOL.md', import.meta.url), 'utf8')
+const vectorsDir = new URL('../../proto/vectors/', import.meta.url)
+const hs = JSON.parse(readFileSync(new URL('handshake.json', vectorsDir), 'utf8'))
+const timeSig = JSON.parse(readFileSync(new URL('time-signature.json', vectorsDir), 'utf8'))
+
+type Node = Record<string, unknown>
+const defs = buildJsonSchema().$defs as Record<string, Node>
+
+/** The rows (cells) of the first table after a `#### name` heading. */
+function fieldTable(name: string): string[][] {
+  const at = doc.indexOf(`\n#### ${name}\n`)
+  expect(at, `PROTOCOL.md has no "#### ${name}" heading`).to.be.greaterThan(-1)
+  const lines = doc.slice(at).split('\n').slice(2)
+  const rows: string[][] = []
+  let started = false
+  for (const line of lines) {
+    if (line.startsWith('|')) {
+      started = true
+      rows.push(line.split('|').slice(1, -1).map((c) => c.trim()))
+    } else if (started) break
+  }
+  return rows.slice(2) // header and separator
+}
+
+function pow(n: number): string {
+  if (n === Number.MAX_SAFE_INTEGER) return '2^53-1'
+  if (n === 0xffffffff) return '2^32-1'
+  if (n === 0xffff) return '2^16-1'
+  if (n === 1 << 20) return '2^20'
+  return String(n)
+}
+
+/** The "limits" cell expected for a field schema. */
+function limits(s: Node): string {
+  if (s.const !== undefined) return `= ${JSON.stringify(s.const)}`
+  if (s['x-msgpack'] === 'bin') return s.minBytes === s.maxBytes ? `${s.minBytes} bytes` : `${s.minBytes}..${s.maxBytes} bytes`
+  if (s.type === 'integer') return `0..${pow(s.maximum as number)}`
+  if (s.type === 'string') return s.minLength ? `${s.minLength}..${s.maxLength} chars` : `≤ ${s.maxLength} chars`
+  if (s.$ref === '#/$defs/PrincipalName') return '1..8 components of 1..255 chars'
+  if (s.type === 'array') return `${s.minItems ?? 0}..${s.maxItems} items`
+  if (s.type === 'object' && s.patternProperties) return `≤ ${s.maxProperties} entries`
+  return ''
+}
+
+/** Rows of every table whose first cells are `| n | NAME |`. */
+function hasRow(cells: string[]): boolean {
+  return doc.includes(`| ${cells.join(' | ')} |`)
+}
+
+describe('proto/PROTOCOL.md', () => {
+  const documented = [...Object.keys(MsgType), ...Object.keys(InnerSchemas), 'Ticket', 'PaData', 'ErrorData', 'KdfParams']
+
+  for (const name of documented) {
+    it(`documents every field of ${name}, in schema order, with its limits and whether it is required`, () => {
+      const schema = defs[name]!
+      const props = schema.properties as Record<string, Node>
+      const required = new Set(schema.required as string[])
+      const rows = fieldTable(name)
+      expect(rows.map((r) => r[0]), name).to.deep.equal(Object.keys(props).map((f) => `\`${f}\``))
+      for (const r of rows) {
+        const f = r[0]!.slice(1, -1)
+        expect(r[2], `${name}.${f} limits`).to.equal(limits(props[f]!))
+        expect(r[3], `${name}.${f} required`).to.equal(required.has(f) ? 'yes' : 'opt')
+        expect(r[4], `${name}.${f} meaning`).to.not.equal('')
+      }
+    })
+  }
+
+  it('lists every message type number', () => {
+    for (const [name, t] of Object.entries(MsgType)) expect(hasRow([String(t), name]), `${t} ${name}`).to.equal(true)
+  })
+
+  it('lists every error code in the §9 table', () => {
+    for (const [name, code] of Object.entries(ErrorCode)) expect(hasRow([String(code), name]), `${code} ${name}`).to.equal(true)
+  })
+
+  it('lists every key usage in the §5 table', () => {
+    for (const [name, u] of Object.entries(KeyUsage)) expect(hasRow([String(u), name]), `${u} ${name}`).to.equal(true)
+  })
+
+  it('lists every ticket flag, KDC option and pre-auth type', () => {
+    for (const set of [TicketFlag, KdcOption])
+      for (const [name, bit] of Object.entries(set)) expect(hasRow([String(Math.log2(bit)), String(bit), name]), name).to.equal(true)
+    for (const [name, n] of Object.entries(PaType)) expect(hasRow([String(n), name]), name).to.equal(true)
+  })
+
+  it('names every vector file in the §12 index', () => {
+    const files = readdirSync(vectorsDir).filter((f) => f.endsWith('.json'))
+    expect(files.length).to.be.greaterThan(5)
+    for (const f of files) expect(doc, f).to.include(`| \`${f}\` |`)
+  })
+
+  it('quotes the handshake worked example and the realm file keys from the vectors', () => {
+    expect(doc).to.include(`S_pub   = ${hs.serverStatic.publicKey}`)
+    expect(doc).to.include(`h       = ${hs.h}`)
+    expect(doc).to.include(`k_c2s   = ${hs.k_c2s}`)
+    expect(doc).to.include(`k_s2c   = ${hs.k_s2c}`)
+    expect(doc).to.include(`"transportKey": "${hs.serverStatic.publicKey}"`)
+    expect(doc).to.include(`"signingKey": "${timeSig.signingKey}"`)
+  })
+
+  it('states the constructions exactly as the code uses them', () => {
+    for (const s of [
+      'SHA-256("tessera-nk-v1" || S_pub || Ec_pub || Es_pub)',
+      'HKDF-SHA256(IKM = es || ee, salt = h, info = "tessera-nk-v1 keys", L = 96)',
+      'uint64be(n) || 16 zero bytes',
+      'HMAC-SHA256(key, "tessera/usage/v1" || uint32be(usage))',
+      '"tessera-time-v1" || nonce(32) || uint64be(recv) || uint64be(xmit) || uint32be(radius)',
+    ])
+      expect(doc).to.include(s)
+  })
+})
