@@ -2,8 +2,10 @@
  * proto/vectors/*.json: every vector recomputed with every NaCl backend, byte for byte.
  * The inputs are read from the JSON files, the outputs recomputed with src/ and compared.
  */
+import { spawnSync } from 'node:child_process'
 import { createHmac } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { InnerSchemas } from '../../proto/messages.js'
 import { validate, validateMessage } from '../../proto/validate.js'
@@ -385,6 +387,13 @@ describe('proto/vectors', () => {
   it('derives keys.client of the worked exchanges from the password', async () => {
     const key = await passwordToKey('password', 'EXAMPLE.COMalice', { alg: 'scrypt', N: 1024, r: 8, p: 1 })
     expect(hex(key)).to.equal(exchanges.keys.client)
+  })
+
+  it('are reproduced by the independent stdlib-only Python check (proto/vectors/check.py)', function () {
+    const r = spawnSync('python3', [fileURLToPath(new URL('../../proto/vectors/check.py', import.meta.url))], { encoding: 'utf8', timeout: 20000 })
+    if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') this.skip() // no python3 on this machine
+    expect(r.status, r.stderr).to.equal(0)
+    expect(r.stdout).to.match(/^\d+ passed, 0 failed$/m)
   })
 
   it('leaves the initially active backend in place', () => {
