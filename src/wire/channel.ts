@@ -55,7 +55,10 @@ export class SealedCodec {
     this.recvKey = role === 'client' ? keys.s2c : keys.c2s
   }
 
-  /** Seal and frame a message for sending. */
+  /**
+   * Seal and frame a message for sending. Throws RangeError if it cannot be encoded
+   * (the counter is then not used up), TESSERA_CHANNEL_CLOSED after destroy().
+   */
   seal(msg: Message): Buffer {
     // The keys are wiped on destroy: sealing under a zeroed key would be sending in clear.
     if (this.destroyed) throw new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'channel is closed')
@@ -69,7 +72,7 @@ export class SealedCodec {
   /**
    * Open the next received frame body. Throws TESSERA_INTEGRITY if it does not open
    * under the next counter (tampered, replayed, reordered or injected), else
-   * TESSERA_DECODE / TESSERA_VALIDATION.
+   * TESSERA_DECODE / TESSERA_VALIDATION; TESSERA_CHANNEL_CLOSED after destroy().
    */
   open(body: Uint8Array): Message {
     if (this.destroyed) throw new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'channel is closed')

@@ -271,7 +271,8 @@ class ServerConnection {
     socket.on('close', () => this.cleanup())
     socket.on('end', () => {
       this.peerEnded = true
-      if (this.state === 'closing') this.socket.destroy()
+      // Already ending our side: close once our last frame (the error) is flushed.
+      if (this.state === 'closing') this.socket.destroySoon()
       else this.pump()
     })
   }
