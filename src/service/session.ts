@@ -176,7 +176,7 @@ function awaitFirstFrame(stream: Duplex, reader: FrameReader, timeoutMs: number,
     }
     const fail = (err: Error) => {
       cleanup()
-      stream.destroy()
+      destroyQuietly(stream)
       reject(err)
     }
     const onData = (chunk: Buffer) => {
@@ -210,6 +210,12 @@ function awaitFirstFrame(stream: Duplex, reader: FrameReader, timeoutMs: number,
     stream.on('error', onError)
     stream.resume()
   })
+}
+
+/** Destroy a stream we give up on; errors it emits from now on (e.g. AbortError) concern nobody. */
+function destroyQuietly(stream: Duplex): void {
+  stream.on('error', () => {})
+  stream.destroy()
 }
 
 function readSeq(body: Uint8Array): number {
@@ -315,8 +321,7 @@ export class SecureSession extends EventEmitter<SecureSessionEvents> implements 
       return new SecureSession(stream, reader, keys, 'client', service, o, undefined, frames.slice(1))
     } catch (err) {
       wipe(pending.subkey)
-      stream.on('error', () => {})
-      stream.destroy()
+      destroyQuietly(stream)
       throw err
     }
   }
@@ -335,7 +340,7 @@ export class SecureSession extends EventEmitter<SecureSessionEvents> implements 
       stream.on('error', () => {})
       stream.end(plainFrame(krbError(err.code, err.message, Date.now())))
       // Do not keep the socket for a peer that does not close its side.
-      setTimeout(() => stream.destroy(), o.closeTimeoutMs).unref()
+      setTimeout(() => destroyQuietly(stream), o.closeTimeoutMs).unref()
       throw err
     }
     let msg: Message
@@ -613,7 +618,7 @@ export class SecureSession extends EventEmitter<SecureSessionEvents> implements 
     this.state = 'failed'
     this.failure = err
     this.cleanup()
-    this.stream.destroy()
+    destroyQuietly(this.stream)
     for (const w of this.waiters.splice(0)) w.reject(err)
     for (const p of [...this.pendingSends]) {
       this.pendingSends.delete(p)

@@ -87,8 +87,9 @@ export async function frameProxy(
   hook: (index: number, body: Buffer, ctl: ProxyControl) => void,
 ): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>()
-  const server = net.createServer((down) => {
-    const up = net.connect(port, '127.0.0.1')
+  // Half-open both ways, as a plain TCP path is: a FIN from one end must not cut the other direction.
+  const server = net.createServer({ allowHalfOpen: true }, (down) => {
+    const up = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
     sockets.add(down).add(up)
     for (const s of [down, up]) {
       s.on('error', () => {})

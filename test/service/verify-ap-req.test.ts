@@ -33,9 +33,12 @@ describe('ServiceVerifier', () => {
   let creds: Credentials
   let keytab: Keytab
   let principal: string
-  const verifier = (o: Partial<ServiceVerifierOptions> = {}) => new ServiceVerifier({ keytab, principal, ...o })
+  // Created before any authenticator of the suite, so none predates it ('cold').
+  let replayCache: ReplayCache
+  const verifier = (o: Partial<ServiceVerifierOptions> = {}) => new ServiceVerifier({ keytab, principal, replayCache, ...o })
 
   before(async () => {
+    replayCache = new ReplayCache({ maxClockSkewMs: SKEW })
     realm = await startRealm()
     principal = `${SERVICE}@${realm.kdc.realm}`
     creds = await realm.ticket()
@@ -217,7 +220,7 @@ describe('ServiceVerifier', () => {
 
   it('refuses an authenticator older than the replay cache with 37, so the client retries (cold cache)', () => {
     const { req } = buildApReq(creds, { now: () => Date.now() - MIN })
-    const err = thrown(() => verifier().verify(req))
+    const err = thrown(() => new ServiceVerifier({ keytab, principal }).verify(req))
     expectKrb(err, 37)
     expect((err as KrbProtocolError).status).to.equal('REPLAY_COLD')
   })
