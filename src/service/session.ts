@@ -15,8 +15,8 @@
  * or dropped message ends the session; a stream that ends before the peer's sealed close
  * message is reported as truncated.
  */
-import type { Duplex } from 'node:stream'
 import { EventEmitter } from 'node:events'
+import type { Duplex } from 'node:stream'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { KeyUsage } from '../../proto/key-usage.js'
 import { Limits } from '../../proto/limits.js'
@@ -281,7 +281,7 @@ export class SecureSession extends EventEmitter<SecureSessionEvents> implements 
     stream.on('close', this.onStreamClose)
     stream.on('error', this.onError)
     this.handleFrames(early)
-    if (this.state === 'open') stream.resume()
+    if (this.state === 'open' && this.queuedBytes <= opts.highWaterMark) stream.resume()
   }
 
   /**
@@ -442,7 +442,10 @@ export class SecureSession extends EventEmitter<SecureSessionEvents> implements 
     this.fail(new SessionError(TesseraErrorCode.TESSERA_SESSION, 'PROTOCOL', 'the session was destroyed locally'))
   }
 
-  /** Received messages, in order. Ends on a clean close; throws the session's error if it fails. */
+  /**
+   * Received messages, in order. Ends on a clean close; throws the session's error if it
+   * fails. Leaving the loop early (break) does not close the session.
+   */
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     return {
       next: () => this.next(),

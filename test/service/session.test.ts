@@ -153,6 +153,22 @@ describe('SecureSession', () => {
     expect(i).to.equal(n)
   })
 
+  it('pauses the stream while unread messages exceed highWaterMark, and delivers them all once read', async () => {
+    const [a, b] = duplexPair()
+    const [client, server] = await Promise.all([
+      SecureSession.client(a, { creds: await ticket() }),
+      SecureSession.server(b, { verifier, highWaterMark: 4096 }),
+    ])
+    for (let i = 0; i < 40; i++) void client.send(new Uint8Array(1000).fill(i)).catch(() => {})
+    await new Promise((r) => setTimeout(r, 20))
+    expect(b.isPaused(), 'server stream paused').to.equal(true)
+    const closing = client.close()
+    let i = 0
+    for await (const m of server) expect(m[0]).to.equal(i++)
+    expect(i).to.equal(40)
+    await closing
+  })
+
   it('refuses to send a message above maxMessageBytes with TESSERA_FRAME_TOO_LARGE', async () => {
     const { client, server } = await open()
     const err = await rejection(client.send(new Uint8Array(client.maxMessageBytes + 1)))
