@@ -211,7 +211,7 @@ export const AdminBody = obj({
   ctime: Time,
   cusec: uint(999),
   op: Type.String({ minLength: 1, maxLength: 64 }),
-  args: Type.Record(Type.String({ maxLength: 64 }), Type.Unknown(), { maxProperties: 32 }),
+  args: Type.Record(Type.String({ pattern: '^.{1,64}$' }), Type.Unknown(), { maxProperties: 32, additionalProperties: false }),
 })
 export const AdminReq = obj({ v, t: t(MsgType.ADMIN_REQ), ticket: Ticket, auth: Sealed(16384) }, 'ADMIN_REQ')
 /** Sealed content of ADMIN_REP.enc (usage ADMIN_REP_BODY). */

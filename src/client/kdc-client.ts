@@ -176,7 +176,7 @@ export class KdcClient {
     for (let round = 0; round < 4; round++) {
       const nonce = randomUint32()
       const build = (): AsReq => {
-        const now = this.now()
+        const now = Math.floor(this.now())
         const req: AsReq = {
           v: PROTOCOL_VERSION,
           t: MsgType.AS_REQ,

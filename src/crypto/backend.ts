@@ -33,6 +33,10 @@ function isAllZero(b: Uint8Array): boolean {
   return acc === 0
 }
 
+function need(name: string, b: Uint8Array, n: number): void {
+  if (!(b instanceof Uint8Array) || b.length !== n) throw new RangeError(`${name} must be ${n} bytes`)
+}
+
 function checkShared(s: Uint8Array): Uint8Array {
   // RFC 7748 §6.1: reject low-order points (all-zero output).
   if (isAllZero(s)) throw new RangeError('X25519 produced an all-zero shared secret (low-order point)')
@@ -44,10 +48,23 @@ export const tweetnaclBackend: NaclBackend = {
   name: 'tweetnacl',
   secretbox: (msg, nonce, key) => nacl.secretbox(msg, nonce, key),
   secretboxOpen: (box, nonce, key) => nacl.secretbox.open(box, nonce, key),
-  x25519: (sk, pk) => checkShared(nacl.scalarMult(sk, pk)),
-  x25519Base: (sk) => nacl.scalarMult.base(sk),
-  ed25519PublicKey: (seed) => nacl.sign.keyPair.fromSeed(seed).publicKey,
-  ed25519Sign: (msg, seed) => nacl.sign.detached(msg, nacl.sign.keyPair.fromSeed(seed).secretKey),
+  x25519: (sk, pk) => {
+    need('X25519 secret key', sk, 32)
+    need('X25519 public key', pk, 32)
+    return checkShared(nacl.scalarMult(sk, pk))
+  },
+  x25519Base: (sk) => {
+    need('X25519 secret key', sk, 32)
+    return nacl.scalarMult.base(sk)
+  },
+  ed25519PublicKey: (seed) => {
+    need('Ed25519 seed', seed, 32)
+    return nacl.sign.keyPair.fromSeed(seed).publicKey
+  },
+  ed25519Sign: (msg, seed) => {
+    need('Ed25519 seed', seed, 32)
+    return nacl.sign.detached(msg, nacl.sign.keyPair.fromSeed(seed).secretKey)
+  },
   ed25519Verify: (msg, sig, pk) => sig.length === 64 && pk.length === 32 && nacl.sign.detached.verify(msg, sig, pk),
 }
 
@@ -74,7 +91,8 @@ export const nodeBackend: NaclBackend = {
   secretbox: tweetnaclBackend.secretbox,
   secretboxOpen: tweetnaclBackend.secretboxOpen,
   x25519: (sk, pk) => {
-    if (pk.length !== 32) throw new RangeError('X25519 public key must be 32 bytes')
+    need('X25519 secret key', sk, 32)
+    need('X25519 public key', pk, 32)
     let out: Buffer
     try {
       out = nodeCrypto.diffieHellman({ privateKey: privKey(X25519_PKCS8, sk), publicKey: pubKey(X25519_SPKI, pk) })
@@ -84,9 +102,18 @@ export const nodeBackend: NaclBackend = {
     }
     return checkShared(new Uint8Array(out))
   },
-  x25519Base: (sk) => rawPublic(nodeCrypto.createPublicKey(privKey(X25519_PKCS8, sk))),
-  ed25519PublicKey: (seed) => rawPublic(nodeCrypto.createPublicKey(privKey(ED25519_PKCS8, seed))),
-  ed25519Sign: (msg, seed) => new Uint8Array(nodeCrypto.sign(null, msg, privKey(ED25519_PKCS8, seed))),
+  x25519Base: (sk) => {
+    need('X25519 secret key', sk, 32)
+    return rawPublic(nodeCrypto.createPublicKey(privKey(X25519_PKCS8, sk)))
+  },
+  ed25519PublicKey: (seed) => {
+    need('Ed25519 seed', seed, 32)
+    return rawPublic(nodeCrypto.createPublicKey(privKey(ED25519_PKCS8, seed)))
+  },
+  ed25519Sign: (msg, seed) => {
+    need('Ed25519 seed', seed, 32)
+    return new Uint8Array(nodeCrypto.sign(null, msg, privKey(ED25519_PKCS8, seed)))
+  },
   ed25519Verify: (msg, sig, pk) => {
     if (sig.length !== 64 || pk.length !== 32) return false
     try {
@@ -111,6 +138,7 @@ function makeSodiumBackend(s: Sodium): NaclBackend {
   // Ed25519 secret keys expanded from a seed, cached: the KDC signs with one key.
   const expanded = new Map<string, Buffer>()
   const expand = (seed: Uint8Array): Buffer => {
+    need('Ed25519 seed', seed, 32)
     const id = Buffer.from(seed.buffer, seed.byteOffset, seed.length).toString('latin1')
     let sk = expanded.get(id)
     if (!sk) {
@@ -146,6 +174,7 @@ function makeSodiumBackend(s: Sodium): NaclBackend {
       return checkShared(out)
     },
     x25519Base: (sk) => {
+      need('X25519 secret key', sk, 32)
       const out = Buffer.alloc(32)
       s.crypto_scalarmult_base(out, sk)
       return out

@@ -39,7 +39,7 @@ export function defaultSalt(realm: string, principal: string): string {
  * Password -> 32-byte key with scrypt. The password is NFC-normalised first so the same
  * password typed on different systems gives the same key.
  */
-export function passwordToKey(password: string, salt: string, params: KdfParams = DEFAULT_KDF_PARAMS): Promise<Uint8Array> {
+export async function passwordToKey(password: string, salt: string, params: KdfParams = DEFAULT_KDF_PARAMS): Promise<Uint8Array> {
   checkKdfParams(params)
   const maxmem = 128 * params.N * params.r * params.p + 1024 * 1024 * 2
   return new Promise((resolve, reject) => {

@@ -93,6 +93,8 @@ function scanContainer(
     const start = pos
     pos = scan(b, pos, depth + 1, o, true)
     const k0 = start + strHeader(b, start)
+    // msgpackr renames "__proto__" to "__proto_": refuse it rather than let a key change meaning.
+    if (pos - k0 === 9 && sameAscii(b, k0, PROTO_KEY)) fail('"__proto__" is not allowed as a map key')
     if (seen) {
       const k = Buffer.from(b.buffer, b.byteOffset + k0, pos - k0).toString('latin1')
       if (seen.has(k)) fail('duplicate map key')
@@ -104,6 +106,13 @@ function scanContainer(
     pos = scan(b, pos, depth + 1, o, false)
   }
   return pos
+}
+
+const PROTO_KEY = Buffer.from('__proto__', 'ascii')
+
+function sameAscii(b: Uint8Array, at: number, word: Uint8Array): boolean {
+  for (let i = 0; i < word.length; i++) if (b[at + i] !== word[i]) return false
+  return true
 }
 
 /** Walk one MessagePack value at `pos`; returns the position after it. Throws TESSERA_DECODE. */
@@ -134,9 +143,10 @@ function scan(b: Uint8Array, pos: number, depth: number, o: Required<DecodeOptio
     case 0xdb: // str32
       return skipStr(b, skip(b, pos, 4), u32(b, pos))
     case 0xca: // float32
-      return skip(b, pos, 4)
     case 0xcb: // float64
-      return skip(b, pos, 8)
+      // No field of the protocol is a float: a float where an integer belongs would be
+      // accepted as one (37.0), so every float is refused.
+      return fail('floats are not allowed')
     case 0xcc: // uint8
     case 0xd0: // int8
       return skip(b, pos, 1)

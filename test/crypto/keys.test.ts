@@ -99,8 +99,13 @@ describe('passwordToKey', () => {
     expect(hex(a)).to.not.equal(hex(b))
   })
 
-  it('throws RangeError synchronously (not a rejected promise) on out-of-range parameters', () => {
-    expect(() => passwordToKey('pw', 'salt', { ...small, N: 512 })).to.throw(RangeError)
+  it('rejects with RangeError (never throws synchronously) on out-of-range parameters', async () => {
+    let p: Promise<Uint8Array> | undefined
+    expect(() => {
+      p = passwordToKey('pw', 'salt', { ...small, N: 512 })
+    }).to.not.throw()
+    const err = await p!.then(() => undefined, (e: unknown) => e)
+    expect(err).to.be.instanceOf(RangeError)
   })
 })
 

@@ -56,7 +56,6 @@ describe('decodeMessage', () => {
     ['a top-level nil', null],
     ['an integer field beyond its maximum', { v: 1, t: MsgType.KRB_ERROR, code: 70000, text: '', stime: 0 }],
     ['a negative time', { v: 1, t: MsgType.KRB_ERROR, code: 60, text: '', stime: -1 }],
-    ['a float where an integer belongs', { v: 1, t: MsgType.KRB_ERROR, code: 60.5, text: '', stime: 0 }],
     ['an over-long error text', { v: 1, t: MsgType.KRB_ERROR, code: 60, text: 'x'.repeat(513), stime: 0 }],
     ['an extra field in a nested object', { v: 1, t: MsgType.KRB_ERROR, code: 60, text: '', stime: 0, edata: { x: 1 } }],
   ]

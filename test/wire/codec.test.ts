@@ -59,7 +59,6 @@ describe('codec', () => {
     roundTrip('int32 -2^31', -(2 ** 31), 'd2 80000000')
     roundTrip('-2^31-1 as int64', -(2 ** 31) - 1, 'd3 ffffffff 7fffffff')
     roundTrip('-(2^53-1) as int64', -(2 ** 53 - 1), 'd3 ffe00000 00000001')
-    roundTrip('a float64', 1.5, 'cb 3ff8000000000000')
     roundTrip('nil', null, 'c0')
     roundTrip('true and false', [true, false], '92 c3 c2')
     roundTrip('a UTF-8 string', 'héllo', 'a6 68c3a96c6c6f')
@@ -103,10 +102,12 @@ describe('codec', () => {
       expect(decode(encode({ 'k\udc00': 1 }))).to.deep.equal({ 'k\ufffd': 1 })
     })
 
-    it('encodes integral doubles beyond 2^53-1 as float64, which decode to the same number', () => {
+    it('encodes integral doubles beyond 2^53-1 as float64, which the decoder refuses like every float', () => {
       const wire = encode(2 ** 60)
       expect(wire[0]).to.equal(0xcb)
-      expect(decode(wire)).to.equal(2 ** 60)
+      expect(codeOf(() => decode(wire))).to.equal('TESSERA_DECODE')
+      expect(codeOf(() => decode(encode(1.5)))).to.equal('TESSERA_DECODE')
+      expect(codeOf(() => decode(unhex('ca 3fc00000')))).to.equal('TESSERA_DECODE')
     })
 
     it('refuses a bigint beyond 2^53-1 with RangeError', () => {
@@ -132,8 +133,9 @@ describe('codec', () => {
           : v
       fc.assert(
         fc.property(fc.jsonValue({ maxDepth: 10 }), (v) => {
-          // msgpackr renames "__proto__" keys on decode (see the pollution tests).
+          // "__proto__" keys and floats are refused by the decoder (see their own tests).
           fc.pre(!JSON.stringify(v).includes('"__proto__"'))
+          fc.pre(!hasFloat(v))
           expect(decode(encode(v))).to.deep.equal(norm(v))
         }),
         { numRuns: 1000 },
@@ -147,7 +149,6 @@ describe('codec', () => {
         fc.boolean(),
         fc.maxSafeInteger(),
         fc.integer(),
-        fc.double({ noNaN: true }).filter((d) => !Object.is(d, -0)),
         fc.string({ unit: 'grapheme', maxLength: 40 }),
         fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b)),
       )
@@ -170,7 +171,7 @@ describe('codec', () => {
 
   describe('decode refuses', () => {
     it('every strict prefix of a valid message with TESSERA_DECODE', () => {
-      const full = encode({ v: 1, t: 40, nonce: new Uint8Array(32), s: 'héllo', n: 2 ** 40, f: 1.25, a: [1, -200, null] })
+      const full = encode({ v: 1, t: 40, nonce: new Uint8Array(32), s: 'héllo', n: 2 ** 40, f: true, a: [1, -200, null] })
       expect(decode(full)).to.be.an('object')
       for (let i = 0; i < full.length; i++) expect(codeOf(() => decode(full.subarray(0, i))), `prefix ${i}`).to.equal('TESSERA_DECODE')
     })
@@ -324,26 +325,30 @@ describe('codec', () => {
       expect(Object.prototype).to.not.have.own.property('polluted')
     })
 
-    it('do not pollute Object.prototype or the decoded object\'s prototype', () => {
+    it('are refused with TESSERA_DECODE and pollute nothing', () => {
       // { "__proto__": { "polluted": true } }
       const b = Buffer.concat([Buffer.from([0x81]), protoKey, Buffer.from('81a8' + Buffer.from('polluted').toString('hex') + 'c3', 'hex')])
-      const out = decode(b) as Record<string, unknown>
-      expect(Object.getPrototypeOf(out)).to.equal(Object.prototype)
-      expect(out.polluted).to.equal(undefined)
+      expect(codeOf(() => decode(b))).to.equal('TESSERA_DECODE')
     })
 
-    it('do not pollute when nested in an array of maps', () => {
+    it('are refused when nested in an array of maps', () => {
       const inner = Buffer.concat([Buffer.from([0x81]), protoKey, Buffer.from('81a8' + Buffer.from('polluted').toString('hex') + '01', 'hex')])
-      const out = decode(Buffer.concat([Buffer.from([0x92]), inner, inner])) as Record<string, unknown>[]
-      for (const o of out) expect(Object.getPrototypeOf(o)).to.equal(Object.prototype)
+      expect(codeOf(() => decode(Buffer.concat([Buffer.from([0x92]), inner, inner])))).to.equal('TESSERA_DECODE')
     })
 
-    it('make decodeMessage fail with TESSERA_VALIDATION', () => {
+    it('make decodeMessage fail with TESSERA_DECODE', () => {
       const msg: Record<string, unknown> = { v: 1, t: MsgType.TIME_REQ, nonce: new Uint8Array(32) }
       Object.defineProperty(msg, '__proto__', { value: { polluted: true }, enumerable: true })
       const wire = encode(msg)
       expect(Buffer.from(wire).includes(Buffer.from('__proto__'))).to.equal(true)
-      expect(codeOf(() => decodeMessage(wire))).to.equal('TESSERA_VALIDATION')
+      expect(codeOf(() => decodeMessage(wire))).to.equal('TESSERA_DECODE')
     })
   })
 })
+
+function hasFloat(v: unknown): boolean {
+  if (typeof v === 'number') return !Number.isInteger(v) || !Number.isSafeInteger(v)
+  if (Array.isArray(v)) return v.some(hasFloat)
+  if (v && typeof v === 'object') return Object.values(v).some(hasFloat)
+  return false
+}
