@@ -338,7 +338,8 @@ export class SecureSession extends EventEmitter<SecureSessionEvents> implements 
     const refuse = (err: KrbProtocolError): never => {
       // The peer may reset the connection after reading the error: that is no concern of ours.
       stream.on('error', () => {})
-      stream.end(plainFrame(krbError(err.code, err.message, Date.now())))
+      // The AP exchange travels in clear: the e-text is only the short status, no detail.
+      stream.end(plainFrame(krbError(err.code, err.status, Date.now())))
       // Do not keep the socket for a peer that does not close its side.
       setTimeout(() => destroyQuietly(stream), o.closeTimeoutMs).unref()
       throw err

@@ -69,7 +69,7 @@ export async function startTestServer(opts: Partial<SecureServerOptions> = {}): 
       case Cmd.THROW:
         throw new Error(SECRET_DETAIL)
       case Cmd.REFUSE:
-        throw new KrbProtocolError(ErrorCode.KDC_ERR_POLICY, 'POLICY', { message: SECRET_DETAIL })
+        throw new KrbProtocolError(ErrorCode.KDC_ERR_POLICY, 'POLICY', { message: 'refused by policy' })
       case Cmd.SLOW:
         await new Promise((r) => setTimeout(r, (nonce[1] ?? 0) * 10))
         return echo(nonce)
