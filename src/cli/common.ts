@@ -15,7 +15,14 @@ export const Exit = {
 
 /** Read a secret from a file: the first line, without its newline. */
 export async function readSecretFile(file: string): Promise<string> {
-  const text = await readFile(file, 'utf8')
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    throw new TesseraError('TESSERA_CONFIG', `cannot read password file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`, {
+      cause: err,
+    })
+  }
   const line = text.split(/\r?\n/)[0] ?? ''
   if (line.length === 0) throw new TesseraError('TESSERA_CONFIG', `${file} is empty`)
   return line

@@ -80,6 +80,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
   const stdin = io.stdin ?? process.stdin
   let code: number = Exit.OK
   let debug = false
+  let usageError = false
 
   type Global = { 'realm-file'?: string | undefined; ccache?: string | undefined; 'connect-timeout'?: number | undefined }
   const realmFilePath = (a: Global) => a['realm-file'] ?? env.TESSERA_REALM_FILE ?? defaultRealmFilePath(env)
@@ -101,6 +102,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
     return tgt
   }
   const run = async (fn: () => Promise<number | undefined>) => {
+    if (usageError) return
     try {
       code = (await fn()) ?? Exit.OK
     } catch (e) {
@@ -109,7 +111,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
     }
   }
 
-  await yargs(argv)
+  await yargs()
     .scriptName('kauth')
     .usage('$0 <command> [options]\n\nLog in to a Tessera realm and manage your tickets.')
     .option('realm-file', { type: 'string', describe: 'realm.json (else TESSERA_REALM_FILE, else ~/.config/tessera/realm.json)' })
@@ -272,10 +274,15 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
     .exitProcess(false)
     .fail((msg, e) => {
       if (e) throw e
+      if (usageError) return
+      usageError = true
       err.write(`kauth: ${msg}\nRun kauth --help for usage.\n`)
       code = Exit.USAGE
     })
-    .parseAsync()
+    .parseAsync(argv, {}, (_e, _a, output) => {
+      // --help / --version text goes to our stdout (yargs would use console.log).
+      if (output && !usageError) out.write(`${output}\n`)
+    })
   return code
 }
 

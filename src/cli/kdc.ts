@@ -76,7 +76,9 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
   const err = io.stderr ?? process.stderr
   let code: number = Exit.OK
   let debug = false
+  let usageError = false
   const run = async (fn: () => Promise<number>) => {
+    if (usageError) return
     try {
       code = await fn()
     } catch (e) {
@@ -101,7 +103,7 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
     )
   }
 
-  const parser = yargs(argv)
+  const parser = yargs()
     .scriptName('kdc')
     .usage('$0 <command> [options]\n\nThe Tessera KDC: AS, TGS, time and admin listeners for one realm.')
     .option('debug', { type: 'boolean', describe: 'print stack traces on errors' })
@@ -169,9 +171,13 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
     .exitProcess(false)
     .fail((msg, e) => {
       if (e) throw e
+      if (usageError) return
+      usageError = true
       err.write(`kdc: ${msg}\nRun kdc --help for usage.\n`)
       code = Exit.USAGE
     })
-  await parser.parseAsync()
+  await parser.parseAsync(argv, {}, (_e, _a, output) => {
+    if (output && !usageError) out.write(`${output}\n`)
+  })
   return code
 }

@@ -40,7 +40,11 @@ function bad(msg: string, cause?: unknown): never {
 function checkEntry(e: unknown): Credentials {
   const o = e as Record<string, unknown>
   if (typeof o !== 'object' || o === null) bad('cache entry is not a map')
-  validate(Ticket, o.ticket)
+  try {
+    validate(Ticket, o.ticket)
+  } catch (err) {
+    bad('cache entry has an invalid ticket', err)
+  }
   if (!(o.sessionKey instanceof Uint8Array) || o.sessionKey.length !== 32) bad('cache entry has no session key')
   for (const k of ['flags', 'authtime', 'starttime', 'endtime'] as const) if (typeof o[k] !== 'number') bad(`cache entry lacks ${k}`)
   if (!Array.isArray(o.sname) || !Array.isArray(o.cname)) bad('cache entry lacks names')
@@ -74,7 +78,7 @@ export class CredentialCache {
     } catch (err) {
       bad(`credential cache ${this.file} is corrupt`, err)
     }
-    if (typeof raw.crealm !== 'string' || !Array.isArray(raw.cname) || !Array.isArray(raw.entries))
+    if (typeof raw !== 'object' || raw === null || typeof raw.crealm !== 'string' || !Array.isArray(raw.cname) || !Array.isArray(raw.entries))
       bad(`credential cache ${this.file} is corrupt`)
     const now = this.now()
     const entries = raw.entries.map(checkEntry).filter((e) => e.endtime > now)

@@ -20,6 +20,9 @@ export function krbErrorFromReply(m: KrbError, localNow: number, context?: strin
     case ErrorCode.KRB_AP_ERR_TKT_EXPIRED:
       message = `ticket expired: ${m.text}`
       break
+    case ErrorCode.KDC_ERR_BADOPTION:
+      message = m.text && m.text !== 'BADOPTION' ? m.text : 'the KDC cannot honour the requested options (e.g. ticket not renewable)'
+      break
     case ErrorCode.KRB_AP_ERR_REPEAT:
       message = 'request rejected as a replay'
       break

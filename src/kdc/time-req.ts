@@ -94,7 +94,12 @@ export function processTimeReq(clock: ServedClock, signingSeed: Uint8Array, req:
   if (req.nonce.length !== 32) throw new KrbProtocolError(ErrorCode.TSR_ERR_MALFORMED, 'MALFORMED', { message: 'nonce must be 32 bytes' })
   const recv = clock.now()
   const xmit = clock.now()
-  const radius = Math.min(0xffffffff, Math.max(recv.radiusUs, xmit.radiusUs))
+  const radius = Math.max(recv.radiusUs, xmit.radiusUs)
+  // A radius that does not fit the signed field would sign a bound that is not true: refuse.
+  if (radius > 0xffffffff)
+    throw new KrbProtocolError(ErrorCode.KDC_ERR_SVC_UNAVAILABLE, 'TIME_UNCERTAIN', {
+      message: 'the KDC clock is too uncertain right now (host clock stepped back); try later',
+    })
   const sig = sign(timeSignatureInput(req.nonce, recv.us, xmit.us, radius), signingSeed)
   return { v: PROTOCOL_VERSION, t: MsgType.TIME_REP, nonce: req.nonce, recv: recv.us, xmit: xmit.us, radius, sig }
 }

@@ -331,6 +331,24 @@ describe('kauth', function () {
       expect(r.stderr).to.contain('kauth --help')
     })
 
+    it('exits 2 on an extra argument and does not run the command', async () => {
+      const r = await runKauth(['login', 'alice', 'extra'], env, pipedStdin(`${PASSWORDS.alice}\n`))
+      expect(r.code).to.equal(Exit.USAGE)
+      expect(r.stdout).to.equal('')
+      expect((await runKauth(['list'], env)).code).to.equal(Exit.NO_CREDENTIALS)
+    })
+
+    it('exits 2 once on a missing positional', async () => {
+      const r = await runKauth(['ticket'], env)
+      expect(r.code).to.equal(Exit.USAGE)
+      expect(r.stderr.match(/Run kauth --help/g)).to.have.length(1)
+    })
+
+    it('writes --help to its own stdout', async () => {
+      const r = await runKauth(['--help'], env)
+      expect(r.stdout).to.contain('kauth login')
+    })
+
     it('exits 2 without a command', async () => {
       const r = await runKauth([], env)
       expect(r.code).to.equal(Exit.USAGE)

@@ -1,3 +1,4 @@
+import { encode } from '../../src/wire/codec.js'
 /** CredentialCache: round trip, file mode, refusals, expiry, destroy, concurrent writers. */
 import { spawn } from 'node:child_process'
 import { chmod, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
@@ -159,6 +160,11 @@ describe('CredentialCache', () => {
       ['an empty file', () => Buffer.alloc(0)],
       ['a short file', () => Buffer.from('TSC')],
       ['wrong magic', () => Buffer.concat([Buffer.from('KRB5'), Buffer.from([1, 0x80])])],
+      ['a nil body', () => Buffer.concat([Buffer.from('TSCC'), Buffer.from([1, 0xc0])])],
+      [
+        'an entry with an invalid ticket',
+        () => Buffer.concat([Buffer.from('TSCC'), Buffer.from([1]), encode({ crealm: 'X', cname: ['a'], entries: [{ ticket: 42 }] })]),
+      ],
       ['an unknown version', () => Buffer.concat([Buffer.from('TSCC'), Buffer.from([9, 0x80])])],
       ['a truncated body', () => Buffer.concat([Buffer.from('TSCC'), Buffer.from([1, 0x83, 0xa6])])],
       ['a body that is not a map', () => Buffer.concat([Buffer.from('TSCC'), Buffer.from([1, 0x2a])])],
