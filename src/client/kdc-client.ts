@@ -77,6 +77,9 @@ export interface ClientKey {
 
 type Listener = 'as' | 'tgs' | 'time' | 'admin'
 
+/** How long a KDC address that failed to connect is tried after the others, ms. */
+const DOWN_PENALTY_MS = 30_000
+
 function splitPrincipal(name: string, realm: string): { realm: string; components: string[] } {
   const at = name.lastIndexOf('@')
   const r = at >= 0 ? name.slice(at + 1) : realm
@@ -335,7 +338,7 @@ export class KdcClient {
   async send(listener: Listener, build: () => Message, signal: AbortSignal): Promise<Message> {
     if (this.closed) throw new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'client is closed')
     let lastErr: unknown
-    for (const kdc of this.realm.kdcs) {
+    for (const kdc of this.kdcOrder(listener)) {
       for (let attempt = 0; attempt < 2; attempt++) {
         if (signal.aborted) throw this.abortError(signal, lastErr)
         let ch: ClientChannel
@@ -344,7 +347,10 @@ export class KdcClient {
         } catch (err) {
           lastErr = err
           if (signal.aborted) throw this.abortError(signal, err)
-          if (isConnectFailure(err)) break // next KDC
+          if (isConnectFailure(err)) {
+            this.markDown(kdc, listener)
+            break // next KDC
+          }
           throw err
         }
         try {
@@ -362,6 +368,26 @@ export class KdcClient {
     throw new TesseraError(TesseraErrorCode.TESSERA_NETWORK, `cannot reach any KDC of ${this.realm.realm}: ${detail}`, {
       cause: lastErr,
     })
+  }
+
+  // KDCs that failed to connect recently are tried last, so one dead KDC does not cost
+  // every call a connect timeout.
+  private readonly down = new Map<string, number>()
+
+  private kdcOrder(listener: Listener): KdcAddress[] {
+    const now = performance.now()
+    const up: KdcAddress[] = []
+    const later: KdcAddress[] = []
+    for (const k of this.realm.kdcs) {
+      const until = this.down.get(`${k.host}:${k[listener]}`)
+      if (until !== undefined && until > now) later.push(k)
+      else up.push(k)
+    }
+    return up.concat(later)
+  }
+
+  private markDown(kdc: KdcAddress, listener: Listener): void {
+    this.down.set(`${kdc.host}:${kdc[listener]}`, performance.now() + DOWN_PENALTY_MS)
   }
 
   private abortError(signal: AbortSignal, cause: unknown): TesseraError {
