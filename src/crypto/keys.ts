@@ -55,11 +55,29 @@ export async function passwordToKey(password: string, salt: string, params: KdfP
 
 const USAGE_LABEL = Buffer.from('tessera/usage/v1', 'ascii')
 
-/** The subkey for one key usage: HMAC-SHA256(key, "tessera/usage/v1" || uint32be(usage)). */
-export function usageKey(key: Uint8Array, usage: number): Uint8Array {
+// Subkeys of long-lived keys (principal keys held by the database cache, keytab entries)
+// are derived once per key object. Keyed by identity, so an entry dies with its key; a
+// key's bytes must not change after its first use (wipe only when done with it).
+const subkeys = new WeakMap<Uint8Array, Map<number, Uint8Array>>()
+
+function deriveUsageKey(key: Uint8Array, usage: number): Uint8Array {
   const u = Buffer.alloc(4)
   u.writeUInt32BE(usage >>> 0)
   return new Uint8Array(createHmac('sha256', key).update(USAGE_LABEL).update(u).digest())
+}
+
+/** The subkey for one key usage: HMAC-SHA256(key, "tessera/usage/v1" || uint32be(usage)). */
+export function usageKey(key: Uint8Array, usage: number): Uint8Array {
+  let m = subkeys.get(key)
+  let k = m?.get(usage)
+  if (k) return k
+  k = deriveUsageKey(key, usage)
+  if (!m) {
+    m = new Map()
+    subkeys.set(key, m)
+  }
+  m.set(usage, k)
+  return k
 }
 
 /** SHA-256 of the concatenation of parts. */
