@@ -2,7 +2,7 @@
  * Keytab: a service's long-term keys on disk, several key versions (and principals)
  * per file, so tickets sealed with an older kvno keep working after a key rotation.
  *
- * File format (docs/keytab.md):
+ * File format (proto/PROTOCOL.md §14.1):
  *
  *   magic   4 bytes  "TSKT" (0x54 0x53 0x4b 0x54)
  *   version 1 byte   0x01

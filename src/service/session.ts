@@ -1,6 +1,6 @@
 /**
  * SecureSession: an authenticated, encrypted message channel between a client and an app
- * service over any Duplex stream, set up by one AP exchange (docs/keytab.md, "SecureSession
+ * service over any Duplex stream, set up by one AP exchange (proto/PROTOCOL.md §14.3, "SecureSession
  * wire format").
  *
  *   handshake  client -> service  frame(msgpack(AP_REQ))       mutual, with a client subkey

@@ -104,7 +104,7 @@ describe('keytab format', () => {
     expect(back).to.deep.equal({ ...e, key: key(2) })
   })
 
-  it('encodes a one-entry keytab to the exact bytes documented in docs/keytab.md', () => {
+  it('encodes a one-entry keytab to the exact bytes documented in PROTOCOL.md §14.1', () => {
     const bytes = encodeKeytab(new Keytab([{ realm: 'R', name: ['s'], kvno: 1, key: new Uint8Array(32), createdAt: 0 }]))
     expect(Buffer.from(bytes).toString('hex')).to.equal(
       '54534b5401' +

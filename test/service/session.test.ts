@@ -363,7 +363,7 @@ describe('SecureSession', () => {
   })
 })
 
-describe('SecureSession wire format (docs/keytab.md §3.5 test vector)', () => {
+describe('SecureSession wire format (proto/PROTOCOL.md §14.3.5 test vector)', () => {
   const hex = (b: Uint8Array) => Buffer.from(b).toString('hex')
   const keys = deriveSessionKeys(new Uint8Array(32).fill(0x11), new Uint8Array(32).fill(0x22), new Uint8Array(32).fill(0x33))
   const framed = (key: Uint8Array, seq: number, plain: Uint8Array) => {
