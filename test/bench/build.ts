@@ -1,0 +1,72 @@
+/**
+ * Plain-JS build of the code under benchmark, so benchmarks measure what ships
+ * (tsc output) and not tsx's on-the-fly transform.
+ *
+ * Why: tsx compiles with esbuild's keepNames, which wraps every nested function in a
+ * `__name(fn, "name")` call (an Object.defineProperty) each time the enclosing function
+ * runs. Code that creates closures per call runs several times slower under tsx than as
+ * compiled JS: the MessagePack scan of src/wire/codec.ts, before it was made closure-free,
+ * took 16 us per 47-byte TIME_REQ under tsx and 1.5 us compiled. Benchmarks should not
+ * depend on whether someone remembered that. Type-only transpiling with the project's
+ * own TypeScript (no type check) takes one to three seconds.
+ *
+ * Output: node_modules/.cache/tessera-bench/{src,proto,test/bench}, with a package.json
+ * saying "type": "module"; bare imports resolve to the repo's node_modules from there.
+ */
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+/** The repository root (two levels above this file, in the source tree or in the build). */
+export function repoRoot(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  const marker = `${path.sep}node_modules${path.sep}.cache${path.sep}tessera-bench${path.sep}`
+  const i = here.indexOf(marker)
+  return i >= 0 ? here.slice(0, i) : path.resolve(here, '..', '..')
+}
+
+/** Where the build goes. */
+export function buildDir(root: string = repoRoot()): string {
+  return path.join(root, 'node_modules', '.cache', 'tessera-bench')
+}
+
+/** True when this module is running from the plain-JS build (not under tsx). */
+export function isCompiled(): boolean {
+  return import.meta.url.endsWith('.js')
+}
+
+/** Transpile src/, proto/ and test/bench/ to plain JS (no type check). Returns the build directory. */
+export async function buildForBench(): Promise<string> {
+  const ts = (await import('typescript')).default
+  const root = repoRoot()
+  const out = buildDir(root)
+  rmSync(out, { recursive: true, force: true })
+  const options = {
+    module: ts.ModuleKind.ESNext,
+    target: ts.ScriptTarget.ES2023,
+    verbatimModuleSyntax: true,
+    sourceMap: false,
+  }
+  const walk = (rel: string): void => {
+    let entries: import('node:fs').Dirent[]
+    try {
+      entries = readdirSync(path.join(root, rel), { withFileTypes: true })
+    } catch {
+      return
+    }
+    for (const e of entries) {
+      const p = path.join(rel, e.name)
+      if (e.isDirectory()) walk(p)
+      else if (p.endsWith('.ts') && !p.endsWith('.d.ts') && !p.endsWith('.test.ts')) {
+        const src = readFileSync(path.join(root, p), 'utf8')
+        const js = ts.transpileModule(src, { compilerOptions: options, fileName: p }).outputText
+        const dest = path.join(out, p.replace(/\.ts$/, '.js'))
+        mkdirSync(path.dirname(dest), { recursive: true })
+        writeFileSync(dest, js)
+      }
+    }
+  }
+  for (const dir of ['src', 'proto', path.join('test', 'bench')]) walk(dir)
+  writeFileSync(path.join(out, 'package.json'), '{ "type": "module", "private": true }\n')
+  return out
+}
