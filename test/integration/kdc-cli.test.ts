@@ -1,0 +1,343 @@
+/** `kdc init` / `kdc start` (src/cli/kdc.ts) in-process, and bin/kdc.ts as a real child process. */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import { Writable } from 'node:stream'
+import { fileURLToPath } from 'node:url'
+import { expect } from 'chai'
+import { main } from '../../src/cli/kdc.js'
+import { KdcClient } from '../../src/client/kdc-client.js'
+import { loadRealmFile } from '../../src/krb/realm-file.js'
+import { ADMIN_PASSWORD, expectKrb, FAST_CONFIG } from '../helpers/kdc-helpers.js'
+import { useProcessGuards } from '../helpers/wire-guards.js'
+import { ErrorCode } from '../../proto/error-codes.js'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const CLI_REALM = 'EXAMPLE.TEST'
+const LISTENING = /^listening as=127\.0\.0\.1:(\d+) tgs=127\.0\.0\.1:(\d+) time=127\.0\.0\.1:(\d+) admin=127\.0\.0\.1:(\d+)$/
+
+/** A stream that keeps what is written and lets a test wait for a pattern. */
+class Capture extends Writable {
+  text = ''
+  private waiters: (() => void)[] = []
+  override _write(chunk: Buffer | string, _enc: BufferEncoding, cb: () => void): void {
+    this.text += chunk.toString()
+    for (const w of this.waiters.splice(0)) w()
+    cb()
+  }
+  async waitFor(re: RegExp, timeoutMs = 10000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const m = this.text.match(re)
+      if (m) return m
+      const left = deadline - Date.now()
+      if (left <= 0) throw new Error(`timed out waiting for ${re}; got ${JSON.stringify(this.text)}`)
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, 200))
+        this.waiters.push(() => {
+          clearTimeout(t)
+          resolve()
+        })
+      })
+    }
+  }
+}
+
+interface Run {
+  code: Promise<number>
+  out: Capture
+  err: Capture
+}
+
+function run(argv: string[], opts: { env?: NodeJS.ProcessEnv; stopSignal?: Promise<void> } = {}): Run {
+  const out = new Capture()
+  const err = new Capture()
+  const io: Parameters<typeof main>[1] = { env: opts.env ?? {}, stdout: out, stderr: err }
+  if (opts.stopSignal) io.stopSignal = opts.stopSignal
+  return { code: main(argv, io), out, err }
+}
+
+/** Resolves true when nothing accepts connections on 127.0.0.1:port. */
+function portClosed(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port })
+    s.once('connect', () => {
+      s.destroy()
+      resolve(false)
+    })
+    s.once('error', () => resolve(true))
+  })
+}
+
+/** Run `fn` with console.log/console.error captured (yargs prints help there). */
+async function quietConsole<T>(fn: () => Promise<T>): Promise<{ value: T; logged: string }> {
+  const saved = { log: console.log, error: console.error, info: console.info }
+  let logged = ''
+  const grab = (...a: unknown[]) => {
+    logged += `${a.map(String).join(' ')}\n`
+  }
+  console.log = grab
+  console.error = grab
+  console.info = grab
+  try {
+    return { value: await fn(), logged }
+  } finally {
+    Object.assign(console, saved)
+  }
+}
+
+describe('kdc CLI (integration)', function () {
+  this.timeout(30000)
+  useProcessGuards()
+  let tmp: string
+  let cfg: string
+  let pwFile: string
+
+  before(async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), 'tessera-kdc-cli-'))
+    cfg = path.join(tmp, 'kdc-config.json')
+    await writeFile(cfg, JSON.stringify(FAST_CONFIG))
+    pwFile = path.join(tmp, 'admin.pw')
+    await writeFile(pwFile, `${ADMIN_PASSWORD}\nignored second line\n`, { mode: 0o600 })
+  })
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true })
+  })
+
+  const init = (dir: string, extra: string[] = [], env: NodeJS.ProcessEnv = {}) =>
+    run(['init', '--realm', CLI_REALM, '--dir', dir, '--config', cfg, ...extra], { env })
+
+  describe('kdc init', () => {
+    it('creates a 0600 stash, the database and a realm.json with nothing secret in it', async () => {
+      const dir = path.join(tmp, 'realm-a')
+      const r = init(dir, ['--admin-password-file', pwFile])
+      expect(await r.code, r.err.text).to.equal(0)
+      expect(r.out.text).to.include(CLI_REALM)
+      const st = await stat(path.join(dir, 'stash'))
+      expect(st.mode & 0o777, 'stash mode').to.equal(0o600)
+      expect((await stat(path.join(dir, 'db'))).isDirectory()).to.equal(true)
+      const rf = await loadRealmFile(path.join(dir, 'realm.json'))
+      expect(rf.realm).to.equal(CLI_REALM)
+      expect(rf.kdcs).to.have.length(1)
+      expect(rf.transportKey).to.have.length(32)
+      const text = await readFile(path.join(dir, 'realm.json'), 'utf8')
+      expect(Object.keys(JSON.parse(text)).sort()).to.deep.equal(['kdcs', 'maxClockSkewMs', 'realm', 'signingKey', 'transportKey'])
+      expect(text).to.not.match(/secret|password|private/i)
+      expect(text).to.not.include(ADMIN_PASSWORD)
+      const stash = await readFile(path.join(dir, 'stash'))
+      for (const enc of ['hex', 'base64', 'base64url'] as const) {
+        const s = stash.toString(enc)
+        expect(text.includes(s.slice(0, 32)), `stash (${enc}) leaked into realm.json`).to.equal(false)
+      }
+      expect((await stat(path.join(dir, 'realm.json'))).mode & 0o077, 'realm.json is readable by others, and that is fine').to.be.a('number')
+    })
+
+    it('refuses a second init on the same directory with a clear message', async () => {
+      const dir = path.join(tmp, 'realm-a')
+      const before = await readFile(path.join(dir, 'stash'))
+      const r = init(dir, ['--admin-password-file', pwFile])
+      expect(await r.code).to.not.equal(0)
+      expect(r.err.text).to.match(/already holds a realm/)
+      expect(r.err.text).to.include(dir)
+      expect((await readFile(path.join(dir, 'stash'))).equals(before), 'stash untouched').to.equal(true)
+    })
+
+    it('takes the admin password from TESSERA_ADMIN_PASSWORD', async () => {
+      const dir = path.join(tmp, 'realm-env')
+      const r = init(dir, [], { TESSERA_ADMIN_PASSWORD: 'env-password-42' })
+      expect(await r.code, r.err.text).to.equal(0)
+      await loadRealmFile(path.join(dir, 'realm.json'))
+    })
+
+    it('fails with a clear error when there is no password source', async function () {
+      if (process.stdin.isTTY) this.skip() // it would prompt on the terminal
+      const dir = path.join(tmp, 'realm-nopw')
+      const r = init(dir)
+      expect(await r.code).to.not.equal(0)
+      expect(r.err.text).to.match(/no admin password/)
+      expect(r.err.text).to.match(/--admin-password-file|TESSERA_ADMIN_PASSWORD/)
+      expect(await stat(path.join(dir, 'stash')).catch(() => undefined), 'no half-made realm').to.equal(undefined)
+    })
+
+    it('fails with a clear error when the password file is empty or missing', async () => {
+      const empty = path.join(tmp, 'empty.pw')
+      await writeFile(empty, '')
+      const r1 = init(path.join(tmp, 'realm-empty'), ['--admin-password-file', empty])
+      expect(await r1.code).to.not.equal(0)
+      expect(r1.err.text).to.include(empty)
+      const r2 = init(path.join(tmp, 'realm-missing'), ['--admin-password-file', path.join(tmp, 'nope.pw')])
+      expect(await r2.code).to.not.equal(0)
+      expect(r2.err.text).to.include('nope.pw')
+    })
+
+    it('refuses a missing --realm as a usage error', async () => {
+      const r = run(['init', '--dir', path.join(tmp, 'x'), '--admin-password-file', pwFile])
+      expect(await r.code).to.not.equal(0)
+      expect(r.err.text).to.match(/realm/)
+    })
+  })
+
+  describe('kdc start', () => {
+    it('prints one listening line, updates realm.json, serves logins, and stops on stopSignal', async () => {
+      const dir = path.join(tmp, 'realm-env')
+      let stop!: () => void
+      const stopSignal = new Promise<void>((resolve) => {
+        stop = resolve
+      })
+      const r = run(
+        ['start', '--dir', dir, '--config', cfg, '--as-port', '0', '--tgs-port', '0', '--time-port', '0', '--admin-port', '0'],
+        { stopSignal },
+      )
+      let stopped = false
+      try {
+        const m = await Promise.race([
+          r.out.waitFor(/\n/),
+          r.code.then((c) => {
+            throw new Error(`kdc start exited with ${c}: ${r.err.text}`)
+          }),
+        ])
+        expect(m).to.not.equal(undefined)
+        const lines = r.out.text.split('\n').filter((l) => l.length > 0)
+        expect(lines, r.out.text).to.have.length(1)
+        const parsed = lines[0]!.match(LISTENING)
+        expect(parsed, lines[0]).to.not.equal(null)
+        const [as, tgs, time, admin] = parsed!.slice(1, 5).map(Number) as [number, number, number, number]
+        for (const p of [as, tgs, time, admin]) expect(p).to.be.within(1, 65535)
+        expect(new Set([as, tgs, time, admin]).size).to.equal(4)
+
+        const rf = await loadRealmFile(path.join(dir, 'realm.json'))
+        expect(rf.kdcs[0]).to.deep.include({ host: '127.0.0.1', as, tgs, time, admin })
+
+        const c = new KdcClient(rf)
+        try {
+          const tgt = await c.login('admin', 'env-password-42')
+          expect(tgt.cname).to.deep.equal(['admin'])
+          expect(tgt.crealm).to.equal(CLI_REALM)
+          await expectKrb(c.login('admin', 'wrong'), ErrorCode.KDC_ERR_PREAUTH_FAILED)
+        } finally {
+          c.close()
+        }
+
+        stop()
+        stopped = true
+        expect(await r.code).to.equal(0)
+        for (const p of [as, tgs, time, admin]) expect(await portClosed(p), `port ${p} still open`).to.equal(true)
+        expect(r.out.text.split('\n').filter((l) => l.length > 0), 'nothing else on stdout').to.have.length(1)
+      } finally {
+        if (!stopped) {
+          stop()
+          await r.code
+        }
+      }
+    })
+
+    it('fails with a clear error on a directory that holds no realm', async () => {
+      const dir = path.join(tmp, 'no-realm-here')
+      const r = run(['start', '--dir', dir, '--config', cfg, '--as-port', '0', '--tgs-port', '0', '--time-port', '0', '--admin-port', '0'])
+      expect(await r.code).to.not.equal(0)
+      expect(r.err.text).to.include(dir)
+      expect(r.out.text).to.equal('')
+    })
+
+    it('fails with a clear error when a port is taken', async () => {
+      const dir = path.join(tmp, 'realm-a')
+      const busy = net.createServer()
+      await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+      const taken = (busy.address() as net.AddressInfo).port
+      try {
+        const r = run(['start', '--dir', dir, '--config', cfg, '--as-port', String(taken), '--tgs-port', '0', '--time-port', '0', '--admin-port', '0'])
+        expect(await r.code).to.not.equal(0)
+        expect(r.err.text).to.match(/listen|in use|EADDRINUSE/i)
+        expect(r.out.text).to.equal('')
+      } finally {
+        await new Promise<void>((resolve) => busy.close(() => resolve()))
+      }
+      // the failed start released the database: a second start works
+      let stop!: () => void
+      const r2 = run(['start', '--dir', dir, '--config', cfg, '--as-port', '0', '--tgs-port', '0', '--time-port', '0', '--admin-port', '0'], {
+        stopSignal: new Promise<void>((resolve) => {
+          stop = resolve
+        }),
+      })
+      await Promise.race([r2.out.waitFor(LISTENING_ANY), r2.code.then((c) => Promise.reject(new Error(`exit ${c}: ${r2.err.text}`)))])
+      stop()
+      expect(await r2.code).to.equal(0)
+    })
+  })
+
+  describe('usage', () => {
+    it('exits 0 on --help', async () => {
+      const { value, logged } = await quietConsole(async () => {
+        const r = run(['--help'])
+        return { code: await r.code, out: r.out.text + r.err.text }
+      })
+      expect(value.code).to.equal(0)
+      expect(logged + value.out).to.match(/init/)
+      expect(logged + value.out).to.match(/start/)
+    })
+
+    it('exits non-zero on an unknown command with a clear message', async () => {
+      const { value } = await quietConsole(async () => {
+        const r = run(['bogus'])
+        return { code: await r.code, err: r.err.text }
+      })
+      expect(value.code).to.not.equal(0)
+      expect(value.err).to.match(/bogus/)
+      expect(value.err).to.match(/--help/)
+    })
+
+    it('exits non-zero when no command is given', async () => {
+      const { value } = await quietConsole(async () => {
+        const r = run([])
+        return { code: await r.code, err: r.err.text }
+      })
+      expect(value.code).to.not.equal(0)
+      expect(value.err).to.match(/init or start|command/)
+    })
+  })
+
+  describe('bin/kdc.ts as a process', () => {
+    let child: ChildProcess | undefined
+    afterEach(() => {
+      if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    })
+
+    it('starts, serves a login, and exits 0 on SIGTERM', async () => {
+      const dir = path.join(tmp, 'realm-a')
+      child = spawn(
+        process.execPath,
+        ['--import', 'tsx', 'bin/kdc.ts', 'start', '--dir', dir, '--config', cfg, '--as-port', '0', '--tgs-port', '0', '--time-port', '0', '--admin-port', '0'],
+        { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TESSERA_ADMIN_PASSWORD: '' } },
+      )
+      const out = new Capture()
+      const err = new Capture()
+      child.stdout!.pipe(out)
+      child.stderr!.pipe(err)
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child!.once('exit', (code, signal) => resolve({ code, signal })),
+      )
+      const line = await Promise.race([
+        out.waitFor(LISTENING_ANY, 20000),
+        exited.then((e) => Promise.reject(new Error(`kdc exited early (${e.code}/${e.signal}): ${err.text}`))),
+      ])
+      const asPort = Number(line[1])
+      const rf = await loadRealmFile(path.join(dir, 'realm.json'))
+      expect(rf.kdcs[0]!.as).to.equal(asPort)
+      const c = new KdcClient(rf)
+      try {
+        const tgt = await c.login('admin', ADMIN_PASSWORD)
+        expect(tgt.cname).to.deep.equal(['admin'])
+      } finally {
+        c.close()
+      }
+      child.kill('SIGTERM')
+      const e = await exited
+      expect(e, err.text).to.deep.equal({ code: 0, signal: null })
+      expect(await portClosed(asPort)).to.equal(true)
+    })
+  })
+})
+
+const LISTENING_ANY = /listening as=[^:]+:(\d+) tgs=[^:]+:(\d+) time=[^:]+:(\d+) admin=[^:]+:(\d+)/

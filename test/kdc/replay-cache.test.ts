@@ -1,0 +1,99 @@
+/** ReplayCache (src/krb/replay-cache.ts) with an injected clock. */
+import { expect } from 'chai'
+import { ReplayCache } from '../../src/krb/replay-cache.js'
+
+const SKEW = 300_000
+const T0 = 1_800_000_000_000
+
+function cache(over: Partial<ConstructorParameters<typeof ReplayCache>[0]> = {}) {
+  const clock = { t: T0 }
+  const rc = new ReplayCache({ maxClockSkewMs: SKEW, now: () => clock.t, ...over })
+  return { rc, clock }
+}
+
+describe('ReplayCache', () => {
+  it('says fresh the first time and replay the second', () => {
+    const { rc } = cache()
+    expect(rc.check('a', T0)).to.equal('fresh')
+    expect(rc.check('a', T0)).to.equal('replay')
+    expect(rc.check('b', T0)).to.equal('fresh')
+    expect(rc.entries).to.equal(2)
+  })
+
+  it('says cold for an authenticator older than the cache (a previous process may have seen it)', () => {
+    const { rc } = cache()
+    expect(rc.startedAt).to.equal(T0)
+    expect(rc.check('old', T0 - 1)).to.equal('cold')
+    expect(rc.check('old', T0 - 1)).to.equal('cold')
+    expect(rc.entries).to.equal(0)
+    expect(rc.check('new', T0)).to.equal('fresh')
+  })
+
+  it('keeps saying cold after the start for authenticators dated before it', () => {
+    const { rc, clock } = cache()
+    clock.t = T0 + 60_000
+    expect(rc.check('x', T0 - 10)).to.equal('cold')
+    expect(rc.check('x', T0 + 59_000)).to.equal('fresh')
+  })
+
+  it('remembers an entry for as long as its authenticator passes the skew check', () => {
+    const { rc, clock } = cache()
+    expect(rc.check('a', T0)).to.equal('fresh')
+    clock.t = T0 + SKEW
+    expect(rc.check('a', T0), 'still within ctime + skew').to.equal('replay')
+  })
+
+  it('drops whole buckets once they expire', () => {
+    const { rc, clock } = cache({ bucketMs: 10_000 })
+    for (let i = 0; i < 100; i++) rc.check(`id${i}`, T0 + i * 100)
+    expect(rc.entries).to.equal(100)
+    clock.t = T0 + SKEW + 60_000
+    rc.sweep()
+    expect(rc.entries).to.equal(0)
+    // an expired id can be "fresh" again only in a new bucket: its old ctime would fail the skew check anyway
+    expect(rc.check('id0', clock.t)).to.equal('fresh')
+  })
+
+  it('sweeps on its own as time passes', () => {
+    const { rc, clock } = cache({ bucketMs: 10_000 })
+    rc.check('a', T0)
+    rc.check('b', T0)
+    clock.t = T0 + SKEW + 30_000
+    rc.check('c', clock.t)
+    expect(rc.entries).to.equal(1)
+  })
+
+  it('says full rather than evicting when maxEntries is reached', () => {
+    const { rc, clock } = cache({ maxEntries: 1000 })
+    for (let i = 0; i < 1000; i++) expect(rc.check(`f${i}`, T0)).to.equal('fresh')
+    expect(rc.check('one-more', T0)).to.equal('full')
+    expect(rc.check('f0', T0), 'old entries are kept').to.equal('replay')
+    expect(rc.entries).to.equal(1000)
+    clock.t = T0 + SKEW + 20_000
+    expect(rc.check('one-more', clock.t), 'room again once entries expire').to.equal('fresh')
+  })
+
+  it('stays bounded under 100k inserts spread over time', () => {
+    const { rc, clock } = cache({ maxEntries: 50_000, bucketMs: 10_000 })
+    const verdicts = { fresh: 0, replay: 0, cold: 0, full: 0 }
+    let max = 0
+    for (let i = 0; i < 100_000; i++) {
+      clock.t = T0 + i * 20 // 2000 s in all, ~6.7 skew windows
+      verdicts[rc.check(`k${i}`, clock.t)]++
+      if (rc.entries > max) max = rc.entries
+    }
+    expect(max).to.be.at.most(50_000)
+    // ~ (skew + bucket) / 20 ms live at once: well under the cap, so nothing is refused
+    expect(verdicts.full).to.equal(0)
+    expect(verdicts.fresh).to.equal(100_000)
+    expect(rc.entries).to.be.at.most((SKEW + 20_000) / 20)
+  })
+
+  it('stays at maxEntries under 100k inserts at one instant', () => {
+    const { rc } = cache({ maxEntries: 10_000 })
+    let full = 0
+    for (let i = 0; i < 100_000; i++) if (rc.check(`k${i}`, T0) === 'full') full++
+    expect(rc.entries).to.equal(10_000)
+    expect(full).to.equal(90_000)
+  })
+})
