@@ -77,6 +77,12 @@ export interface ClientKey {
 
 type Listener = 'as' | 'tgs' | 'time' | 'admin'
 
+const TRANSPORT_REFUSALS: ReadonlySet<number> = new Set([
+  ErrorCode.TSR_ERR_TIMEOUT,
+  ErrorCode.TSR_ERR_BUSY,
+  ErrorCode.TSR_ERR_SHUTTING_DOWN,
+])
+
 /** How long a KDC address that failed to connect is tried after the others, ms. */
 const DOWN_PENALTY_MS = 30_000
 
@@ -354,7 +360,16 @@ export class KdcClient {
           throw err
         }
         try {
-          return await ch.request(build(), { signal, timeoutMs: this.opts.timeoutMs })
+          const reply = await ch.request(build(), { signal, timeoutMs: this.opts.timeoutMs })
+          // A KDC that is busy, shutting down or timing us out did not handle the request:
+          // treat it like a failed connection and move on to the next KDC.
+          if (reply.t === MsgType.KRB_ERROR && TRANSPORT_REFUSALS.has(reply.code)) {
+            ch.close()
+            lastErr = krbErrorFromReply(reply, this.now())
+            this.markDown(kdc, listener)
+            break
+          }
+          return reply
         } catch (err) {
           lastErr = err
           if (signal.aborted) throw this.abortError(signal, err)

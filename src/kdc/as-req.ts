@@ -5,6 +5,7 @@ import { KeyUsage } from '../../proto/key-usage.js'
 import { type AsRep, type AsReq, EncKdcRepPart, EncTicketPart, PaEncTs } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { DEFAULT_KDF_PARAMS, defaultSalt, randomKey, tryOpen } from '../crypto/index.js'
+import { isValidPrincipalId } from '../db/names.js'
 import type { KeyVersion, PrincipalRecord } from '../db/types.js'
 import { KrbProtocolError } from '../errors.js'
 import { openPart, principalString, sealPart } from '../krb/parts.js'
@@ -32,6 +33,13 @@ async function gatherAsReq(ctx: KdcContext, req: AsReq): Promise<AsGathered> {
   const clientName = principalString(req.cname, req.realm)
   const serviceName = principalString(req.sname, realm)
   if (req.realm !== realm) fail(ErrorCode.KDC_ERR_WRONG_REALM, 'WRONG_REALM', `this KDC serves realm ${realm}`)
+  // A client name no principal can have is an unknown principal, looked up nowhere.
+  if (!isValidPrincipalId({ realm, components: req.cname })) {
+    if (req.padata.length === 0) fail(ErrorCode.KDC_ERR_C_PRINCIPAL_UNKNOWN, 'BAD_NAME', 'not a valid principal name')
+    return { req, client: undefined, service: undefined, clientName, serviceName }
+  }
+  if (!isValidPrincipalId({ realm, components: req.sname }))
+    fail(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'BAD_NAME', 'not a valid service name')
   const [client, service] = await Promise.all([
     ctx.db.get({ realm, components: req.cname }),
     ctx.db.get({ realm, components: req.sname }),
@@ -39,12 +47,14 @@ async function gatherAsReq(ctx: KdcContext, req: AsReq): Promise<AsGathered> {
   return { req, client, service, clientName, serviceName }
 }
 
-/** The pre-auth hint for a principal, identical in shape for unknown principals. */
+/**
+ * The pre-auth hint for a principal, identical in shape for unknown principals. No kvno:
+ * it would tell a principal whose password changed from one that does not exist.
+ */
 function preauthHint(ctx: KdcContext, req: AsReq, key: KeyVersion | undefined) {
   return {
     salt: key?.salt ?? defaultSalt(req.realm, req.cname.join('/')),
     kdf: key?.kdf ?? { ...(ctx.config.kdf ?? DEFAULT_KDF_PARAMS) },
-    kvno: key?.kvno ?? 1,
   }
 }
 

@@ -38,7 +38,11 @@ export function makeHandler(ctx: KdcContext, listener: ListenerName, extra: Extr
         message: `message type ${msg.t} is not served on the ${listener} listener`,
       })
     } catch (err) {
-      if (err instanceof KrbProtocolError) throw err
+      if (err instanceof KrbProtocolError) {
+        // Errors carry the KDC's clock (the one skew is judged by), not the host's.
+        err.serverTime ??= ctx.now()
+        throw err
+      }
       // Anything else is our bug: the peer learns nothing, the log learns everything.
       ctx.log.ops.error('internal error', {
         listener,

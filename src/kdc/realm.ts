@@ -1,6 +1,6 @@
 /** Realm creation: identity keys, krbtgt, kadmin principals, the first admin; `kdc init` on disk. */
 import { constants as fsc } from 'node:fs'
-import { access, mkdir, writeFile } from 'node:fs/promises'
+import { access, mkdir, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import {
   defaultSalt,
@@ -11,7 +11,7 @@ import {
   x25519KeyPair,
 } from '../crypto/index.js'
 import { createStash } from '../db/master-key.js'
-import { formatName } from '../db/names.js'
+import { checkPrincipalId, checkRealm, formatName } from '../db/names.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import type { KeyVersion, PrincipalAttributes, PrincipalRecord, RealmRecord } from '../db/types.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
@@ -159,10 +159,17 @@ export async function initRealmDir(o: InitRealmOptions): Promise<RealmFile> {
   for (const f of Object.values(REALM_FILES))
     if (f !== 'log' && (await exists(path.join(o.dir, f))))
       throw new TesseraError(TesseraErrorCode.TESSERA_REALM_EXISTS, `${o.dir} already holds a realm (${f} exists); refusing to touch it`)
+  // Check every name before creating anything, so a typo leaves nothing behind.
+  checkRealm(o.realm)
+  checkPrincipalId({ realm: o.realm, components: (o.adminName ?? 'admin').split('/') })
+  if (o.adminPassword.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, 'the admin password is empty')
   await mkdir(o.dir, { recursive: true, mode: 0o700 })
-  const masterKey = await createStash(path.join(o.dir, REALM_FILES.stash))
-  const db = await PrincipalDb.open({ location: path.join(o.dir, REALM_FILES.db), masterKey })
+  const created = [REALM_FILES.stash, REALM_FILES.db, REALM_FILES.realmFile].map((f) => path.join(o.dir, f))
+  let masterKey: Uint8Array | undefined
+  let db: PrincipalDb | undefined
   try {
+    masterKey = await createStash(created[0]!)
+    db = await PrincipalDb.open({ location: created[1]!, masterKey })
     const realm = await bootstrapRealm(db, {
       realm: o.realm,
       adminPassword: o.adminPassword,
@@ -171,10 +178,18 @@ export async function initRealmDir(o: InitRealmOptions): Promise<RealmFile> {
     })
     const host = c.advertiseHost ?? c.host
     const rf = makeRealmFile(realm, [{ host, ...c.ports }], c.maxClockSkewMs)
-    await writeRealmFile(path.join(o.dir, REALM_FILES.realmFile), rf)
-    return rf
-  } finally {
+    await writeRealmFile(created[2]!, rf)
     await db.close()
-    masterKey.fill(0)
+    db = undefined
+    return rf
+  } catch (err) {
+    // Half a realm is worse than none: remove what this call created.
+    await db?.close().catch(() => {})
+    db = undefined
+    for (const f of created) await rm(f, { recursive: true, force: true })
+    throw err
+  } finally {
+    await db?.close()
+    masterKey?.fill(0)
   }
 }

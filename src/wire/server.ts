@@ -411,7 +411,7 @@ class ServerConnection {
         // A KrbProtocolError's message is written for the person behind the peer (e-text, as in
         // MIT's "Clock skew too great"); handlers never put secrets or internal detail in it.
         o.logger.debug('request refused', { listener: o.name, peer: this.peer, code: err.code, status: err.status })
-        reply = krbError(err.code, err.message, Date.now(), err.edata as never)
+        reply = krbError(err.code, err.message, err.serverTime ?? Date.now(), err.edata as never)
       } else {
         o.logger.error('request handler failed', { listener: o.name, peer: this.peer, err: errText(err) })
         reply = krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error')

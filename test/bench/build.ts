@@ -12,8 +12,14 @@
  *
  * Output: node_modules/.cache/tessera-bench/{src,proto,test/bench}, with a package.json
  * saying "type": "module"; bare imports resolve to the repo's node_modules from there.
+ *
+ * BENCH_SRC=REV (e.g. HEAD) takes src/ and proto/ from that commit instead of the working
+ * tree (test/bench/ always comes from the working tree), so a benchmark can measure what is
+ * committed while someone edits src/ in the same checkout.
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -47,18 +53,18 @@ export async function buildForBench(): Promise<string> {
     verbatimModuleSyntax: true,
     sourceMap: false,
   }
-  const walk = (rel: string): void => {
+  const walk = (rel: string, from: string = root): void => {
     let entries: import('node:fs').Dirent[]
     try {
-      entries = readdirSync(path.join(root, rel), { withFileTypes: true })
+      entries = readdirSync(path.join(from, rel), { withFileTypes: true })
     } catch {
       return
     }
     for (const e of entries) {
       const p = path.join(rel, e.name)
-      if (e.isDirectory()) walk(p)
+      if (e.isDirectory()) walk(p, from)
       else if (p.endsWith('.ts') && !p.endsWith('.d.ts') && !p.endsWith('.test.ts')) {
-        const src = readFileSync(path.join(root, p), 'utf8')
+        const src = readFileSync(path.join(from, p), 'utf8')
         const js = ts.transpileModule(src, { compilerOptions: options, fileName: p }).outputText
         const dest = path.join(out, p.replace(/\.ts$/, '.js'))
         mkdirSync(path.dirname(dest), { recursive: true })
@@ -66,7 +72,19 @@ export async function buildForBench(): Promise<string> {
       }
     }
   }
-  for (const dir of ['src', 'proto', path.join('test', 'bench')]) walk(dir)
+  const rev = process.env.BENCH_SRC
+  if (rev) {
+    // The committed tree: `git archive REV src proto`, unpacked into a temporary directory.
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'tessera-bench-src-'))
+    try {
+      const tar = execFileSync('git', ['archive', '--format=tar', rev, 'src', 'proto'], { cwd: root, maxBuffer: 256 * 1024 * 1024 })
+      execFileSync('tar', ['-x', '-C', tmp], { input: tar })
+      for (const dir of ['src', 'proto']) walk(dir, tmp)
+    } finally {
+      rmSync(tmp, { recursive: true, force: true })
+    }
+  } else for (const dir of ['src', 'proto']) walk(dir)
+  walk(path.join('test', 'bench'))
   writeFileSync(path.join(out, 'package.json'), '{ "type": "module", "private": true }\n')
   return out
 }

@@ -1,6 +1,8 @@
 /** Shared plumbing of the benchmarks: options, output lines, timing loops, machine load. */
+import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import os from 'node:os'
+import { repoRoot } from './build.js'
 
 /** What every benchmark module receives from run.ts. */
 export interface BenchOptions {
@@ -75,6 +77,30 @@ export function machineNote(): void {
   note(
     `node=${process.version} cpu="${cpus[0]?.model ?? '?'}" cores=${cpus.length} load1=${l1!.toFixed(2)} load5=${l5!.toFixed(2)} runtime=${runtime()} date=${new Date().toISOString()}`,
   )
+}
+
+/**
+ * Which code is measured, as a comment line: the commit, and either BENCH_SRC's revision
+ * (see build.ts) or the working tree with the src/ and proto/ files it changes.
+ */
+export function sourceNote(): void {
+  const git = (...args: string[]) => {
+    try {
+      return execFileSync('git', args, { cwd: repoRoot(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    } catch {
+      return '?'
+    }
+  }
+  const rev = process.env.BENCH_SRC
+  if (rev) {
+    note(`src: src/ and proto/ from ${rev} = ${git('rev-parse', '--short', rev)} (BENCH_SRC)`)
+    return
+  }
+  const dirty = git('status', '--porcelain', '--', 'src', 'proto')
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => l.slice(3))
+  note(`src: working tree at ${git('rev-parse', '--short', 'HEAD')}${dirty.length ? `, uncommitted changes in ${dirty.join(' ')}` : ', clean'}`)
 }
 
 /** Monotonic time in nanoseconds. */

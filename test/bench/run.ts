@@ -27,6 +27,9 @@ export const BENCHMARKS: readonly { name: string; module: string }[] = [
   { name: 'crypto', module: 'crypto' },
   { name: 'codec', module: 'codec' },
   { name: 'transport', module: 'transport' },
+  { name: 'kdc', module: 'kdc' },
+  { name: 'app', module: 'app' },
+  { name: 'time', module: 'time' },
 ]
 
 const args = process.argv.slice(2)

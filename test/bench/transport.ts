@@ -36,6 +36,7 @@ import {
   waitQuiet,
   wanted,
 } from './common.js'
+import { drive, type LoadClient as Client } from './load.js'
 import type { ServerCommand, ServerReport } from './transport-server.js'
 
 /** Concurrency levels measured. c=256 with conn=new stays under the server's maxConnectionsPerPeer (512). */
@@ -50,8 +51,8 @@ const TIME_REQ: Message = { v: PROTOCOL_VERSION, t: MsgType.TIME_REQ, nonce: new
 
 // ------------------------------------------------------------------ server process
 
-/** A server process and its IPC. */
-class ServerProcess {
+/** A server process and its IPC (also used by time.ts for its floor lines). */
+export class ServerProcess {
   private waiting: ((r: ServerReport) => void)[] = []
   private constructor(
     private readonly child: ChildProcess,
@@ -110,17 +111,9 @@ class ServerProcess {
 
 // ------------------------------------------------------------------ clients
 
-/** One request/reply exchange: the thing the load generator repeats. */
-interface Client {
-  /** Prepare worker `w` (open its connection for conn=reused). */
-  open(w: number): Promise<void>
-  /** One request on worker `w`; rejects on any failure. */
-  once(w: number): Promise<void>
-  /** Close everything. */
-  close(): void
-}
 
-function secureClient(port: number, serverKey: Uint8Array, conn: 'new' | 'reused'): Client {
+/** Load client: TIME_REQ on our transport (reply checked to be a TIME_REP). */
+export function secureClient(port: number, serverKey: Uint8Array, conn: 'new' | 'reused'): Client {
   const channels: (ClientChannel | undefined)[] = []
   const connect = () => connectChannel({ host: HOST, port, serverKey })
   const check = (rep: Message) => {
@@ -209,7 +202,8 @@ class RawConn {
   }
 }
 
-function rawClient(port: number, conn: 'new' | 'reused', cert?: string): Client {
+/** Load client: a 200-byte frame echoed by the raw (or TLS) server. */
+export function rawClient(port: number, conn: 'new' | 'reused', cert?: string): Client {
   const frame = Buffer.alloc(4 + RAW_BODY, 0x5a)
   frame.writeUInt32BE(RAW_BODY, 0)
   const conns: (RawConn | undefined)[] = []
@@ -242,43 +236,6 @@ function rawClient(port: number, conn: 'new' | 'reused', cert?: string): Client 
 }
 
 // ------------------------------------------------------------------ load generator
-
-interface DriveResult {
-  completed: number
-  errors: number
-  wallMs: number
-  latMs: Float64Array
-  firstError?: string
-}
-
-/** Closed loop: c workers, each issuing the next request when its last one ends, until n requests or ms elapse. */
-async function drive(client: Client, c: number, n: number, ms: number): Promise<DriveResult> {
-  const lat = new Float64Array(n)
-  let started = 0
-  let completed = 0
-  let errors = 0
-  let firstError: string | undefined
-  const t0 = nowMs()
-  const deadline = t0 + ms
-  const worker = async (w: number) => {
-    while (started < n && nowMs() < deadline) {
-      started++
-      const s = nowMs()
-      try {
-        await client.once(w)
-        lat[completed++] = nowMs() - s
-      } catch (err) {
-        errors++
-        firstError ??= err instanceof Error ? `${err.name}: ${err.message}` : String(err)
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: c }, (_, w) => worker(w)))
-  const wallMs = nowMs() - t0
-  const out: DriveResult = { completed, errors, wallMs, latMs: lat.subarray(0, completed).sort() }
-  if (firstError !== undefined) out.firstError = firstError
-  return out
-}
 
 async function runCase(
   kind: Kind,

@@ -1,0 +1,385 @@
+/**
+ * KDC benchmark: AS and TGS exchanges against startKdc() (in-memory realm) in another
+ * process (kdc-server.ts), the load generator here speaking the protocol directly through
+ * connectChannel, so that the figures are the KDC's and not KdcClient's.
+ *
+ *   tessera as  conn=new c=16 reqs_per_s=... p50_ms=... p99_ms=... server_cpu_ms_per_req=... errors=0 ... bg_cpu_util=...
+ *   tessera tgs conn=reused c=16 ...
+ *   tessera kdc-setup principals=100000 setup_s=... creates_per_s=... rss_mb=...
+ *   tessera tgs-scale principals=100000 conn=reused c=16 reqs_per_s=... rss_mb=... cold_frac=...
+ *
+ * as:  a pre-authenticated AS_REQ (PA_ENC_TIMESTAMP sealed fresh per request with the
+ *      client's key, as a keytab client does; one round trip), 100 clients round-robin.
+ * tgs: a TGS_REQ for one of 200 services round-robin, with a fresh authenticator per request
+ *      (sealed with the TGT session key); the 100 TGTs come from AS exchanges made at setup.
+ * conn=new: a new TCP connection and transport handshake per request, closed after the reply
+ * (what MIT's libkrb5 does for TGS). conn=reused: c persistent connections, one outstanding
+ * request each (closed loop; what KdcClient does).
+ *
+ * Every reply must be the expected message type (a KRB_ERROR counts as an error); one reply
+ * in SAMPLE is verified in full: its enc part opens with the client key (AS) or the TGT
+ * session key (TGS) and carries our nonce and service; for TGS the service ticket opens with
+ * the service key and holds the same session key and client. `verified=` says how many.
+ *
+ * tgs-scale: a second KDC process holding 100,000 more principals (BENCH_KDC_PRINCIPALS),
+ * created with addPrincipal (random keys) in batches of 500 (setup time reported apart);
+ * TGS requests at conn=reused c=16 for services drawn uniformly from all of them, so most
+ * lookups miss the principal cache (cold_frac: the share of requests for a service not
+ * asked for before); RSS of the KDC process before and after the load.
+ */
+import { KdcOption, PaType } from '../../proto/flags.js'
+import { KeyUsage } from '../../proto/key-usage.js'
+import {
+  type AsReq,
+  EncKdcRepPart,
+  EncTicketPart,
+  type Message,
+  PaEncTs,
+  TgsAuthenticator,
+  type TgsReq,
+  type Ticket,
+} from '../../proto/messages.js'
+import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
+import { constantTimeEqual, randomUint32 } from '../../src/crypto/index.js'
+import { openPart, sameName, sealPart } from '../../src/krb/parts.js'
+import { type ClientChannel, connectChannel } from '../../src/wire/client.js'
+import { type BenchOptions, machineNote, note, optionsFromEnv, report, sourceNote, wanted } from './common.js'
+import { type KdcServerReady, type KdcServerSpec, names } from './kdc-server.js'
+import { ChildServer, type LoadClient, measureCase } from './load.js'
+import { pathToFileURL } from 'node:url'
+
+/** Concurrency levels measured. */
+export const CONCURRENCY = [1, 16, 256] as const
+/** Connection modes measured. */
+export const CONN_MODES = ['new', 'reused'] as const
+/** One reply in SAMPLE is verified in full (plus the first of each case). */
+const SAMPLE = 16
+const HOST = '127.0.0.1'
+/** Principals of the base KDC. */
+const BASE: KdcServerSpec = { clients: 100, services: 200, scale: 0 }
+
+/** A KDC endpoint. */
+interface Target {
+  port: number
+  serverKey: Uint8Array
+}
+
+/** One request and how to check its reply. */
+interface Exchange {
+  req: Message
+  /** Throws unless `rep` is the right reply (fully verified when sampled). */
+  check(rep: Message): void
+}
+
+/** A client principal with its long-term key. */
+interface ClientPrincipal {
+  components: string[]
+  key: Uint8Array
+}
+
+/** A TGT as the load generator holds it. */
+interface Tgt {
+  cname: string[]
+  ticket: Ticket
+  sessionKey: Uint8Array
+}
+
+/** Counts replies and says which to verify in full. */
+class Sampler {
+  seen = 0
+  verified = 0
+  take(): boolean {
+    return this.seen++ % SAMPLE === 0
+  }
+  reset(): void {
+    this.seen = 0
+    this.verified = 0
+  }
+}
+
+function expectType(rep: Message, t: number, what: string): void {
+  if (rep.t === t) return
+  if (rep.t === MsgType.KRB_ERROR) throw new Error(`${what}: KRB_ERROR code=${rep.code} ${rep.text}`)
+  throw new Error(`${what}: unexpected reply type ${rep.t}`)
+}
+
+/** A load client sending whatever `next` builds, on a new connection per request or on c kept ones. */
+function exchangeClient(target: Target, conn: 'new' | 'reused', next: (w: number) => Exchange): LoadClient {
+  const connect = () => connectChannel({ host: HOST, port: target.port, serverKey: target.serverKey })
+  if (conn === 'new')
+    return {
+      open: async () => {},
+      once: async (w) => {
+        const ch = await connect()
+        try {
+          const x = next(w)
+          x.check(await ch.request(x.req))
+        } finally {
+          ch.close()
+        }
+      },
+      close: () => {},
+    }
+  const channels: (ClientChannel | undefined)[] = []
+  return {
+    open: async (w) => {
+      channels[w] = await connect()
+    },
+    once: async (w) => {
+      let ch = channels[w]
+      if (!ch || ch.closed) ch = channels[w] = await connect()
+      const x = next(w)
+      x.check(await ch.request(x.req))
+    },
+    close: () => {
+      for (const ch of channels) ch?.close()
+    },
+  }
+}
+
+/** Pre-authenticated AS exchanges for krbtgt, clients round-robin. */
+function asExchanges(realm: string, clients: readonly ClientPrincipal[], sampler: Sampler): (w: number) => Exchange {
+  const sname = ['krbtgt', realm]
+  let seq = 0
+  const nonceBase = randomUint32()
+  return () => {
+    const i = seq++
+    const cl = clients[i % clients.length]!
+    const nonce = (nonceBase + i) >>> 0
+    const now = Date.now()
+    const req: AsReq = {
+      v: PROTOCOL_VERSION,
+      t: MsgType.AS_REQ,
+      cname: cl.components,
+      realm,
+      sname,
+      till: 0,
+      nonce,
+      options: 0,
+      padata: [{ type: PaType.PA_ENC_TIMESTAMP, value: sealPart(cl.key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, PaEncTs, { ts: now, us: 0 }) }],
+    }
+    return {
+      req,
+      check(rep) {
+        expectType(rep, MsgType.AS_REP, 'AS_REQ')
+        if (rep.t !== MsgType.AS_REP || !sampler.take()) return
+        const part = openPart(cl.key, KeyUsage.AS_REP_ENCPART, EncKdcRepPart, rep.enc)
+        if (part.nonce !== nonce) throw new Error('AS_REP: nonce does not match')
+        if (!sameName(part.sname, sname) || !sameName(rep.ticket.sname, sname)) throw new Error('AS_REP: not a TGT')
+        if (!sameName(rep.cname, cl.components)) throw new Error('AS_REP: for another client')
+        sampler.verified++
+      },
+    }
+  }
+}
+
+/** A TGS target: its name, and its key when the load generator can open its tickets. */
+interface ServiceRef {
+  components: string[]
+  key?: Uint8Array
+}
+
+/** TGS exchanges with a fresh authenticator each; TGTs round-robin, services from `pick`. */
+function tgsExchanges(realm: string, tgts: readonly Tgt[], pick: (i: number) => ServiceRef, sampler: Sampler): (w: number) => Exchange {
+  let seq = 0
+  const nonceBase = randomUint32()
+  return () => {
+    const i = seq++
+    const tgt = tgts[i % tgts.length]!
+    const svc = pick(i)
+    const nonce = (nonceBase + i) >>> 0
+    const now = Date.now()
+    const req: TgsReq = {
+      v: PROTOCOL_VERSION,
+      t: MsgType.TGS_REQ,
+      ticket: tgt.ticket,
+      auth: sealPart(tgt.sessionKey, KeyUsage.TGS_REQ_AUTH, TgsAuthenticator, {
+        crealm: realm,
+        cname: tgt.cname,
+        ctime: now,
+        cusec: 0,
+        sname: svc.components,
+        till: 0,
+        nonce,
+        options: 0,
+      }),
+    }
+    return {
+      req,
+      check(rep) {
+        expectType(rep, MsgType.TGS_REP, 'TGS_REQ')
+        if (rep.t !== MsgType.TGS_REP || !sampler.take()) return
+        const part = openPart(tgt.sessionKey, KeyUsage.TGS_REP_ENCPART_SESSKEY, EncKdcRepPart, rep.enc)
+        if (part.nonce !== nonce) throw new Error('TGS_REP: nonce does not match')
+        if (!sameName(part.sname, svc.components) || !sameName(rep.ticket.sname, svc.components))
+          throw new Error('TGS_REP: for another service')
+        if (svc.key) {
+          const tk = openPart(svc.key, KeyUsage.KDC_REP_TICKET, EncTicketPart, rep.ticket.enc)
+          if (!constantTimeEqual(tk.key, part.key)) throw new Error('TGS_REP: ticket and reply hold different session keys')
+          if (!sameName(tk.cname, tgt.cname)) throw new Error('TGS_REP: ticket for another client')
+        }
+        sampler.verified++
+      },
+    }
+  }
+}
+
+/** One AS exchange per client on one connection, every reply verified: the TGTs of the TGS cases. */
+async function acquireTgts(target: Target, realm: string, clients: readonly ClientPrincipal[]): Promise<Tgt[]> {
+  const ch = await connectChannel({ host: HOST, port: target.port, serverKey: target.serverKey })
+  try {
+    const tgts: Tgt[] = []
+    for (const cl of clients) {
+      const nonce = randomUint32()
+      const sname = ['krbtgt', realm]
+      const rep = await ch.request({
+        v: PROTOCOL_VERSION,
+        t: MsgType.AS_REQ,
+        cname: cl.components,
+        realm,
+        sname,
+        till: 0,
+        nonce,
+        options: KdcOption.FORWARDABLE,
+        padata: [
+          { type: PaType.PA_ENC_TIMESTAMP, value: sealPart(cl.key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, PaEncTs, { ts: Date.now(), us: 0 }) },
+        ],
+      })
+      expectType(rep, MsgType.AS_REP, 'AS_REQ (setup)')
+      if (rep.t !== MsgType.AS_REP) throw new Error('unreachable')
+      const part = openPart(cl.key, KeyUsage.AS_REP_ENCPART, EncKdcRepPart, rep.enc)
+      if (part.nonce !== nonce) throw new Error('AS_REP (setup): nonce does not match')
+      tgts.push({ cname: cl.components, ticket: rep.ticket, sessionKey: new Uint8Array(part.key) })
+    }
+    return tgts
+  } finally {
+    ch.close()
+  }
+}
+
+const split = (name: string) => name.split('/')
+const mb = (bytes: number) => bytes / (1024 * 1024)
+
+type Kind = 'as' | 'tgs'
+
+/** The base cases: AS and TGS, conn new/reused, c = 1, 16, 256. */
+async function runBase(opts: BenchOptions): Promise<void> {
+  const cases = (['as', 'tgs'] as const).flatMap((kind) =>
+    CONN_MODES.flatMap((conn) => CONCURRENCY.map((c) => ({ kind, conn, c }))),
+  ).filter((x) => wanted(opts, x))
+  if (cases.length === 0) return
+  const server = await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify(BASE)])
+  try {
+    const k = server.ready
+    note(
+      `kdc: in-memory realm ${k.realm}, ${k.principals} principals (${k.clients.length} clients, ${k.services.length} services) made in ${(k.setupMs / 1000).toFixed(2)} s; KDC rss ${mb(k.rss).toFixed(0)} MiB`,
+    )
+    const clients: ClientPrincipal[] = k.clients.map((c) => ({ components: split(c.name), key: new Uint8Array(c.key) }))
+    const services: ServiceRef[] = k.services.map((s) => ({ components: split(s.name), key: new Uint8Array(s.key) }))
+    const asTarget: Target = { port: k.ports.as, serverKey: new Uint8Array(k.transportKey) }
+    const tgsTarget: Target = { port: k.ports.tgs, serverKey: asTarget.serverKey }
+    const tgts = await acquireTgts(asTarget, k.realm, clients)
+    for (const { kind, conn, c } of cases) {
+      const sampler = new Sampler()
+      const next =
+        kind === 'as'
+          ? asExchanges(k.realm, clients, sampler)
+          : tgsExchanges(k.realm, tgts, (i) => services[i % services.length]!, sampler)
+      const client = exchangeClient(kind === 'as' ? asTarget : tgsTarget, conn, next)
+      const res = await measureCase({
+        what: `${kind} conn=${conn} c=${c}`,
+        client,
+        server,
+        conn,
+        c,
+        opts,
+        beforeMeasure: () => sampler.reset(),
+      })
+      report(kind satisfies Kind, { ...res.fields, verified: sampler.verified, server_rss_mb: mb(res.after.rss ?? 0) })
+      if (res.r.firstError) note(`${kind} conn=${conn} c=${c}: first error: ${res.r.firstError}`)
+      if (res.r.completed > 0 && sampler.verified === 0) note(`${kind} conn=${conn} c=${c}: no reply was verified in full`)
+    }
+  } finally {
+    await server.stop()
+  }
+}
+
+/** The scale case: a KDC holding `count` more principals; TGS for services spread over all of them. */
+async function runScale(opts: BenchOptions): Promise<void> {
+  const count = Math.floor(Number(process.env.BENCH_KDC_PRINCIPALS ?? 100_000))
+  const conn = 'reused'
+  const c = 16
+  if (count <= 0 || !wanted(opts, { kind: 'tgs-scale', conn, c })) return
+  const server = await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ clients: 16, services: 0, scale: count })])
+  try {
+    const k = server.ready
+    const setup = {
+      principals: k.principals,
+      created: count + k.clients.length,
+      setup_s: k.setupMs / 1000,
+      creates_per_s: Math.round(((count + k.clients.length) / k.setupMs) * 1000),
+      rss_mb: mb(k.rss),
+      heap_mb: mb(k.heapUsed),
+    }
+    report('kdc-setup', setup)
+    const clients: ClientPrincipal[] = k.clients.map((x) => ({ components: split(x.name), key: new Uint8Array(x.key) }))
+    const target: Target = { port: k.ports.as, serverKey: new Uint8Array(k.transportKey) }
+    const tgts = await acquireTgts(target, k.realm, clients)
+    const touched = new Uint8Array(count)
+    let cold = 0
+    let asked = 0
+    const pick = (): ServiceRef => {
+      const i = Math.floor(Math.random() * count)
+      asked++
+      if (touched[i] === 0) {
+        touched[i] = 1
+        cold++
+      }
+      return { components: split(names.scale(i)) }
+    }
+    const sampler = new Sampler()
+    const client = exchangeClient({ port: k.ports.tgs, serverKey: target.serverKey }, conn, tgsExchanges(k.realm, tgts, pick, sampler))
+    const res = await measureCase({
+      what: `tgs-scale conn=${conn} c=${c}`,
+      client,
+      server,
+      conn,
+      c,
+      opts,
+      beforeMeasure: () => {
+        sampler.reset()
+        cold = 0
+        asked = 0
+      },
+    })
+    const after = await server.stats()
+    report('tgs-scale', {
+      principals: k.principals,
+      ...res.fields,
+      verified: sampler.verified,
+      cold_frac: asked > 0 ? cold / asked : 0,
+      rss_mb_before: mb(k.rss),
+      rss_mb: mb(after.rss ?? 0),
+      heap_mb: mb(after.heapUsed ?? 0),
+      setup_s: k.setupMs / 1000,
+    })
+    if (res.r.firstError) note(`tgs-scale: first error: ${res.r.firstError}`)
+  } finally {
+    await server.stop()
+  }
+}
+
+/** Run the KDC benchmark: the base cases, then the scale case. */
+export async function run(opts: BenchOptions): Promise<void> {
+  machineNote()
+  sourceNote()
+  note(
+    `kdc: startKdc in memory in a child process; load generator here (connectChannel); per case up to ${opts.n} requests or ${opts.seconds} s; 1 reply in ${SAMPLE} verified in full`,
+  )
+  await runBase(opts)
+  await runScale(opts)
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  await run(optionsFromEnv(process.argv.slice(2)))
+}
