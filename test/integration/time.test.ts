@@ -9,7 +9,11 @@ import type { Message, TimeRep } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { Exit } from '../../src/cli/common.js'
 import { KdcClient, type KdcClientOptions } from '../../src/client/kdc-client.js'
+import { buildApReq, verifyApRep } from '../../src/client/ap.js'
 import { syncTime } from '../../src/client/time-sync.js'
+import type { KeyVersion } from '../../src/db/types.js'
+import { Keytab } from '../../src/service/keytab.js'
+import { ServiceVerifier } from '../../src/service/verify-ap-req.js'
 import { ed25519KeyPair, randomBytes, sign } from '../../src/crypto/index.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../../src/errors.js'
 import { startKdc } from '../../src/kdc/kdc.js'
@@ -81,9 +85,10 @@ describe('time service (integration)', function () {
     sig: sign(timeSignatureInput(nonce, recv, xmit, radius), seed),
   })
 
+  let svcKey: KeyVersion
   before(async () => {
     k = await startCliKdc()
-    await k.kdc.addPrincipal(SERVICE, {})
+    svcKey = await k.kdc.addPrincipal(SERVICE, {})
   })
   afterEach(() => {
     for (const c of clients.splice(0)) c.close()
@@ -117,6 +122,16 @@ describe('time service (integration)', function () {
         expect(tgt.cname).to.deep.equal(['alice'])
         const st = await c.getServiceTicket(tgt, SERVICE)
         expect(st.sname).to.deep.equal(SERVICE.split('/'))
+
+        // The AP exchange with the service (whose clock is right) uses the corrected clock too.
+        const keytab = new Keytab([{ realm: k.kdc.realm, name: SERVICE.split('/'), kvno: svcKey.kvno, key: svcKey.key, createdAt: 0 }])
+        const verifier = new ServiceVerifier({ keytab })
+        const raw = buildApReq(st, { now: () => Date.now() + skew })
+        expect(() => verifier.verify(raw.req)).to.throw(KrbProtocolError).with.property('code', ErrorCode.KRB_AP_ERR_SKEW)
+        const pending = buildApReq(st, { mutual: true, now: () => c.now() })
+        const v = verifier.verify(pending.req)
+        expect(v.client).to.equal(`alice@${k.kdc.realm}`)
+        expect(() => verifyApRep(v.apRep!, pending)).to.not.throw()
       })
     }
 
