@@ -11,7 +11,8 @@ export class LruCache<K, V> {
   /** The value for `key`, now the most recently used, or undefined. */
   get(key: K): V | undefined {
     const v = this.#map.get(key)
-    if (v !== undefined) {
+    // Recency only matters once evictions can happen: below capacity a hit is one lookup.
+    if (v !== undefined && this.#map.size >= this.capacity) {
       this.#map.delete(key)
       this.#map.set(key, v)
     }
