@@ -86,7 +86,8 @@ export function machineNote(): void {
 export function sourceNote(): void {
   const git = (...args: string[]) => {
     try {
-      return execFileSync('git', args, { cwd: repoRoot(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+      // Not trimmed: `git status --porcelain` lines start with a space.
+      return execFileSync('git', args, { cwd: repoRoot(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).replace(/\n$/, '')
     } catch {
       return '?'
     }

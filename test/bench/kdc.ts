@@ -27,13 +27,13 @@
  * lookups miss the principal cache (cold_frac: the share of requests for a service not
  * asked for before); RSS of the KDC process before and after the load.
  */
+import { pathToFileURL } from 'node:url'
 import { KdcOption, PaType } from '../../proto/flags.js'
 import { KeyUsage } from '../../proto/key-usage.js'
 import {
   type AsReq,
   EncKdcRepPart,
   EncTicketPart,
-  type Message,
   PaEncTs,
   TgsAuthenticator,
   type TgsReq,
@@ -42,34 +42,17 @@ import {
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { constantTimeEqual, randomUint32 } from '../../src/crypto/index.js'
 import { openPart, sameName, sealPart } from '../../src/krb/parts.js'
-import { type ClientChannel, connectChannel } from '../../src/wire/client.js'
+import { connectChannel } from '../../src/wire/client.js'
 import { type BenchOptions, machineNote, note, optionsFromEnv, report, sourceNote, wanted } from './common.js'
 import { type KdcServerReady, type KdcServerSpec, names } from './kdc-server.js'
-import { ChildServer, type LoadClient, measureCase } from './load.js'
-import { pathToFileURL } from 'node:url'
+import { ChildServer, type Exchange, exchangeClient, expectType, HOST, measureCase, Sampler, type Target } from './load.js'
 
 /** Concurrency levels measured. */
 export const CONCURRENCY = [1, 16, 256] as const
 /** Connection modes measured. */
 export const CONN_MODES = ['new', 'reused'] as const
-/** One reply in SAMPLE is verified in full (plus the first of each case). */
-const SAMPLE = 16
-const HOST = '127.0.0.1'
 /** Principals of the base KDC. */
 const BASE: KdcServerSpec = { clients: 100, services: 200, scale: 0 }
-
-/** A KDC endpoint. */
-interface Target {
-  port: number
-  serverKey: Uint8Array
-}
-
-/** One request and how to check its reply. */
-interface Exchange {
-  req: Message
-  /** Throws unless `rep` is the right reply (fully verified when sampled). */
-  check(rep: Message): void
-}
 
 /** A client principal with its long-term key. */
 interface ClientPrincipal {
@@ -82,59 +65,6 @@ interface Tgt {
   cname: string[]
   ticket: Ticket
   sessionKey: Uint8Array
-}
-
-/** Counts replies and says which to verify in full. */
-class Sampler {
-  seen = 0
-  verified = 0
-  take(): boolean {
-    return this.seen++ % SAMPLE === 0
-  }
-  reset(): void {
-    this.seen = 0
-    this.verified = 0
-  }
-}
-
-function expectType(rep: Message, t: number, what: string): void {
-  if (rep.t === t) return
-  if (rep.t === MsgType.KRB_ERROR) throw new Error(`${what}: KRB_ERROR code=${rep.code} ${rep.text}`)
-  throw new Error(`${what}: unexpected reply type ${rep.t}`)
-}
-
-/** A load client sending whatever `next` builds, on a new connection per request or on c kept ones. */
-function exchangeClient(target: Target, conn: 'new' | 'reused', next: (w: number) => Exchange): LoadClient {
-  const connect = () => connectChannel({ host: HOST, port: target.port, serverKey: target.serverKey })
-  if (conn === 'new')
-    return {
-      open: async () => {},
-      once: async (w) => {
-        const ch = await connect()
-        try {
-          const x = next(w)
-          x.check(await ch.request(x.req))
-        } finally {
-          ch.close()
-        }
-      },
-      close: () => {},
-    }
-  const channels: (ClientChannel | undefined)[] = []
-  return {
-    open: async (w) => {
-      channels[w] = await connect()
-    },
-    once: async (w) => {
-      let ch = channels[w]
-      if (!ch || ch.closed) ch = channels[w] = await connect()
-      const x = next(w)
-      x.check(await ch.request(x.req))
-    },
-    close: () => {
-      for (const ch of channels) ch?.close()
-    },
-  }
 }
 
 /** Pre-authenticated AS exchanges for krbtgt, clients round-robin. */
@@ -374,7 +304,7 @@ export async function run(opts: BenchOptions): Promise<void> {
   machineNote()
   sourceNote()
   note(
-    `kdc: startKdc in memory in a child process; load generator here (connectChannel); per case up to ${opts.n} requests or ${opts.seconds} s; 1 reply in ${SAMPLE} verified in full`,
+    `kdc: startKdc in memory in a child process; load generator here (connectChannel); per case up to ${opts.n} requests or ${opts.seconds} s; 1 reply in ${Sampler.EVERY} verified in full`,
   )
   await runBase(opts)
   await runScale(opts)

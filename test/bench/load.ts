@@ -6,6 +6,9 @@
  */
 import { type ChildProcess, fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import type { Message } from '../../proto/messages.js'
+import { MsgType } from '../../proto/msg-types.js'
+import { type ClientChannel, connectChannel } from '../../src/wire/client.js'
 import { type BenchOptions, cpuMsSince, MachineLoad, nowMs, quantile, waitQuiet } from './common.js'
 
 /** One request/reply exchange: the thing the load generator repeats. */
@@ -16,6 +19,82 @@ export interface LoadClient {
   once(w: number): Promise<void>
   /** Close everything. */
   close(): void
+}
+
+/** Where the bench servers listen. */
+export const HOST = '127.0.0.1'
+
+/** A Tessera listener: port and the server's static X25519 public key. */
+export interface Target {
+  port: number
+  serverKey: Uint8Array
+}
+
+/** One request and how to check its reply. */
+export interface Exchange {
+  req: Message
+  /** Throws unless `rep` is the right reply (fully verified when sampled). */
+  check(rep: Message): void
+}
+
+/** Throws unless `rep` has type `t`; a KRB_ERROR becomes an error naming its code. */
+export function expectType(rep: Message, t: number, what: string): void {
+  if (rep.t === t) return
+  if (rep.t === MsgType.KRB_ERROR) throw new Error(`${what}: KRB_ERROR code=${rep.code} ${rep.text}`)
+  throw new Error(`${what}: unexpected reply type ${rep.t}`)
+}
+
+/** Counts replies and says which ones to verify in full: the first, then one in EVERY. */
+export class Sampler {
+  static readonly EVERY = 16
+  seen = 0
+  verified = 0
+  constructor(readonly every: number = Sampler.EVERY) {}
+  take(): boolean {
+    return this.seen++ % this.every === 0
+  }
+  reset(): void {
+    this.seen = 0
+    this.verified = 0
+  }
+}
+
+/**
+ * A load client speaking our transport (connectChannel / ClientChannel.request), sending
+ * whatever `next` builds: conn=new opens a connection (TCP + handshake) per request and
+ * closes it after the reply; conn=reused keeps one per worker.
+ */
+export function exchangeClient(target: Target, conn: 'new' | 'reused', next: (w: number) => Exchange): LoadClient {
+  const connect = () => connectChannel({ host: HOST, port: target.port, serverKey: target.serverKey })
+  if (conn === 'new')
+    return {
+      open: async () => {},
+      once: async (w) => {
+        const ch = await connect()
+        try {
+          const x = next(w)
+          x.check(await ch.request(x.req))
+        } finally {
+          ch.close()
+        }
+      },
+      close: () => {},
+    }
+  const channels: (ClientChannel | undefined)[] = []
+  return {
+    open: async (w) => {
+      channels[w] = await connect()
+    },
+    once: async (w) => {
+      let ch = channels[w]
+      if (!ch || ch.closed) ch = channels[w] = await connect()
+      const x = next(w)
+      x.check(await ch.request(x.req))
+    },
+    close: () => {
+      for (const ch of channels) ch?.close()
+    },
+  }
 }
 
 /** What one closed-loop run produced. */
