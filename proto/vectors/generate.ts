@@ -186,8 +186,8 @@ function codec(): VectorFile {
   ]
   // Encodings Tessera never sends but a receiver must accept, with the value they decode to.
   const canonicalSkew = hex(encode({ v, t: MsgType.KRB_ERROR, code: 37, text: 'SKEW', stime: T0 }))
-  const stimeI64 = 'd3' + hex(u64be(T0))
-  const stimeU64 = 'cf' + hex(u64be(T0))
+  const stimeI64 = `d3${hex(u64be(T0))}`
+  const stimeU64 = `cf${hex(u64be(T0))}`
   const skewValue = { v, t: MsgType.KRB_ERROR, code: 37, text: 'SKEW', stime: T0 }
   const accepted: [string, string, unknown][] = [
     ['stime as uint64 (0xcf) instead of int64', canonicalSkew.replace(stimeI64, stimeU64), skewValue],

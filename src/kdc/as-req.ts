@@ -120,11 +120,11 @@ async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionCont
 function checkPrincipals(ctx: KdcContext, g: AsGathered, conn: ConnectionContext): void {
   const now = ctx.now()
   const { client, service } = g
-  const refuse = (code: number, status: string, message: string, reason: string): never => {
+  function refuse(code: number, status: string, message: string, reason: string): never {
     ctx.log.security.log({ event: 'as', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'fail', reason })
     fail(code, status, message)
   }
-  if (!client) return refuse(ErrorCode.KDC_ERR_PREAUTH_FAILED, 'PREAUTH_FAILED', 'pre-authentication failed: wrong password or unknown principal', 'unknown client principal')
+  if (!client) refuse(ErrorCode.KDC_ERR_PREAUTH_FAILED, 'PREAUTH_FAILED', 'pre-authentication failed: wrong password or unknown principal', 'unknown client principal')
   if (client.lockedUntil !== undefined && client.lockedUntil > now)
     refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_LOCKED', 'account locked after too many failed logins; try later or ask an administrator', 'locked out')
   if (client.attributes.disabled) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DISABLED', 'account disabled', 'client disabled')

@@ -5,7 +5,7 @@ import { readStash } from '../db/master-key.js'
 import { formatPrincipal, parsePrincipal } from '../db/names.js'
 import { Keytab, type KeytabEntry, writeKeytab } from '../service/keytab.js'
 import { PrincipalDb } from '../db/principal-db.js'
-import type { KeyVersion, PrincipalAttributes } from '../db/types.js'
+import type { KeyVersion, PrincipalAttributes, RealmRecord } from '../db/types.js'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { MsgType } from '../../proto/msg-types.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
@@ -89,7 +89,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
 
   let db: PrincipalDb
   let adminPassword: string | undefined
-  let realm
+  let realm: RealmRecord
   if (memory) {
     db = await PrincipalDb.open({ masterKey: randomBytes(32), trackLastSuccess: config.trackLastSuccess })
     adminPassword = opts.adminPassword ?? Buffer.from(randomBytes(18)).toString('base64url')

@@ -6,7 +6,7 @@ import { open, seal } from '../crypto/index.js'
 import { KrbProtocolError, TesseraError } from '../errors.js'
 import { decode, encode } from '../wire/codec.js'
 
-type OptionalKeys<T> = { [K in keyof T]-?: {} extends Pick<T, K> ? K : never }[keyof T]
+type OptionalKeys<T> = { [K in keyof T]-?: undefined extends T[K] ? K : Record<string, never> extends Pick<T, K> ? K : never }[keyof T]
 /** T whose optional fields may also be given as undefined (omitted on the wire). */
 export type Loose<T> = Omit<T, OptionalKeys<T>> & { [K in OptionalKeys<T>]?: T[K] | undefined }
 

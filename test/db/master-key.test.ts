@@ -16,7 +16,7 @@ describe('master key', () => {
   afterEach(() => remove())
 
   describe('createStash', () => {
-    it('writes 32 random bytes with mode 0600 and returns them', async function () {
+    it('writes 32 random bytes with mode 0600 and returns them', async () => {
       const path = join(dir, 'stash')
       const key = await createStash(path)
       expect(key).to.have.length(32)

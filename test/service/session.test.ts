@@ -3,7 +3,7 @@ import { Duplex, PassThrough } from 'node:stream'
 import { expect } from 'chai'
 import { ErrorCode } from '../../proto/error-codes.js'
 import type { Credentials } from '../../src/client/kdc-client.js'
-import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../../src/errors.js'
+import { KrbProtocolError, type TesseraError, TesseraErrorCode } from '../../src/errors.js'
 import { readKeytab } from '../../src/service/keytab.js'
 import { sealFrame } from '../../src/crypto/index.js'
 import {

@@ -318,7 +318,7 @@ describe('codec', () => {
   })
 
   describe('"__proto__" keys', () => {
-    const protoKey = Buffer.from('a9' + Buffer.from('__proto__').toString('hex'), 'hex')
+    const protoKey = Buffer.from(`a9${Buffer.from('__proto__').toString('hex')}`, 'hex')
 
     afterEach(() => {
       expect(({} as Record<string, unknown>).polluted).to.equal(undefined)
@@ -327,12 +327,12 @@ describe('codec', () => {
 
     it('are refused with TESSERA_DECODE and pollute nothing', () => {
       // { "__proto__": { "polluted": true } }
-      const b = Buffer.concat([Buffer.from([0x81]), protoKey, Buffer.from('81a8' + Buffer.from('polluted').toString('hex') + 'c3', 'hex')])
+      const b = Buffer.concat([Buffer.from([0x81]), protoKey, Buffer.from(`81a8${Buffer.from('polluted').toString('hex')}c3`, 'hex')])
       expect(codeOf(() => decode(b))).to.equal('TESSERA_DECODE')
     })
 
     it('are refused when nested in an array of maps', () => {
-      const inner = Buffer.concat([Buffer.from([0x81]), protoKey, Buffer.from('81a8' + Buffer.from('polluted').toString('hex') + '01', 'hex')])
+      const inner = Buffer.concat([Buffer.from([0x81]), protoKey, Buffer.from(`81a8${Buffer.from('polluted').toString('hex')}01`, 'hex')])
       expect(codeOf(() => decode(Buffer.concat([Buffer.from([0x92]), inner, inner])))).to.equal('TESSERA_DECODE')
     })
 

@@ -1,6 +1,5 @@
 import { expect } from 'chai'
 import { ErrorCode } from '../../proto/error-codes.js'
-import type { Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { x25519KeyPair } from '../../src/crypto/index.js'
 import { KrbProtocolError, TesseraError } from '../../src/errors.js'
