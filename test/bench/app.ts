@@ -25,15 +25,15 @@
  */
 import net from 'node:net'
 import { pathToFileURL } from 'node:url'
-import { type Credentials, KdcClient } from '../../src/client/kdc-client.js'
+import { Limits } from '../../proto/limits.js'
 import { buildApReq, type PendingApReq, verifyApRep } from '../../src/client/ap.js'
-import { KrbProtocolError } from '../../src/errors.js'
+import { type Credentials, KdcClient } from '../../src/client/kdc-client.js'
 import { randomBytes } from '../../src/crypto/index.js'
+import { KrbProtocolError } from '../../src/errors.js'
 import { startKdc } from '../../src/kdc/kdc.js'
 import { Keytab } from '../../src/service/keytab.js'
 import { SESSION_OVERHEAD, SecureSession } from '../../src/service/session.js'
 import { ServiceVerifier, type VerifiedAp } from '../../src/service/verify-ap-req.js'
-import { Limits } from '../../proto/limits.js'
 import {
   type BenchOptions,
   cpuMsSince,

@@ -209,26 +209,33 @@ async function runBase(opts: BenchOptions): Promise<void> {
     const asTarget: Target = { port: k.ports.as, serverKey: new Uint8Array(k.transportKey) }
     const tgsTarget: Target = { port: k.ports.tgs, serverKey: asTarget.serverKey }
     const tgts = await acquireTgts(asTarget, k.realm, clients)
-    for (const { kind, conn, c } of cases) {
-      const sampler = new Sampler()
-      const next =
-        kind === 'as'
-          ? asExchanges(k.realm, clients, sampler)
-          : tgsExchanges(k.realm, tgts, (i) => services[i % services.length]!, sampler)
-      const client = exchangeClient(kind === 'as' ? asTarget : tgsTarget, conn, next)
-      const res = await measureCase({
-        what: `${kind} conn=${conn} c=${c}`,
-        client,
-        server,
-        conn,
-        c,
-        opts,
-        beforeMeasure: () => sampler.reset(),
-      })
-      report(kind satisfies Kind, { ...res.fields, verified: sampler.verified, server_rss_mb: mb(res.after.rss ?? 0) })
-      if (res.r.firstError) note(`${kind} conn=${conn} c=${c}: first error: ${res.r.firstError}`)
-      if (res.r.completed > 0 && sampler.verified === 0) note(`${kind} conn=${conn} c=${c}: no reply was verified in full`)
-    }
+    const reps = Math.max(1, Math.floor(Number(process.env.BENCH_REPS ?? 1)) || 1)
+    for (const { kind, conn, c } of cases)
+      for (let rep = 1; rep <= reps; rep++) {
+        const sampler = new Sampler()
+        const next =
+          kind === 'as'
+            ? asExchanges(k.realm, clients, sampler)
+            : tgsExchanges(k.realm, tgts, (i) => services[i % services.length]!, sampler)
+        const client = exchangeClient(kind === 'as' ? asTarget : tgsTarget, conn, next)
+        const res = await measureCase({
+          what: `${kind} conn=${conn} c=${c}`,
+          client,
+          server,
+          conn,
+          c,
+          opts,
+          beforeMeasure: () => sampler.reset(),
+        })
+        report(kind satisfies Kind, {
+          ...res.fields,
+          verified: sampler.verified,
+          server_rss_mb: mb(res.after.rss ?? 0),
+          ...(reps > 1 ? { rep } : {}),
+        })
+        if (res.r.firstError) note(`${kind} conn=${conn} c=${c}: first error: ${res.r.firstError}`)
+        if (res.r.completed > 0 && sampler.verified === 0) note(`${kind} conn=${conn} c=${c}: no reply was verified in full`)
+      }
   } finally {
     await server.stop()
   }

@@ -27,7 +27,7 @@ import { timeSignatureInput } from '../../src/krb/time-sig.js'
 import { type BenchOptions, machineNote, note, optionsFromEnv, report, sourceNote, timeSync, wanted } from './common.js'
 import type { KdcServerReady } from './kdc-server.js'
 import { ChildServer, type Exchange, exchangeClient, expectType, type LoadClient, measureCase, Sampler, type StatsSource } from './load.js'
-import { rawClient, secureClient, ServerProcess } from './transport.js'
+import { rawClient, ServerProcess, secureClient } from './transport.js'
 
 /** The cases: connection mode and concurrency. */
 export const TIME_CASES = [
@@ -112,24 +112,26 @@ export async function run(opts: BenchOptions): Promise<void> {
         })
       }
     }
+    const reps = Math.max(1, Math.floor(Number(process.env.BENCH_REPS ?? 1)) || 1)
     for (const { conn, c } of TIME_CASES)
-      for (const kind of kinds) {
-        if (!wanted(opts, { kind, conn, c })) continue
-        const srv = servers.get(kind)!
-        const sampler = new Sampler(verifyAll ? 1 : Sampler.EVERY)
-        const res = await measureCase({
-          what: `${kind} conn=${conn} c=${c}`,
-          client: srv.client(conn, sampler),
-          server: srv.stats,
-          conn,
-          c,
-          opts,
-          beforeMeasure: () => sampler.reset(),
-        })
-        const extra: Record<string, number> = kind === 'time' ? { sig_verified: sampler.verified } : {}
-        report(kind, { ...res.fields, ...extra })
-        if (res.r.firstError) note(`${kind} conn=${conn} c=${c}: first error: ${res.r.firstError}`)
-      }
+      for (let rep = 1; rep <= reps; rep++)
+        for (const kind of kinds) {
+          if (!wanted(opts, { kind, conn, c })) continue
+          const srv = servers.get(kind)!
+          const sampler = new Sampler(verifyAll ? 1 : Sampler.EVERY)
+          const res = await measureCase({
+            what: `${kind} conn=${conn} c=${c}`,
+            client: srv.client(conn, sampler),
+            server: srv.stats,
+            conn,
+            c,
+            opts,
+            beforeMeasure: () => sampler.reset(),
+          })
+          const extra: Record<string, number> = kind === 'time' ? { sig_verified: sampler.verified } : {}
+          report(kind, { ...res.fields, ...extra, ...(reps > 1 ? { rep } : {}) })
+          if (res.r.firstError) note(`${kind} conn=${conn} c=${c}: first error: ${res.r.firstError}`)
+        }
   } finally {
     for (const s of servers.values()) await s.stop()
   }

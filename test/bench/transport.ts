@@ -36,7 +36,7 @@ import {
   waitQuiet,
   wanted,
 } from './common.js'
-import { drive, type LoadClient as Client } from './load.js'
+import { type LoadClient as Client, drive } from './load.js'
 import type { ServerCommand, ServerReport } from './transport-server.js'
 
 /** Concurrency levels measured. c=256 with conn=new stays under the server's maxConnectionsPerPeer (512). */
