@@ -441,7 +441,20 @@ class ServerConnection {
 
   private write(buf: Buffer): void {
     if (this.socket.destroyed || this.socket.writableEnded) return
+    // Replies finished in the same turn of the event loop (pipelined requests) go out in
+    // one write: cork now, uncork once the loop has run.
+    if (!this.corked) {
+      this.corked = true
+      this.socket.cork()
+      setImmediate(this.uncork)
+    }
     if (!this.socket.write(buf)) this.writeBlocked = true
+  }
+
+  private corked = false
+  private readonly uncork = (): void => {
+    this.corked = false
+    this.socket.uncork()
   }
 
   private updateFlow(): void {

@@ -64,7 +64,7 @@ export class Sampler {
  * whatever `next` builds: conn=new opens a connection (TCP + handshake) per request and
  * closes it after the reply; conn=reused keeps one per worker.
  */
-export function exchangeClient(target: Target, conn: 'new' | 'reused', next: (w: number) => Exchange): LoadClient {
+export function exchangeClient(target: Target, conn: 'new' | 'reused' | 'shared', next: (w: number) => Exchange): LoadClient {
   const connect = () => connectChannel({ host: HOST, port: target.port, serverKey: target.serverKey })
   if (conn === 'new')
     return {
@@ -81,11 +81,14 @@ export function exchangeClient(target: Target, conn: 'new' | 'reused', next: (w:
       close: () => {},
     }
   const channels: (ClientChannel | undefined)[] = []
+  // conn=shared: every worker on one connection, requests pipelined (one KdcClient shared by an app).
+  const slot = (w: number) => (conn === 'shared' ? 0 : w)
   return {
     open: async (w) => {
-      channels[w] = await connect()
+      if (!channels[slot(w)]) channels[slot(w)] = await connect()
     },
     once: async (w) => {
+      w = slot(w)
       let ch = channels[w]
       if (!ch || ch.closed) ch = channels[w] = await connect()
       const x = next(w)
@@ -307,7 +310,7 @@ export async function measureCase(o: {
   what: string
   client: LoadClient
   server: StatsSource
-  conn: 'new' | 'reused'
+  conn: 'new' | 'reused' | 'shared'
   c: number
   opts: BenchOptions
   /** Called after warm-up, before the measured interval (e.g. to reset counters). */

@@ -105,6 +105,10 @@ describe('time service (integration)', function () {
       ['-37 min', -37 * MIN],
     ] as const) {
       it(`measures a ${label} clock within the theoretical bound and then authenticates`, async () => {
+        // The service starts first: its replay cache refuses authenticators older than itself.
+        const keytab = new Keytab([{ realm: k.kdc.realm, name: SERVICE.split('/'), kvno: svcKey.kvno, key: svcKey.key, createdAt: 0 }])
+        const verifier = new ServiceVerifier({ keytab })
+        await new Promise((r) => setTimeout(r, 20))
         const c = client({ now: () => Date.now() + skew, adjustClockOnSkew: false })
         const s = await syncTime(c, { samples: 4 })
         expect(s.verified).to.equal(true)
@@ -124,8 +128,6 @@ describe('time service (integration)', function () {
         expect(st.sname).to.deep.equal(SERVICE.split('/'))
 
         // The AP exchange with the service (whose clock is right) uses the corrected clock too.
-        const keytab = new Keytab([{ realm: k.kdc.realm, name: SERVICE.split('/'), kvno: svcKey.kvno, key: svcKey.key, createdAt: 0 }])
-        const verifier = new ServiceVerifier({ keytab })
         const raw = buildApReq(st, { now: () => Date.now() + skew })
         expect(() => verifier.verify(raw.req)).to.throw(KrbProtocolError).with.property('code', ErrorCode.KRB_AP_ERR_SKEW)
         const pending = buildApReq(st, { mutual: true, now: () => c.now() })
