@@ -1,4 +1,6 @@
 /** What every KDC handler shares: config, database, realm identity, replay cache, logs, clock. */
+import type { EncTicketPart } from '../../proto/messages.js'
+import type { LruCache } from '../db/lru.js'
 import type { PrincipalDb } from '../db/principal-db.js'
 import type { KeyVersion, PrincipalRecord, RealmRecord } from '../db/types.js'
 import { ErrorCode, KrbProtocolError } from '../errors.js'
@@ -15,6 +17,8 @@ export interface KdcContext {
   log: Loggers
   /** Clock, ms since epoch. */
   now: () => number
+  /** Tickets already opened by the TGS (see tgs-req.ts openTicket). */
+  tickets: LruCache<string, EncTicketPart>
 }
 
 /** krbtgt/REALM components. */

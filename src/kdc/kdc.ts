@@ -1,6 +1,7 @@
 /** The daemon as a library: startKdc() runs a realm's four listeners, on disk or in memory. */
 import path from 'node:path'
 import { randomBytes } from '../crypto/index.js'
+import { LruCache } from '../db/lru.js'
 import { readStash } from '../db/master-key.js'
 import { formatPrincipal, parsePrincipal } from '../db/names.js'
 import { Keytab, type KeytabEntry, writeKeytab } from '../service/keytab.js'
@@ -70,6 +71,9 @@ export interface RunningKdc {
   close(): Promise<void>
 }
 
+/** Opened tickets the TGS keeps (a few hundred bytes each). */
+const TICKET_CACHE_ENTRIES = 20_000
+
 const LISTENERS: readonly ListenerName[] = ['as', 'tgs', 'time', 'admin']
 
 /** Start a KDC. Resolves once every listener is bound. */
@@ -117,6 +121,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     replay: new ReplayCache({ maxClockSkewMs: config.maxClockSkewMs, maxEntries: config.replayCacheMaxEntries, now }),
     log,
     now,
+    tickets: new LruCache(TICKET_CACHE_ENTRIES),
   }
   // The time service serves the same clock the exchanges check against.
   const clock = new ServedClock({ hostNowUs: () => now() * 1000, ...opts.timeClock, logger: log.ops })

@@ -37,6 +37,23 @@ function refuse(code: number, status: string, message: string): never {
   throw new TgsRefusal(code, status, { message })
 }
 
+/**
+ * Open a presented ticket, through a cache of opened tickets: a client presents the same
+ * TGT for every request, and a cached part keeps the same session-key object, whose usage
+ * subkeys are then derived once. The cache key is the whole sealed part together with the
+ * principal and kvno it was opened for, so a ticket sealed for one service never comes back
+ * out of the cache as another's.
+ */
+function openTicket(ctx: KdcContext, req: TgsReq, key: Uint8Array): EncTicketPartT {
+  const id = `${req.ticket.kvno}/${req.ticket.sname.join('/')}/${Buffer.from(req.ticket.enc.buffer, req.ticket.enc.byteOffset, req.ticket.enc.length).toString('latin1')}`
+  let part = ctx.tickets.get(id)
+  if (!part) {
+    part = Object.freeze(openPart(key, KeyUsage.KDC_REP_TICKET, EncTicketPart, req.ticket.enc))
+    ctx.tickets.set(id, part)
+  }
+  return part
+}
+
 /** Open the presented ticket and its authenticator, look up the principals. */
 async function gatherTgsReq(ctx: KdcContext, req: TgsReq): Promise<TgsGathered> {
   const realm = ctx.realm.realm
@@ -47,7 +64,7 @@ async function gatherTgsReq(ctx: KdcContext, req: TgsReq): Promise<TgsGathered> 
   const key = keyByKvno(owner, req.ticket.kvno, now)
   if (!key)
     refuse(ErrorCode.KRB_AP_ERR_BADKEYVER, 'BADKEYVER', `the ticket is sealed with key version ${req.ticket.kvno}, which is retired or unknown; log in again`)
-  const ticket = openPart(key.key, KeyUsage.KDC_REP_TICKET, EncTicketPart, req.ticket.enc)
+  const ticket = openTicket(ctx, req, key.key)
   const auth = openPart(ticket.key, KeyUsage.TGS_REQ_AUTH, TgsAuthenticator, req.auth)
   const renew = (auth.options & KdcOption.RENEW) !== 0
   const serviceComponents = renew ? req.ticket.sname : auth.sname

@@ -308,6 +308,19 @@ describe('TGS exchange (integration)', function () {
       }
     })
 
+    it('never lets a service ticket the TGS opened before pass as a TGT (relabelled header)', async () => {
+      const c = t.client({ now: clock.now })
+      const tgt = await c.login('alice', 'pw-alice', { renewableLifeMs: DAY })
+      const st = await c.getServiceTicket(tgt, SERVICE, { renewableLifeMs: DAY })
+      // Renewing makes the TGS open (and remember) the service ticket.
+      await c.renew(st)
+      const relabelled: Credentials = { ...st, ticket: { ...st.ticket, sname: tgt.ticket.sname, kvno: tgt.ticket.kvno } }
+      await expectKrb(c.getServiceTicket(relabelled, SERVICE), ErrorCode.KRB_AP_ERR_BAD_INTEGRITY)
+      // The genuine TGT still works, twice (the second time from the TGS's ticket cache).
+      expect((await c.getServiceTicket(tgt, SERVICE)).sname).to.deep.equal(SERVICE.split('/'))
+      expect((await c.getServiceTicket(tgt, SERVICE)).sname).to.deep.equal(SERVICE.split('/'))
+    })
+
     it('refuses an authenticator sealed with another session key', async () => {
       const c = t.client({ now: clock.now })
       const tgt = await c.login('alice', 'pw-alice')
