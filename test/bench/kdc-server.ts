@@ -64,7 +64,8 @@ async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2] ?? '{}') as KdcServerSpec
   const kdc = await startKdc({
     config: {
-      log: { console: false },
+      // BENCH_KDC_LOG_DIR: write kdc.log and security.log (one JSON line per AS/TGS outcome) there, as the daemon does.
+      log: { console: false, ...(process.env.BENCH_KDC_LOG_DIR ? { dir: process.env.BENCH_KDC_LOG_DIR } : {}) },
       kdf: { N: 1024 },
       limits: { maxConnectionsPerPeer: 4096, maxConnections: 8192 },
     },
