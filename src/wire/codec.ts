@@ -195,42 +195,236 @@ export function decode(body: Uint8Array, opts?: DecodeOptions): unknown {
   }
 }
 
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+// The encoder is our own: msgpackr writes safe integers beyond 32 bits as float64 and
+// lone surrogates as CESU bytes, so it needed a copying pre-pass; writing plain MessagePack
+// directly is simpler and faster. Output: the smallest encoding of each integer up to
+// 2^32-1, int64 (0xd3) beyond (never a float), float64 for non-integers, str/bin/array/map
+// by length, map entries in key order, undefined fields omitted (undefined elsewhere: nil).
+// Strings are UTF-8 with lone surrogates replaced by U+FFFD, as TextEncoder does.
 
-// msgpackr writes a lone surrogate as CESU bytes, which are not UTF-8 (and decode() refuses
-// them): replace it with U+FFFD as TextEncoder does.
-function wellFormed(s: string): string {
-  return LONE_SURROGATE.test(s) ? Buffer.from(s, 'utf8').toString('utf8') : s
+let out = Buffer.allocUnsafe(16 * 1024)
+let at = 0
+
+function room(n: number): void {
+  if (at + n <= out.length) return
+  const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, at + n))
+  out.copy(bigger, 0, 0, at)
+  out = bigger
 }
 
-// Safe integers outside (u)int32 are passed to msgpackr as BigInt so they go out as
-// int64 rather than float64 (msgpackr's default for large numbers). Integral doubles
-// beyond 2^53-1 are not integers on this wire and stay float64, which round-trips exactly.
-function widen(value: unknown): unknown {
-  if (typeof value === 'number') {
-    if (Number.isSafeInteger(value) && (value > 0xffffffff || value < -0x80000000)) return BigInt(value)
-    return value
+// Map keys come from a small set of field names: their encodings are kept.
+const keyCache = new Map<string, Buffer>()
+
+function keyBytes(k: string): Buffer {
+  let b = keyCache.get(k)
+  if (b === undefined) {
+    const save = out
+    const savedAt = at
+    out = Buffer.allocUnsafe(8 + 3 * k.length)
+    at = 0
+    writeString(k)
+    b = Buffer.from(out.subarray(0, at))
+    out = save
+    at = savedAt
+    if (keyCache.size < 4096) keyCache.set(k, b)
   }
-  if (typeof value === 'string') return wellFormed(value)
-  if (typeof value === 'bigint') {
-    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < -BigInt(Number.MAX_SAFE_INTEGER))
-      throw new RangeError('integer beyond 2^53-1')
-    return value
+  return b
+}
+
+function writeString(s: string): void {
+  // UTF-8 is at most 3 bytes per UTF-16 unit: reserve the largest header, write, then fix it.
+  const max = 3 * s.length
+  room(5 + max)
+  if (max < 32) {
+    const n = out.write(s, at + 1, 'utf8')
+    out[at] = 0xa0 | n
+    at += 1 + n
+  } else if (max < 256) {
+    const n = out.write(s, at + 2, 'utf8')
+    if (n < 32) {
+      out.copyWithin(at + 1, at + 2, at + 2 + n)
+      out[at] = 0xa0 | n
+      at += 1 + n
+    } else {
+      out[at] = 0xd9
+      out[at + 1] = n
+      at += 2 + n
+    }
+  } else {
+    const n = Buffer.byteLength(s, 'utf8')
+    if (n < 32) out[at++] = 0xa0 | n
+    else if (n < 256) {
+      out[at] = 0xd9
+      out[at + 1] = n
+      at += 2
+    } else if (n < 0x10000) {
+      out[at] = 0xda
+      out.writeUInt16BE(n, at + 1)
+      at += 3
+    } else {
+      out[at] = 0xdb
+      out.writeUInt32BE(n, at + 1)
+      at += 5
+    }
+    at += out.write(s, at, 'utf8')
   }
-  // A bare undefined (top level or in an array) has no plain MessagePack form: nil, as in JSON.
-  if (value === undefined) return null
-  if (value === null || typeof value !== 'object' || value instanceof Uint8Array) return value
-  if (Array.isArray(value)) return value.map(widen)
-  const out: Record<string, unknown> = {}
-  for (const k of Object.keys(value)) {
-    const x = (value as Record<string, unknown>)[k]
+}
+
+function writeInt64(v: bigint): void {
+  room(9)
+  out[at] = 0xd3
+  out.writeBigInt64BE(v, at + 1)
+  at += 9
+}
+
+function writeNumber(v: number): void {
+  room(9)
+  if (Number.isInteger(v)) {
+    if (v >= 0) {
+      if (v < 0x80) {
+        out[at++] = v
+        return
+      }
+      if (v < 0x100) {
+        out[at] = 0xcc
+        out[at + 1] = v
+        at += 2
+        return
+      }
+      if (v < 0x10000) {
+        out[at] = 0xcd
+        out.writeUInt16BE(v, at + 1)
+        at += 3
+        return
+      }
+      if (v <= 0xffffffff) {
+        out[at] = 0xce
+        out.writeUInt32BE(v, at + 1)
+        at += 5
+        return
+      }
+      if (v <= Number.MAX_SAFE_INTEGER) {
+        writeInt64(BigInt(v))
+        return
+      }
+    } else {
+      if (v >= -0x20) {
+        out[at++] = v & 0xff
+        return
+      }
+      if (v >= -0x80) {
+        out[at] = 0xd0
+        out.writeInt8(v, at + 1)
+        at += 2
+        return
+      }
+      if (v >= -0x8000) {
+        out[at] = 0xd1
+        out.writeInt16BE(v, at + 1)
+        at += 3
+        return
+      }
+      if (v >= -0x80000000) {
+        out[at] = 0xd2
+        out.writeInt32BE(v, at + 1)
+        at += 5
+        return
+      }
+      if (v >= -Number.MAX_SAFE_INTEGER) {
+        writeInt64(BigInt(v))
+        return
+      }
+    }
+  }
+  // Not an integer on this wire (fractions, integral doubles beyond 2^53-1): float64.
+  out[at] = 0xcb
+  out.writeDoubleBE(v, at + 1)
+  at += 9
+}
+
+function writeHeader(n: number, fix: number, fixMax: number, c16: number, c32: number): void {
+  room(5)
+  if (n < fixMax) out[at++] = fix | n
+  else if (n < 0x10000) {
+    out[at] = c16
+    out.writeUInt16BE(n, at + 1)
+    at += 3
+  } else {
+    out[at] = c32
+    out.writeUInt32BE(n, at + 1)
+    at += 5
+  }
+}
+
+function writeValue(v: unknown): void {
+  switch (typeof v) {
+    case 'number':
+      writeNumber(v)
+      return
+    case 'string':
+      writeString(v)
+      return
+    case 'boolean':
+      room(1)
+      out[at++] = v ? 0xc3 : 0xc2
+      return
+    case 'bigint':
+      if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError('integer beyond 2^53-1')
+      writeInt64(v)
+      return
+    case 'undefined':
+      room(1)
+      out[at++] = 0xc0
+      return
+    case 'object':
+      break
+    default:
+      throw new TypeError(`cannot encode a ${typeof v} as MessagePack`)
+  }
+  if (v === null) {
+    room(1)
+    out[at++] = 0xc0
+    return
+  }
+  if (v instanceof Uint8Array) {
+    const n = v.length
+    room(5 + n)
+    if (n < 0x100) {
+      out[at] = 0xc4
+      out[at + 1] = n
+      at += 2
+    } else if (n < 0x10000) {
+      out[at] = 0xc5
+      out.writeUInt16BE(n, at + 1)
+      at += 3
+    } else {
+      out[at] = 0xc6
+      out.writeUInt32BE(n, at + 1)
+      at += 5
+    }
+    out.set(v, at)
+    at += n
+    return
+  }
+  if (Array.isArray(v)) {
+    writeHeader(v.length, 0x90, 16, 0xdc, 0xdd)
+    for (const x of v) writeValue(x)
+    return
+  }
+  const o = v as Record<string, unknown>
+  const keys = Object.keys(o)
+  let n = 0
+  for (const k of keys) if (o[k] !== undefined) n++
+  writeHeader(n, 0x80, 16, 0xde, 0xdf)
+  for (const k of keys) {
+    const x = o[k]
     if (x === undefined) continue
-    const key = wellFormed(k)
-    // Plain assignment of "__proto__" would set out's prototype and drop the field.
-    if (key === '__proto__') Object.defineProperty(out, key, { value: widen(x), enumerable: true, writable: true, configurable: true })
-    else out[key] = widen(x)
+    const kb = keyBytes(k)
+    room(kb.length)
+    kb.copy(out, at)
+    at += kb.length
+    writeValue(x)
   }
-  return out
 }
 
 /**
@@ -238,5 +432,16 @@ function widen(value: unknown): unknown {
  * fields omitted (undefined elsewhere -> nil), safe integers beyond 32 bits -> int64.
  */
 export function encode(value: unknown): Uint8Array {
-  return packr.pack(widen(value))
+  at = 0
+  try {
+    writeValue(value)
+  } catch (err) {
+    at = 0
+    throw err
+  }
+  const result = Buffer.allocUnsafe(at)
+  out.copy(result, 0, 0, at)
+  // Do not keep a huge scratch buffer alive after one large message.
+  if (out.length > 1024 * 1024) out = Buffer.allocUnsafe(16 * 1024)
+  return result
 }

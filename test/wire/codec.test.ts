@@ -352,3 +352,28 @@ function hasFloat(v: unknown): boolean {
   if (v && typeof v === 'object') return Object.values(v).some(hasFloat)
   return false
 }
+
+const wellFormed = (s: string) => !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s)
+
+describe('encode against msgpackr (reference)', () => {
+  const reference = new Packr({ useRecords: false, variableMapSize: true })
+  it('writes the same bytes as msgpackr for values both encode plainly (property)', () => {
+    const key = fc.string({ maxLength: 40 }).filter((k) => k !== '__proto__' && wellFormed(k))
+    const leaf = fc.oneof(
+      fc.constant(null),
+      fc.boolean(),
+      fc.integer({ min: -0x80000000, max: 0xffffffff }),
+      fc.string({ maxLength: 300 }).filter((s) => wellFormed(s)),
+      fc.uint8Array({ maxLength: 300 }),
+    )
+    const value = fc.letrec((tie) => ({
+      v: fc.oneof({ depthSize: 'small' }, leaf, fc.array(tie('v'), { maxLength: 20 }), fc.dictionary(key, tie('v'), { maxKeys: 20 })),
+    })).v
+    fc.assert(
+      fc.property(value, (v) => {
+        expect(Buffer.from(encode(v)).toString('hex')).to.equal(Buffer.from(reference.pack(v)).toString('hex'))
+      }),
+      { numRuns: 1500 },
+    )
+  })
+})
