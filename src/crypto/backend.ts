@@ -25,7 +25,11 @@ export interface NaclBackend {
   ed25519Sign(msg: Uint8Array, seed: Uint8Array): Uint8Array
   /** Ed25519 verification. */
   ed25519Verify(msg: Uint8Array, sig: Uint8Array, publicKey: Uint8Array): boolean
+  /** SHA-256 of one byte string. */
+  sha256(data: Uint8Array): Uint8Array
 }
+
+const nodeSha256 = (data: Uint8Array): Uint8Array => new Uint8Array(nodeCrypto.createHash('sha256').update(data).digest())
 
 function isAllZero(b: Uint8Array): boolean {
   let acc = 0
@@ -66,6 +70,7 @@ export const tweetnaclBackend: NaclBackend = {
     return nacl.sign.detached(msg, nacl.sign.keyPair.fromSeed(seed).secretKey)
   },
   ed25519Verify: (msg, sig, pk) => sig.length === 64 && pk.length === 32 && nacl.sign.detached.verify(msg, sig, pk),
+  sha256: nodeSha256,
 }
 
 // DER prefixes that wrap raw 32-byte keys for node:crypto's KeyObject API.
@@ -90,6 +95,7 @@ export const nodeBackend: NaclBackend = {
   name: 'node',
   secretbox: tweetnaclBackend.secretbox,
   secretboxOpen: tweetnaclBackend.secretboxOpen,
+  sha256: nodeSha256,
   x25519: (sk, pk) => {
     need('X25519 secret key', sk, 32)
     need('X25519 public key', pk, 32)
@@ -132,6 +138,7 @@ interface Sodium {
   crypto_sign_seed_keypair(pk: Buffer, sk: Buffer, seed: Uint8Array): void
   crypto_sign_detached(sig: Buffer, m: Uint8Array, sk: Uint8Array): void
   crypto_sign_verify_detached(sig: Uint8Array, m: Uint8Array, pk: Uint8Array): boolean
+  crypto_hash_sha256(out: Buffer, m: Uint8Array): void
 }
 
 function makeSodiumBackend(s: Sodium): NaclBackend {
@@ -152,6 +159,11 @@ function makeSodiumBackend(s: Sodium): NaclBackend {
   }
   return {
     name: 'sodium-native',
+    sha256: (data) => {
+      const out = Buffer.allocUnsafe(32)
+      s.crypto_hash_sha256(out, data)
+      return out
+    },
     secretbox: (msg, nonce, key) => {
       const out = Buffer.allocUnsafe(msg.length + 16)
       s.crypto_secretbox_easy(out, msg, nonce, key)

@@ -1,5 +1,6 @@
 /** Key derivation: password -> key (scrypt), one subkey per KeyUsage, HKDF, hashes. */
-import { createHash, createHmac, hkdfSync, scrypt, timingSafeEqual } from 'node:crypto'
+import { createHmac, hkdfSync, scrypt, timingSafeEqual } from 'node:crypto'
+import { backend } from './backend.js'
 
 /** Parameters of the password KDF, stored with every password-derived key so they can be raised later. */
 export interface KdfParams {
@@ -82,9 +83,8 @@ export function usageKey(key: Uint8Array, usage: number): Uint8Array {
 
 /** SHA-256 of the concatenation of parts. */
 export function sha256(...parts: Uint8Array[]): Uint8Array {
-  const h = createHash('sha256')
-  for (const p of parts) h.update(p)
-  return new Uint8Array(h.digest())
+  if (parts.length === 1) return backend().sha256(parts[0]!)
+  return backend().sha256(Buffer.concat(parts))
 }
 
 /** HKDF-SHA256 (RFC 5869). */

@@ -130,6 +130,7 @@ export function createLoggers(opts: LogOptions = {}): Loggers {
     ops,
     security: {
       log(ev: SecurityEvent) {
+        if (!sink && !secFile) return
         const clean = redact(ev) as SecurityEvent
         if (sink) sink.push({ ...clean, time: new Date().toISOString() })
         // The KDC writes one line per request: the event goes straight to the winston
