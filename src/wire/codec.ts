@@ -253,20 +253,25 @@ function writeString(s: string): void {
   } else {
     const n = Buffer.byteLength(s, 'utf8')
     if (n < 32) out[at++] = 0xa0 | n
-    else if (n < 256) {
-      out[at] = 0xd9
-      out[at + 1] = n
-      at += 2
-    } else if (n < 0x10000) {
-      out[at] = 0xda
-      out.writeUInt16BE(n, at + 1)
-      at += 3
-    } else {
-      out[at] = 0xdb
-      out.writeUInt32BE(n, at + 1)
-      at += 5
-    }
+    else writeLength(n, 0xd9)
     at += out.write(s, at, 'utf8')
+  }
+}
+
+/** A str8/16/32 or bin8/16/32 header: `c8` and the two codes after it (room already made). */
+function writeLength(n: number, c8: number): void {
+  if (n < 0x100) {
+    out[at] = c8
+    out[at + 1] = n
+    at += 2
+  } else if (n < 0x10000) {
+    out[at] = c8 + 1
+    out.writeUInt16BE(n, at + 1)
+    at += 3
+  } else {
+    out[at] = c8 + 2
+    out.writeUInt32BE(n, at + 1)
+    at += 5
   }
 }
 
@@ -389,19 +394,7 @@ function writeValue(v: unknown): void {
   if (v instanceof Uint8Array) {
     const n = v.length
     room(5 + n)
-    if (n < 0x100) {
-      out[at] = 0xc4
-      out[at + 1] = n
-      at += 2
-    } else if (n < 0x10000) {
-      out[at] = 0xc5
-      out.writeUInt16BE(n, at + 1)
-      at += 3
-    } else {
-      out[at] = 0xc6
-      out.writeUInt32BE(n, at + 1)
-      at += 5
-    }
+    writeLength(n, 0xc4)
     out.set(v, at)
     at += n
     return
