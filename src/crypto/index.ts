@@ -15,6 +15,7 @@ export {
   DEFAULT_KDF_PARAMS,
   defaultSalt,
   hkdf,
+  hmacSha256,
   type KdfParams,
   passwordToKey,
   sha256,

@@ -61,10 +61,37 @@ const USAGE_LABEL = Buffer.from('tessera/usage/v1', 'ascii')
 // key's bytes must not change after its first use (wipe only when done with it).
 const subkeys = new WeakMap<Uint8Array, Map<number, Uint8Array>>()
 
+const IPAD = 0x36
+const OPAD = 0x5c
+
+/**
+ * HMAC-SHA256 (RFC 2104) over the backend's SHA-256: with libsodium two hashes cost well
+ * under a microsecond, where node's createHmac builds a key object per call.
+ */
+export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
+  const b = backend()
+  if (b.name !== 'sodium-native') return new Uint8Array(createHmac('sha256', key).update(data).digest())
+  const k = key.length > 64 ? b.sha256(key) : key
+  const inner = Buffer.allocUnsafe(64 + data.length)
+  const outer = Buffer.allocUnsafe(96)
+  for (let i = 0; i < 64; i++) {
+    const x = i < k.length ? k[i]! : 0
+    inner[i] = x ^ IPAD
+    outer[i] = x ^ OPAD
+  }
+  inner.set(data, 64)
+  outer.set(b.sha256(inner), 64)
+  inner.fill(0, 0, 64)
+  const mac = b.sha256(outer)
+  outer.fill(0, 0, 64)
+  return mac
+}
+
 function deriveUsageKey(key: Uint8Array, usage: number): Uint8Array {
-  const u = Buffer.alloc(4)
-  u.writeUInt32BE(usage >>> 0)
-  return new Uint8Array(createHmac('sha256', key).update(USAGE_LABEL).update(u).digest())
+  const msg = Buffer.allocUnsafe(USAGE_LABEL.length + 4)
+  USAGE_LABEL.copy(msg, 0)
+  msg.writeUInt32BE(usage >>> 0, USAGE_LABEL.length)
+  return hmacSha256(key, msg)
 }
 
 /** The subkey for one key usage: HMAC-SHA256(key, "tessera/usage/v1" || uint32be(usage)). */
@@ -89,7 +116,25 @@ export function sha256(...parts: Uint8Array[]): Uint8Array {
 
 /** HKDF-SHA256 (RFC 5869). */
 export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: string, length: number): Uint8Array {
-  return new Uint8Array(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), length))
+  if (backend().name !== 'sodium-native') return new Uint8Array(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), length))
+  if (length > 255 * 32) throw new RangeError('HKDF output too long')
+  // RFC 5869 §2.2: no salt = HashLen zero bytes.
+  const prk = hmacSha256(salt.length > 0 ? salt : new Uint8Array(32), ikm)
+  const infoBytes = Buffer.from(info, 'utf8')
+  const okm = new Uint8Array(length)
+  let t: Uint8Array = new Uint8Array(0)
+  for (let i = 1, pos = 0; pos < length; i++) {
+    const msg = Buffer.allocUnsafe(t.length + infoBytes.length + 1)
+    msg.set(t, 0)
+    infoBytes.copy(msg, t.length)
+    msg[msg.length - 1] = i
+    t = hmacSha256(prk, msg)
+    okm.set(t.subarray(0, Math.min(32, length - pos)), pos)
+    pos += 32
+  }
+  prk.fill(0)
+  t.fill(0)
+  return okm
 }
 
 /** Constant-time equality of two byte strings (false on different lengths, without early exit on content). */

@@ -1,4 +1,7 @@
 /** keys.ts: KDF parameter bounds, password -> key, usage subkeys, HKDF, SHA-256, constant-time compare. */
+import { createHmac, hkdfSync } from 'node:crypto'
+import { allBackends, backend, useBackend } from '../../src/crypto/backend.js'
+import { hkdf as hkdfFn, hmacSha256, randomBytes as rb } from '../../src/crypto/index.js'
 import { expect } from 'chai'
 import { KeyUsage } from '../../proto/key-usage.js'
 import {
@@ -163,5 +166,29 @@ describe('wipe', () => {
     const b = new Uint8Array(2).fill(2)
     wipe(a, undefined, b)
     expect([...a, ...b]).to.deep.equal([0, 0, 0, 0, 0, 0])
+  })
+})
+
+describe('hmacSha256 and hkdf', () => {
+  it('equal node:crypto HMAC-SHA256 and hkdfSync for keys of every length, in every backend', () => {
+    for (const b of allBackends) {
+      const prev = backend().name
+      useBackend(b.name)
+      try {
+        for (const keyLen of [0, 1, 32, 63, 64, 65, 200]) {
+          const key = rb(keyLen)
+          const data = rb(keyLen % 7 === 0 ? 0 : 100)
+          expect(Buffer.from(hmacSha256(key, data)).toString('hex'), `${b.name} key ${keyLen}`).to.equal(
+            createHmac('sha256', key).update(data).digest('hex'),
+          )
+          const salt = rb(keyLen % 40)
+          expect(Buffer.from(hkdfFn(data, salt, 'tessera test', 96)).toString('hex')).to.equal(
+            Buffer.from(hkdfSync('sha256', data, salt, 'tessera test', 96)).toString('hex'),
+          )
+        }
+      } finally {
+        useBackend(prev)
+      }
+    }
   })
 })
