@@ -515,31 +515,37 @@ export class PrincipalDb {
 
   /**
    * A successful login at `now`. Writes only when there are failure counters to reset (an
-   * expired lockout is cleared with them, an active one is not) or when `trackLastSuccess`
-   * is on; `lastSuccess` is set whenever it writes. So a normal login costs no write.
+   * expired lockout is cleared with them) or when `trackLastSuccess` is on; `lastSuccess` is
+   * set whenever it writes. So a normal login costs no write. An active lockout is left as
+   * it is and returned: the caller must refuse the login (checked under the principal's lock).
    */
-  async recordSuccess(id: PrincipalId, now: number): Promise<void> {
+  async recordSuccess(id: PrincipalId, now: number): Promise<{ lockedUntil?: number }> {
     checkPrincipalId(id)
     const cached = await this.get(id)
     if (cached === undefined) notFound(id)
     const dirty = (r: { failureCount: number; failureWindowStart?: number }) => r.failureCount !== 0 || r.failureWindowStart !== undefined
-    if (!dirty(cached) && !this.#trackLastSuccess) return
+    // Nothing counted, nothing locked: a successful login costs no write.
+    if (!dirty(cached) && cached.lockedUntil === undefined && !this.#trackLastSuccess) return {}
     const key = principalKey(id)
-    await this.#locked(key, async () => {
+    return this.#locked(key, async () => {
       const raw = await this.#get(this.#principals, key)
       if (raw === undefined) notFound(id)
       const s = this.#decodePrincipal(raw)
-      const reset = dirty(s)
-      if (!reset && !this.#trackLastSuccess) return
+      // Decided under the principal's lock, so a lockout written by a parallel failure is seen.
+      if (s.lockedUntil !== undefined && s.lockedUntil > now) return { lockedUntil: s.lockedUntil }
+      const reset = dirty(s) || s.lockedUntil !== undefined
+      if (!reset && !this.#trackLastSuccess) return {}
       if (reset) {
         s.failureCount = 0
         delete s.failureWindowStart
-        if (s.lockedUntil !== undefined && s.lockedUntil <= now) delete s.lockedUntil
+        delete s.lockedUntil
       }
       s.lastSuccess = now
       await this.#batch([{ type: 'put', sublevel: this.#principals, key, value: encode(s) }], [key])
+      return {}
     })
   }
+
 
   /** Clear a lockout and the failure counters (an admin action: sets modifiedAt/modifiedBy). */
   async unlock(id: PrincipalId, by: string): Promise<void> {

@@ -116,20 +116,34 @@ async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionCont
   return true
 }
 
-/** Status checks on both principals (after pre-auth, so they reveal nothing to a guesser). */
+function refuseAs(ctx: KdcContext, g: AsGathered, conn: ConnectionContext, code: number, status: string, message: string, reason: string): never {
+  ctx.log.security.log({ event: 'as', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'fail', reason })
+  fail(code, status, message)
+}
+
+function refuseLocked(ctx: KdcContext, g: AsGathered, conn: ConnectionContext): never {
+  refuseAs(ctx, g, conn, ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_LOCKED', 'account locked after too many failed logins; try later or ask an administrator', 'locked out')
+}
+
+/** Client status that refuses a login whatever the password (checked before pre-auth). */
+function checkClientStatus(ctx: KdcContext, g: AsGathered, conn: ConnectionContext): void {
+  const { client } = g
+  if (!client) return
+  const now = ctx.now()
+  if (client.lockedUntil !== undefined && client.lockedUntil > now) refuseLocked(ctx, g, conn)
+  if (client.attributes.disabled) refuseAs(ctx, g, conn, ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DISABLED', 'account disabled', 'client disabled')
+  if (client.expiresAt !== undefined && client.expiresAt <= now)
+    refuseAs(ctx, g, conn, ErrorCode.KDC_ERR_NAME_EXP, 'CLIENT_EXPIRED', 'account expired', 'client expired')
+}
+
+/** Checks after pre-auth: password expiry and the service. */
 function checkPrincipals(ctx: KdcContext, g: AsGathered, conn: ConnectionContext): void {
   const now = ctx.now()
   const { client, service } = g
   function refuse(code: number, status: string, message: string, reason: string): never {
-    ctx.log.security.log({ event: 'as', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'fail', reason })
-    fail(code, status, message)
+    refuseAs(ctx, g, conn, code, status, message, reason)
   }
   if (!client) refuse(ErrorCode.KDC_ERR_PREAUTH_FAILED, 'PREAUTH_FAILED', 'pre-authentication failed: wrong password or unknown principal', 'unknown client principal')
-  if (client.lockedUntil !== undefined && client.lockedUntil > now)
-    refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_LOCKED', 'account locked after too many failed logins; try later or ask an administrator', 'locked out')
-  if (client.attributes.disabled) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DISABLED', 'account disabled', 'client disabled')
-  if (client.expiresAt !== undefined && client.expiresAt <= now)
-    refuse(ErrorCode.KDC_ERR_NAME_EXP, 'CLIENT_EXPIRED', 'account expired', 'client expired')
   if (client.passwordExpiresAt !== undefined && client.passwordExpiresAt <= now && !isChangepw(g))
     refuse(ErrorCode.KDC_ERR_KEY_EXPIRED, 'KEY_EXPIRED', 'password expired; change it with kauth passwd', 'password expired')
   if (!service) refuse(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'S_PRINCIPAL_UNKNOWN', `unknown service ${g.serviceName}`, 'unknown service')
@@ -206,9 +220,16 @@ function issueAsRep(ctx: KdcContext, g: AsGathered, preauthenticated: boolean): 
 export async function processAsReq(ctx: KdcContext, req: AsReq, conn: ConnectionContext): Promise<AsRep> {
   const arrived = ctx.now()
   const g = await gatherAsReq(ctx, req)
+  // A locked, disabled or expired account is refused before its password is tried (as MIT
+  // does): otherwise guessing would go on, uncounted, during a lockout, and the one answer
+  // that differs would confirm the right password.
+  checkClientStatus(ctx, g, conn)
   const preauthenticated = await checkPreauth(ctx, g, conn, arrived)
   checkPrincipals(ctx, g, conn)
-  if (preauthenticated) await ctx.db.recordSuccess({ realm: g.client!.realm, components: g.client!.components }, ctx.now())
+  if (preauthenticated) {
+    const { lockedUntil } = await ctx.db.recordSuccess({ realm: g.client!.realm, components: g.client!.components }, ctx.now())
+    if (lockedUntil !== undefined) refuseLocked(ctx, g, conn)
+  }
   const rep = issueAsRep(ctx, g, preauthenticated)
   ctx.log.security.log({
     event: 'as',

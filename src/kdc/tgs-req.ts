@@ -37,18 +37,36 @@ function refuse(code: number, status: string, message: string): never {
   throw new TgsRefusal(code, status, { message })
 }
 
+// A serial number per key object: the database hands out a new key object whenever a
+// principal's keys change (rotation, delete + re-create), so (serial, sealed bytes) names
+// exactly one key and one ciphertext.
+const keySerials = new WeakMap<Uint8Array, number>()
+let nextKeySerial = 1
+
+function keySerial(key: Uint8Array): number {
+  let n = keySerials.get(key)
+  if (n === undefined) {
+    n = nextKeySerial++
+    keySerials.set(key, n)
+  }
+  return n
+}
+
 /**
  * Open a presented ticket, through a cache of opened tickets: a client presents the same
  * TGT for every request, and a cached part keeps the same session-key object, whose usage
- * subkeys are then derived once. The cache key is the whole sealed part together with the
- * principal and kvno it was opened for, so a ticket sealed for one service never comes back
- * out of the cache as another's.
+ * subkeys are then derived once. The cache key is the serial of the exact key object the
+ * ticket is opened with (so of one principal, one kvno, one key) and the sealed bytes; the
+ * serial is digits ending in ':', so no choice of sealed bytes can make two ids collide.
  */
 function openTicket(ctx: KdcContext, req: TgsReq, key: Uint8Array): EncTicketPartT {
-  const id = `${req.ticket.kvno}/${req.ticket.sname.join('/')}/${Buffer.from(req.ticket.enc.buffer, req.ticket.enc.byteOffset, req.ticket.enc.length).toString('latin1')}`
+  const enc = req.ticket.enc
+  const id = `${keySerial(key)}:${Buffer.from(enc.buffer, enc.byteOffset, enc.length).toString('latin1')}`
   let part = ctx.tickets.get(id)
   if (!part) {
-    part = Object.freeze(openPart(key, KeyUsage.KDC_REP_TICKET, EncTicketPart, req.ticket.enc))
+    const opened = openPart(key, KeyUsage.KDC_REP_TICKET, EncTicketPart, enc)
+    // Own copy of the session key: the opened plaintext is a view into a shared buffer.
+    part = Object.freeze({ ...opened, key: new Uint8Array(opened.key) })
     ctx.tickets.set(id, part)
   }
   return part

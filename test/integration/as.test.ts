@@ -248,8 +248,8 @@ describe('AS exchange (integration)', function () {
       await expectKrb(t.client().loginWithKey('nopreauth', { key: randomKey() }), ErrorCode.KDC_ERR_PREAUTH_FAILED)
     })
 
-    it('refuses a disabled principal only after pre-auth: a wrong password still gets PREAUTH_FAILED', async () => {
-      await expectKrb(t.client().login('disabled', 'nope'), ErrorCode.KDC_ERR_PREAUTH_FAILED)
+    it('refuses a disabled principal whatever the password (checked before pre-auth, as MIT does)', async () => {
+      await expectKrb(t.client().login('disabled', 'nope'), ErrorCode.KDC_ERR_CLIENT_REVOKED)
     })
   })
 
@@ -289,6 +289,21 @@ describe('AS exchange (integration)', function () {
       await t.kdc.db.unlock(id('locky'), 'test')
       const creds = await t.client().login('locky', 'pw-locky')
       expect(creds.cname).to.deep.equal(['locky'])
+    })
+
+    it('answers every guess at a locked account the same way, counts none, and confirms nothing', async () => {
+      await t.kdc.addPrincipal('guessme', { password: 'pw-guessme', policy: 'strict' })
+      for (let i = 0; i < 3; i++) await expectKrb(t.client().login('guessme', `bad-${i}`), ErrorCode.KDC_ERR_PREAUTH_FAILED)
+      const locked = await t.kdc.db.get(id('guessme'))
+      expect(locked!.lockedUntil).to.be.a('number')
+      // Wrong guesses and the right password get the same answer while locked.
+      const wrong = await expectKrb(t.client().login('guessme', 'guess-a'), ErrorCode.KDC_ERR_CLIENT_REVOKED)
+      const right = await expectKrb(t.client().login('guessme', 'pw-guessme'), ErrorCode.KDC_ERR_CLIENT_REVOKED)
+      expect(right.message).to.equal(wrong.message)
+      await expectKrb(t.client().login('guessme', 'guess-b'), ErrorCode.KDC_ERR_CLIENT_REVOKED)
+      const after = await t.kdc.db.get(id('guessme'))
+      expect(after!.failureCount).to.equal(3)
+      expect(after!.lockedUntil).to.equal(locked!.lockedUntil)
     })
 
     it('resets the failure count on a successful login', async () => {

@@ -321,6 +321,28 @@ describe('TGS exchange (integration)', function () {
       expect((await c.getServiceTicket(tgt, SERVICE)).sname).to.deep.equal(SERVICE.split('/'))
     })
 
+    it('refuses a cached ticket once its service was re-created with a new key (same kvno)', async () => {
+      await t.kdc.addPrincipal('HTTP/rekeyed.example.test')
+      const c = t.client({ now: clock.now })
+      const tgt = await c.login('alice', 'pw-alice', { renewableLifeMs: DAY })
+      const st = await c.getServiceTicket(tgt, 'HTTP/rekeyed.example.test', { renewableLifeMs: DAY })
+      await c.renew(st) // the TGS has now opened (and cached) st
+      await t.kdc.db.delete({ realm: REALM, components: ['HTTP', 'rekeyed.example.test'] })
+      await t.kdc.addPrincipal('HTTP/rekeyed.example.test')
+      await expectKrb(c.renew(st), ErrorCode.KRB_AP_ERR_BAD_INTEGRITY)
+    })
+
+    it('never confuses a longer service name with a shorter one plus sealed bytes (cache ids are unambiguous)', async () => {
+      await t.kdc.addPrincipal(`krbtgt/${REALM}/x`)
+      const c = t.client({ now: clock.now })
+      const tgt = await c.login('alice', 'pw-alice', { renewableLifeMs: DAY })
+      const st = await c.getServiceTicket(tgt, `krbtgt/${REALM}/x`, { renewableLifeMs: DAY })
+      await c.renew(st)
+      const enc = Uint8Array.from([...Buffer.from('x/'), ...st.ticket.enc])
+      const forged: Credentials = { ...st, ticket: { ...st.ticket, sname: tgt.ticket.sname, kvno: tgt.ticket.kvno, enc } }
+      await expectKrb(c.getServiceTicket(forged, SERVICE), ErrorCode.KRB_AP_ERR_BAD_INTEGRITY)
+    })
+
     it('refuses an authenticator sealed with another session key', async () => {
       const c = t.client({ now: clock.now })
       const tgt = await c.login('alice', 'pw-alice')
