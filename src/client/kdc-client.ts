@@ -353,7 +353,9 @@ export class KdcClient {
         } catch (err) {
           lastErr = err
           if (signal.aborted) throw this.abortError(signal, err)
-          if (isConnectFailure(err)) {
+          // Anything said before the handshake completes is unauthenticated (a stale address
+          // or an attacker can say it): never an answer, only a reason to try the next KDC.
+          if (err instanceof TesseraError || err instanceof KrbProtocolError) {
             this.markDown(kdc, listener)
             break // next KDC
           }
