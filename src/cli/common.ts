@@ -34,6 +34,13 @@ export async function isPrivateFile(file: string): Promise<boolean> {
   return (s.mode & 0o077) === 0
 }
 
+/** Read a password file, warning on `err` when others can read it. */
+export async function readPasswordFile(file: string, err: NodeJS.WritableStream, prog: string): Promise<string> {
+  const secret = await readSecretFile(file)
+  if (!(await isPrivateFile(file))) err.write(`${prog}: warning: ${file} is readable by other users (chmod 600 it)\n`)
+  return secret
+}
+
 /** Prompt on the TTY without echo. Rejects if stdin is not a TTY. */
 export function promptHidden(question: string, input: NodeJS.ReadStream = process.stdin, output: NodeJS.WriteStream = process.stderr): Promise<string> {
   if (!input.isTTY) return Promise.reject(new TesseraError('TESSERA_CONFIG', 'no terminal to prompt for a password'))
@@ -46,19 +53,26 @@ export function promptHidden(question: string, input: NodeJS.ReadStream = proces
       input.setRawMode(false)
       input.pause()
       input.off('data', onData)
+      input.off('end', onEnd)
       output.write('\n')
       if (err) reject(err)
       else resolve(value)
     }
+    const onEnd = () => done(new TesseraError('TESSERA_ABORTED', 'input closed'))
     const onData = (buf: Buffer) => {
       for (const ch of buf.toString('utf8')) {
         if (ch === '\r' || ch === '\n') return done()
         if (ch === '\u0003') return done(new TesseraError('TESSERA_ABORTED', 'interrupted'))
+        // Ctrl-D: end of input, as on a line the terminal would have delivered.
+        if (ch === '\u0004') return value.length > 0 ? done() : done(new TesseraError('TESSERA_ABORTED', 'no password given'))
+        // Escape sequences (arrow keys) and other control characters are not password characters.
+        if (ch < ' ' && ch !== '\b') continue
         if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1)
         else value += ch
       }
     }
     input.on('data', onData)
+    input.once('end', onEnd)
   })
 }
 

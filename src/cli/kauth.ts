@@ -9,7 +9,7 @@ import { syncTime } from '../client/time-sync.js'
 import { ErrorCode, KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { principalString } from '../krb/parts.js'
 import { loadRealmFile } from '../krb/realm-file.js'
-import { Exit, formatError, promptHidden, readSecretFile, readStdinLine } from './common.js'
+import { Exit, formatError, promptHidden, readPasswordFile, readStdinLine } from './common.js'
 
 /** Streams and environment of one kauth run (tests pass their own). */
 export interface KauthIo {
@@ -135,7 +135,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
         run(async () => {
           const principal = a.principal ?? env.USER ?? os.userInfo().username
           let password: string
-          if (a['password-file']) password = await readSecretFile(a['password-file'])
+          if (a['password-file']) password = await readPasswordFile(a['password-file'], err, 'kauth')
           else if (stdin.isTTY) password = await promptHidden(`Password for ${principal}: `, stdin)
           else password = await readStdinLine(stdin)
           if (password.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, 'empty password')

@@ -7,7 +7,7 @@ import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { type KdcConfigInput, resolveKdcConfig } from '../kdc/config.js'
 import { startKdc } from '../kdc/kdc.js'
 import { initRealmDir, REALM_FILES } from '../kdc/realm.js'
-import { Exit, formatError, promptHidden, readSecretFile } from './common.js'
+import { Exit, formatError, promptHidden, readPasswordFile } from './common.js'
 
 /** Environment and streams the CLI may use (tests pass their own). */
 export interface CliEnv {
@@ -89,7 +89,7 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
   }
 
   const adminPassword = async (file: string | undefined): Promise<string> => {
-    if (file) return readSecretFile(file)
+    if (file) return readPasswordFile(file, err, 'kdc')
     if (env.TESSERA_ADMIN_PASSWORD) return env.TESSERA_ADMIN_PASSWORD
     if (process.stdin.isTTY) {
       const a = await promptHidden('Admin password: ')

@@ -4,7 +4,8 @@
  * entries: [Credentials] }. Writes go to a temp file renamed over the cache (never a
  * torn file), under a lock file so two processes updating at once do not lose entries.
  */
-import { open, readFile, rename, rm, stat, unlink } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { type FileHandle, open, rename, rm, stat, unlink } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { Ticket } from '../../proto/messages.js'
@@ -62,14 +63,24 @@ export class CredentialCache {
   /** Contents with expired entries dropped, or undefined when there is no cache. */
   async load(): Promise<CacheContents | undefined> {
     let buf: Buffer
+    // One handle for the checks and the read (no swap in between); no symlinks followed.
+    let fh: FileHandle
     try {
-      buf = await readFile(this.file)
+      fh = await open(this.file, constants.O_RDONLY | constants.O_NOFOLLOW)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
       bad(`cannot read credential cache ${this.file}: ${(err as Error).message}`, err)
     }
-    const s = await stat(this.file)
-    if ((s.mode & 0o077) !== 0) bad(`credential cache ${this.file} is readable by others; refusing it (chmod 600 or log in again)`)
+    try {
+      const s = await fh.stat()
+      if (!s.isFile()) bad(`credential cache ${this.file} is not a regular file`)
+      if (typeof process.getuid === 'function' && s.uid !== process.getuid())
+        bad(`credential cache ${this.file} belongs to another user; refusing it`)
+      if ((s.mode & 0o077) !== 0) bad(`credential cache ${this.file} is readable by others; refusing it (chmod 600 or log in again)`)
+      buf = await fh.readFile()
+    } finally {
+      await fh.close()
+    }
     if (buf.length < 5 || !buf.subarray(0, 4).equals(MAGIC)) bad(`${this.file} is not a Tessera credential cache`)
     if (buf[4] !== VERSION) bad(`${this.file} has unsupported version ${buf[4]}`)
     let raw: Record<string, unknown>
@@ -112,23 +123,31 @@ export class CredentialCache {
   /** Remove the cache (kdestroy): overwrite, then unlink. True if there was one. */
   async destroy(): Promise<boolean> {
     return this.withLock(async () => {
+      let fh: FileHandle
       try {
-        const s = await stat(this.file)
-        const fh = await open(this.file, 'r+')
-        try {
-          await fh.write(Buffer.alloc(s.size), 0, s.size, 0)
-          await fh.sync()
-        } finally {
-          await fh.close()
-        }
-        await unlink(this.file)
-        return true
+        // Never through a symlink: logout must not overwrite whatever a planted link points at.
+        fh = await open(this.file, constants.O_RDWR | constants.O_NOFOLLOW)
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'ENOENT') return false
+        if (code === 'ELOOP') bad(`credential cache ${this.file} is a symbolic link; refusing it`)
         throw err
       }
+      try {
+        const s = await fh.stat()
+        if (!s.isFile()) bad(`credential cache ${this.file} is not a regular file`)
+        if (typeof process.getuid === 'function' && s.uid !== process.getuid())
+          bad(`credential cache ${this.file} belongs to another user; refusing it`)
+        await fh.write(Buffer.alloc(s.size), 0, s.size, 0)
+        await fh.sync()
+      } finally {
+        await fh.close()
+      }
+      await unlink(this.file)
+      return true
     })
   }
+
 
   private async write(c: CacheContents): Promise<void> {
     const body = encode({ crealm: c.crealm, cname: c.cname, entries: c.entries.filter((e) => e.endtime > this.now()) })

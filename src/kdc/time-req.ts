@@ -17,6 +17,9 @@ import { KrbProtocolError } from '../errors.js'
 import { timeSignatureInput } from '../krb/time-sig.js'
 import type { WireLogger } from '../wire/server.js'
 
+/** Date.now() counts milliseconds. */
+const HOST_RESOLUTION_US = 1000
+
 /** Options of a ServedClock. */
 export interface ServedClockOptions {
   /** Host wall clock in microseconds since epoch. @default Date.now() * 1000 */
@@ -76,7 +79,11 @@ export class ServedClock {
       this.opts.logger?.info('served clock caught up with the host clock')
       this.reanchor(served, mono, 1)
     }
-    this.disagreementUs = this.rate !== 1 ? Math.max(0, served - host) : 0
+    // Any lasting disagreement with the host (a step too small to follow, or one being
+    // slewed) widens the radius, so the signed bound stays true. Differences within the
+    // host clock's millisecond resolution are covered by the base radius.
+    const apart = Math.abs(served - host)
+    this.disagreementUs = apart > HOST_RESOLUTION_US ? apart : 0
     if (served <= this.last) served = this.last + 1
     this.last = served
     return { us: served, radiusUs: this.baseRadiusUs + this.disagreementUs }

@@ -434,6 +434,8 @@ export function encode(value: unknown): Uint8Array {
   }
   const result = Buffer.allocUnsafe(at)
   out.copy(result, 0, 0, at)
+  // Encoded parts hold keys (tickets, keytabs, keys at rest): leave no copy behind.
+  out.fill(0, 0, at)
   // Do not keep a huge scratch buffer alive after one large message.
   if (out.length > 1024 * 1024) out = Buffer.allocUnsafe(16 * 1024)
   return result

@@ -62,6 +62,16 @@ describe('kauth', function () {
   }
 
   describe('login', () => {
+    it('warns when the password file is readable by others, and still logs in', async () => {
+      const open = path.join(k.dir, 'alice-open.pw')
+      await writeFile(open, `${PASSWORDS.alice}\n`, { mode: 0o644 })
+      const r = await runKauth(['login', 'alice', '--password-file', open], env)
+      expect(r.code).to.equal(Exit.OK)
+      expect(r.stderr).to.contain('readable by other users')
+      const quiet = await runKauth(['login', 'alice', '--password-file', alicePw], env)
+      expect(quiet.stderr).to.equal('')
+    })
+
     it('logs in with --password-file and caches a TGT in a 0600 file', async () => {
       const r = await login()
       expect(r.stdout).to.match(/^logged in as alice@TESSERA\.TEST; ticket valid until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n$/)

@@ -1,7 +1,6 @@
-import { encode } from '../../src/wire/codec.js'
 /** CredentialCache: round trip, file mode, refusals, expiry, destroy, concurrent writers. */
 import { spawn } from 'node:child_process'
-import { chmod, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, chown, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
@@ -9,6 +8,7 @@ import { CredentialCache } from '../../src/client/ccache.js'
 import type { Credentials } from '../../src/client/kdc-client.js'
 import { TesseraError, TesseraErrorCode } from '../../src/errors.js'
 import { CLI_REALM, fakeCreds } from '../helpers/cli-creds.js'
+import { encode } from '../../src/wire/codec.js'
 import { tempDir } from '../helpers/cli-kdc.js'
 
 const HOUR = 3600_000
@@ -46,6 +46,23 @@ describe('CredentialCache', () => {
   })
   afterEach(async () => {
     await rm(dir, { recursive: true, force: true })
+  })
+
+  it('never follows a symbolic link planted at the cache path (load and logout)', async () => {
+    const victim = path.join(dir, 'victim')
+    await writeFile(victim, 'precious', { mode: 0o600 })
+    await symlink(victim, file)
+    await rejectsWith(new CredentialCache(file).load(), TesseraErrorCode.TESSERA_CCACHE)
+    await rejectsWith(new CredentialCache(file).destroy(), TesseraErrorCode.TESSERA_CCACHE)
+    expect(await readFile(victim, 'utf8')).to.equal('precious')
+  })
+
+  it('refuses a cache file that belongs to another user', async function () {
+    if (typeof process.getuid !== 'function' || process.getuid() !== 0) this.skip() // only root can chown
+    const cc = new CredentialCache(file)
+    await cc.initialize(fakeCreds())
+    await chown(file, 12345, 12345)
+    await rejectsWith(cc.load(), TesseraErrorCode.TESSERA_CCACHE)
   })
 
   it('loads undefined when there is no cache', async () => {

@@ -64,6 +64,20 @@ describe('ServedClock', () => {
     expect(logger.lines).to.deep.equal([])
   })
 
+  it('widens the radius to cover a host step too small to follow (200 ms back), for as long as it lasts', () => {
+    const { c, clock } = makeClock()
+    c.advance(SEC)
+    clock.now()
+    c.step(-200_000)
+    for (let i = 0; i < 60; i++) {
+      c.advance(MIN)
+      const t = clock.now()
+      // The signed bound |served - true| <= radius holds if the host is right.
+      expect(Math.abs(t.us - c.hostUs)).to.be.at.most(t.radiusUs)
+      expect(t.radiusUs).to.be.at.least(200_000)
+    }
+  })
+
   it('is strictly increasing under repeated calls at the same instant', () => {
     const { clock } = makeClock()
     let last = clock.now().us
