@@ -102,6 +102,18 @@ async function gatherTgsReq(ctx: KdcContext, req: TgsReq): Promise<TgsGathered> 
   }
 }
 
+let lastReplayWarning = 0
+
+/** Tell the operator, at most once a minute, when the replay cache nears its bound. */
+function warnIfReplayCacheFull(ctx: KdcContext, now: number): void {
+  if (ctx.replay.entries < ctx.replay.capacity * 0.8 || now - lastReplayWarning < 60_000) return
+  lastReplayWarning = now
+  ctx.log.ops.warn('TGS replay cache above 80% of replayCacheMaxEntries; raise it to at least peak TGS rate x 2 x maxClockSkew', {
+    entries: ctx.replay.entries,
+    capacity: ctx.replay.capacity,
+  })
+}
+
 /** Every check of RFC 4120 §3.3.3 / §3.2.3 that applies, plus replay and principal status. */
 function checkTgsReq(ctx: KdcContext, g: TgsGathered, authId: string): void {
   const now = ctx.now()
@@ -120,7 +132,8 @@ function checkTgsReq(ctx: KdcContext, g: TgsGathered, authId: string): void {
   } else if (!sameName(req.ticket.sname, tgsName(ctx.realm.realm))) {
     refuse(ErrorCode.KDC_ERR_POLICY, 'NOT_TGT', 'the ticket presented is not a ticket-granting ticket')
   }
-  const verdict = ctx.replay.check(authId, auth.ctime)
+  const verdict = ctx.replay.check(authId, auth.ctime, g.clientName)
+  warnIfReplayCacheFull(ctx, now)
   if (verdict === 'replay') refuse(ErrorCode.KRB_AP_ERR_REPEAT, 'REPEAT', 'request is a replay')
   if (verdict === 'cold')
     refuse(ErrorCode.KRB_AP_ERR_SKEW, 'REPLAY_COLD', 'authenticator predates the KDC start; retry with a fresh one')

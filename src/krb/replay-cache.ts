@@ -16,6 +16,11 @@ export interface ReplayCacheOptions {
   maxEntries?: number
   /** Clock. @default Date.now */
   now?: () => number
+  /**
+   * Once the cache is half full, one client may hold at most this share of it; past that
+   * its requests get 'full' while other clients are still served. @default 0.125
+   */
+  maxClientShare?: number
   /** Bucket width, ms. @default 10000 */
   bucketMs?: number
 }
@@ -23,10 +28,17 @@ export interface ReplayCacheOptions {
 /** Result of checking an authenticator. */
 export type ReplayVerdict = 'fresh' | 'replay' | 'cold' | 'full'
 
+interface Bucket {
+  ids: Set<string>
+  /** Entries per client in this bucket (dropped with it). */
+  perClient: Map<string, number>
+}
+
 /** A bounded, time-bucketed replay cache. An instance is passed in, never a singleton. */
 export class ReplayCache {
   readonly startedAt: number
-  private readonly buckets = new Map<number, Set<string>>()
+  private readonly buckets = new Map<number, Bucket>()
+  private readonly perClient = new Map<string, number>()
   private size = 0
   private readonly maxEntries: number
   private readonly bucketMs: number
@@ -45,11 +57,17 @@ export class ReplayCache {
     return this.size
   }
 
+  /** Most entries this cache holds. */
+  get capacity(): number {
+    return this.maxEntries
+  }
+
   /**
    * Check and remember the authenticator identified by `id` (e.g. a hash of its
    * ciphertext) with client time `ctime`. Call only after the skew check passed.
    */
-  check(id: string, ctime: number): ReplayVerdict {
+  check(id: string, ctime: number, client = ''): ReplayVerdict {
+    // `client` (e.g. "alice@REALM") enables the fair share; '' is nobody's and unlimited.
     const now = this.now()
     if (ctime < this.startedAt) return 'cold'
     if (now - this.lastSweep >= this.bucketMs) this.sweep(now)
@@ -57,16 +75,21 @@ export class ReplayCache {
     const bucketId = Math.floor(expires / this.bucketMs)
     // An id can only sit in the bucket of its own expiry: ctime is inside the sealed authenticator.
     let bucket = this.buckets.get(bucketId)
-    if (bucket?.has(id)) return 'replay'
+    if (bucket?.ids.has(id)) return 'replay'
     if (this.size >= this.maxEntries) {
       this.sweep(now)
       if (this.size >= this.maxEntries) return 'full'
     }
+    // Fair share: one (authenticated) client flooding requests cannot fill the cache for all.
+    const held = this.perClient.get(client) ?? 0
+    if (client !== '' && this.size * 2 >= this.maxEntries && held >= this.maxEntries * (this.opts.maxClientShare ?? 0.125)) return 'full'
     if (!bucket) {
-      bucket = new Set()
+      bucket = { ids: new Set(), perClient: new Map() }
       this.buckets.set(bucketId, bucket)
     }
-    bucket.add(id)
+    bucket.ids.add(id)
+    bucket.perClient.set(client, (bucket.perClient.get(client) ?? 0) + 1)
+    this.perClient.set(client, held + 1)
     this.size++
     return 'fresh'
   }
@@ -75,9 +98,14 @@ export class ReplayCache {
   sweep(now: number = this.now()): void {
     this.lastSweep = now
     const current = Math.floor(now / this.bucketMs)
-    for (const [id, set] of this.buckets) {
+    for (const [id, bucket] of this.buckets) {
       if (id < current) {
-        this.size -= set.size
+        this.size -= bucket.ids.size
+        for (const [client, n] of bucket.perClient) {
+          const left = (this.perClient.get(client) ?? n) - n
+          if (left > 0) this.perClient.set(client, left)
+          else this.perClient.delete(client)
+        }
         this.buckets.delete(id)
       }
     }

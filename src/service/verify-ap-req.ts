@@ -202,7 +202,7 @@ export class ServiceVerifier {
     // Checked last, so a request refused for another reason does not take a cache entry.
     // The id is a hash of the sealed authenticator: only the session-key holder can make another.
     const id = Buffer.from(sha256(req.auth).subarray(0, 16)).toString('latin1')
-    const verdict = this.replayCache.check(id, auth.ctime)
+    const verdict = this.replayCache.check(id, auth.ctime, principalString(enc.cname, enc.crealm))
     if (verdict === 'replay') refuse(ErrorCode.KRB_AP_ERR_REPEAT, 'REPEAT', 'the request is a replay of an authenticator already accepted')
     if (verdict === 'cold')
       refuse(ErrorCode.KRB_AP_ERR_SKEW, 'REPLAY_COLD', 'the authenticator predates the service start; retry with a fresh one')

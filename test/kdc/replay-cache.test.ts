@@ -97,3 +97,30 @@ describe('ReplayCache', () => {
     expect(full).to.equal(90_000)
   })
 })
+
+describe('ReplayCache fair share', () => {
+  it('stops one client at its share once the cache is half full, and keeps serving the others', () => {
+    const now = 1_800_000_000_000
+    const rc = new ReplayCache({ maxClockSkewMs: 300_000, maxEntries: 1000, now: () => now })
+    // Below half full, nobody is limited.
+    for (let i = 0; i < 500; i++) expect(rc.check(`a${i}`, now, `user${i % 10}`)).to.equal('fresh')
+    // Half full: a flooding client gets 125 entries (12.5 %), then 'full'.
+    let granted = 0
+    for (let i = 0; i < 400; i++) if (rc.check(`flood${i}`, now, 'mallory') === 'fresh') granted++
+    expect(granted).to.equal(125)
+    expect(rc.check('flood-more', now, 'mallory')).to.equal('full')
+    expect(rc.check('honest', now, 'alice')).to.equal('fresh')
+  })
+
+  it('gives a client its share back when its entries expire', () => {
+    let now = 1_800_000_000_000
+    const rc = new ReplayCache({ maxClockSkewMs: 60_000, maxEntries: 100, now: () => now })
+    for (let i = 0; i < 50; i++) rc.check(`x${i}`, now, 'other')
+    for (let i = 0; i < 13; i++) expect(rc.check(`m${i}`, now, 'mallory')).to.equal('fresh')
+    expect(rc.check('m-next', now, 'mallory')).to.equal('full')
+    now += 2 * 60_000 + 20_000
+    rc.sweep()
+    expect(rc.entries).to.equal(0)
+    expect(rc.check('m-later', now, 'mallory')).to.equal('fresh')
+  })
+})
