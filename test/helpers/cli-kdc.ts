@@ -4,13 +4,12 @@
  * output and piped stdin.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { PassThrough, Readable } from 'node:stream'
 import { main } from '../../src/cli/kauth.js'
 import { type RunningKdc, type StartKdcOptions, startKdc } from '../../src/kdc/kdc.js'
-import { type KdcAddress, type RealmFile, realmFileJson } from '../../src/krb/realm-file.js'
+import { type RealmFile, realmFileJson } from '../../src/krb/realm-file.js'
 import { CLI_REALM } from './cli-creds.js'
 
 export { CLI_REALM }
@@ -89,39 +88,5 @@ export async function runKauth(argv: string[], env: NodeJS.ProcessEnv, stdin?: N
   return { code, stdout: Buffer.concat(o).toString('utf8'), stderr: Buffer.concat(e).toString('utf8'), ms }
 }
 
-/** A port on 127.0.0.1 that was just bound and closed (nothing listens there). */
-export async function closedPort(): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const { port } = s.address() as net.AddressInfo
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
-
-/** A KDC address entry whose every listener is `port`. */
-export function allPorts(port: number, host = '127.0.0.1'): KdcAddress {
-  return { host, as: port, tgs: port, time: port, admin: port }
-}
-
-/** A TCP server on 127.0.0.1 that accepts connections and never says anything. */
-export class BlackHole {
-  readonly server = net.createServer()
-  readonly sockets = new Set<net.Socket>()
-  accepted = 0
-  port = 0
-  async listen(): Promise<this> {
-    this.server.on('connection', (s) => {
-      this.accepted++
-      this.sockets.add(s)
-      s.on('error', () => {})
-      s.on('close', () => this.sockets.delete(s))
-    })
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve))
-    this.port = (this.server.address() as net.AddressInfo).port
-    return this
-  }
-  close(): Promise<void> {
-    for (const s of this.sockets) s.destroy()
-    return new Promise((resolve) => this.server.close(() => resolve()))
-  }
-}
+// TCP fixtures shared with the KDC tests.
+export { allPorts, BlackHole, closedPort } from './kdc-helpers.js'
