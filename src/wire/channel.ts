@@ -5,7 +5,6 @@
  * reordered or modified frame fails to open.
  */
 import { ErrorCode } from '../../proto/error-codes.js'
-import { Limits } from '../../proto/limits.js'
 import type { KrbError, Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { SchemaError, validateMessage } from '../../proto/validate.js'
@@ -110,4 +109,3 @@ export function wireCodeFor(err: unknown): number {
   return ErrorCode.KRB_ERR_GENERIC
 }
 
-export { Limits }

@@ -1,6 +1,5 @@
 /** Client side of the encrypted transport: connect, handshake, then ordered request/reply. */
 import net from 'node:net'
-import { ErrorCode } from '../../proto/error-codes.js'
 import { Limits } from '../../proto/limits.js'
 import type { KrbError, Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
@@ -274,4 +273,3 @@ export function connectChannel(opts: ChannelOptions): Promise<ClientChannel> {
   })
 }
 
-export { ErrorCode }
