@@ -20,6 +20,7 @@ import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { KdcAddress, RealmFile } from '../krb/realm-file.js'
 import { type ClientChannel, connectChannel } from '../wire/client.js'
+import type { CredentialCache } from './ccache.js'
 import { krbErrorFromReply } from './errors.js'
 import { syncTime } from './time-sync.js'
 
@@ -262,6 +263,25 @@ export class KdcClient {
   getServiceTicket(tgt: Credentials, service: string, opts: TicketOptions = {}): Promise<Credentials> {
     const sname = splitPrincipal(service, this.realm.realm).components
     return this.tgsExchange(tgt, sname, this.kdcOptions(opts), opts, service)
+  }
+
+  /**
+   * Run under a user's existing login (kauth login): a service ticket from the credential
+   * cache if it holds a valid one, else one obtained with the cached TGT and stored there.
+   * TESSERA_NO_CREDENTIALS when the cache holds no valid TGT for this realm.
+   */
+  async ticketFromCache(cache: CredentialCache, service: string, opts: TicketOptions = {}): Promise<Credentials> {
+    const sname = splitPrincipal(service, this.realm.realm).components
+    const now = this.now()
+    const usable = (c: Credentials | undefined) => c !== undefined && c.endtime > now + 30_000 && c.starttime <= now + this.realm.maxClockSkewMs
+    const cached = await cache.find(sname, this.realm.realm)
+    if (usable(cached)) return cached!
+    const tgt = await cache.find(['krbtgt', this.realm.realm], this.realm.realm)
+    if (!usable(tgt))
+      throw new TesseraError(TesseraErrorCode.TESSERA_NO_CREDENTIALS, `no valid ticket-granting ticket for ${this.realm.realm} in ${cache.file}; run kauth login`)
+    const st = await this.getServiceTicket(tgt!, service, opts)
+    await cache.store(st)
+    return st
   }
 
   /** Renew a renewable ticket (TGT or service ticket) before it expires. */
