@@ -241,6 +241,25 @@ describe('kdc CLI (integration)', function () {
       expect(r.out.text).to.equal('')
     })
 
+    it('refuses a config file with an unknown or out-of-range setting, naming it (exit 5)', async () => {
+      for (const [bad, word] of [
+        [{ maxClockSkw: 1000 }, 'maxClockSkw'],
+        [{ maxClockSkewMs: -5 }, 'maxClockSkewMs'],
+        [{ limits: { maxFrameBytes: 10 } }, 'maxFrameBytes'],
+      ] as const) {
+        const file = path.join(tmp, `bad-${word}.json`)
+        await writeFile(file, JSON.stringify(bad))
+        const r = run(['start', '--dir', path.join(tmp, 'unused'), '--config', file])
+        expect(await r.code, word).to.equal(5)
+        expect(r.err.text).to.include(word)
+      }
+      const notJson = path.join(tmp, 'not-json.json')
+      await writeFile(notJson, '{ nope')
+      const r = run(['start', '--dir', path.join(tmp, 'unused'), '--config', notJson])
+      expect(await r.code).to.equal(5)
+      expect(r.err.text).to.include('not valid JSON')
+    })
+
     it('fails with a clear error when a port is taken', async () => {
       const dir = path.join(tmp, 'realm-a')
       const busy = net.createServer()
