@@ -326,6 +326,12 @@ export class PrincipalDb {
    * record can exist). Hot path: served from the LRU cache when possible. The record is
    * shared and frozen: treat it as read-only (use {@link update} to change it).
    */
+  /** The cached record, synchronously, or undefined when it is not in the cache (use {@link get}). */
+  peek(id: PrincipalId): Readonly<PrincipalRecord> | undefined {
+    if (this.#closing) return undefined
+    return this.#cache.get(principalKey(id))
+  }
+
   get(id: PrincipalId): Promise<Readonly<PrincipalRecord> | undefined> {
     this.#assertOpen()
     const key = principalKey(id)

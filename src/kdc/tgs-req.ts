@@ -77,7 +77,9 @@ async function gatherTgsReq(ctx: KdcContext, req: TgsReq): Promise<TgsGathered> 
   const realm = ctx.realm.realm
   const now = ctx.now()
   if (req.ticket.realm !== realm) refuse(ErrorCode.KDC_ERR_WRONG_REALM, 'WRONG_REALM', `this KDC serves realm ${realm}`)
-  const owner = await ctx.db.get({ realm, components: req.ticket.sname })
+  const ownerId = { realm, components: req.ticket.sname }
+  // Hot path: cached principals are read synchronously (no promise per lookup).
+  const owner = ctx.db.peek(ownerId) ?? (await ctx.db.get(ownerId))
   if (!owner) refuse(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'S_PRINCIPAL_UNKNOWN', 'the ticket names an unknown service')
   const key = keyByKvno(owner, req.ticket.kvno, now)
   if (!key)
@@ -86,10 +88,10 @@ async function gatherTgsReq(ctx: KdcContext, req: TgsReq): Promise<TgsGathered> 
   const auth = openPart(ticket.key, KeyUsage.TGS_REQ_AUTH, TgsAuthenticator, req.auth)
   const renew = (auth.options & KdcOption.RENEW) !== 0
   const serviceComponents = renew ? req.ticket.sname : auth.sname
-  const [client, service] = await Promise.all([
-    ctx.db.get({ realm, components: ticket.cname }),
-    sameName(serviceComponents, req.ticket.sname) ? owner : ctx.db.get({ realm, components: serviceComponents }),
-  ])
+  const clientId = { realm, components: ticket.cname }
+  const serviceId = { realm, components: serviceComponents }
+  const client = ctx.db.peek(clientId) ?? (await ctx.db.get(clientId))
+  const service = sameName(serviceComponents, req.ticket.sname) ? owner : (ctx.db.peek(serviceId) ?? (await ctx.db.get(serviceId)))
   return {
     req,
     ticket,
