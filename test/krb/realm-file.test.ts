@@ -1,0 +1,77 @@
+/** realm.json: parse, validate, round trip, and clear errors for every malformed field. */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { expect } from 'chai'
+import { TesseraError, TesseraErrorCode } from '../../src/errors.js'
+import { loadRealmFile, parseRealmFile, realmFileJson } from '../../src/krb/realm-file.js'
+
+const good = {
+  realm: 'EXAMPLE.TEST',
+  kdcs: [{ host: '127.0.0.1', as: 7701, tgs: 7702, time: 7703, admin: 7704 }],
+  transportKey: '11'.repeat(32),
+  signingKey: '22'.repeat(32),
+  maxClockSkewMs: 300000,
+}
+
+function refuses(value: unknown, word: string): void {
+  let err: unknown
+  try {
+    parseRealmFile(value)
+  } catch (e) {
+    err = e
+  }
+  expect(err, JSON.stringify(value)).to.be.instanceOf(TesseraError)
+  expect((err as TesseraError).code).to.equal(TesseraErrorCode.TESSERA_CONFIG)
+  expect((err as TesseraError).message).to.include(word)
+}
+
+describe('realm file', () => {
+  it('round-trips through realmFileJson and parseRealmFile', () => {
+    const rf = parseRealmFile(good)
+    expect(rf.transportKey).to.have.length(32)
+    expect(realmFileJson(rf)).to.deep.equal(good)
+  })
+
+  it('defaults maxClockSkewMs to 5 minutes', () => {
+    const { maxClockSkewMs: _, ...rest } = good
+    expect(parseRealmFile(rest).maxClockSkewMs).to.equal(300000)
+  })
+
+  it('refuses each malformed field with TESSERA_CONFIG naming it', () => {
+    refuses(null, 'not a JSON object')
+    refuses({ ...good, realm: '' }, 'realm')
+    refuses({ ...good, kdcs: [] }, 'kdcs')
+    refuses({ ...good, kdcs: [42] }, 'kdcs[0]')
+    refuses({ ...good, kdcs: [{ ...good.kdcs[0], host: '' }] }, 'kdcs[0].host')
+    refuses({ ...good, kdcs: [{ ...good.kdcs[0], tgs: 0 }] }, 'kdcs[0].tgs')
+    refuses({ ...good, kdcs: [{ ...good.kdcs[0], admin: 70000 }] }, 'kdcs[0].admin')
+    refuses({ ...good, transportKey: 'zz'.repeat(32) }, 'transportKey')
+    refuses({ ...good, signingKey: '22'.repeat(31) }, 'signingKey')
+    refuses({ ...good, maxClockSkewMs: 10 }, 'maxClockSkewMs')
+  })
+
+  it('names the file when it cannot be read or is not JSON', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'tessera-rf-'))
+    try {
+      const missing = path.join(dir, 'missing.json')
+      const e1 = await loadRealmFile(missing).then(() => undefined, (e: unknown) => e as TesseraError)
+      expect(e1?.code).to.equal(TesseraErrorCode.TESSERA_CONFIG)
+      expect(e1?.message).to.include(missing)
+      const broken = path.join(dir, 'broken.json')
+      await writeFile(broken, '{ "realm": ')
+      const e2 = await loadRealmFile(broken).then(() => undefined, (e: unknown) => e as TesseraError)
+      expect(e2?.message).to.include('not valid JSON')
+      const bad = path.join(dir, 'bad.json')
+      await writeFile(bad, JSON.stringify({ ...good, signingKey: 'x' }))
+      const e3 = await loadRealmFile(bad).then(() => undefined, (e: unknown) => e as TesseraError)
+      expect(e3?.message).to.include(bad)
+      expect(e3?.message).to.include('signingKey')
+      const ok = path.join(dir, 'ok.json')
+      await writeFile(ok, JSON.stringify(good))
+      expect((await loadRealmFile(ok)).realm).to.equal('EXAMPLE.TEST')
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+})
