@@ -16,12 +16,11 @@
  * - TypeBox's internal Symbol keys are stripped; every object schema with `properties`
  *   carries a `required` list (empty when all fields are optional).
  */
-import { realpathSync, writeFileSync } from 'node:fs'
-import { resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { writeFileSync } from 'node:fs'
 import type { TSchema } from '@sinclair/typebox'
 import { ErrorData, InnerSchemas, KdfParamsSchema, MessageSchemas, PaData, PrincipalName, Ticket } from './messages.js'
 import { MsgType, PROTOCOL_VERSION } from './msg-types.js'
+import { isMain } from './is-main.js'
 
 /** JSON Schema dialect of the generated document. */
 export const JSON_SCHEMA_DIALECT = 'https://json-schema.org/draft/2020-12/schema'
@@ -94,17 +93,7 @@ export function renderJsonSchema(): string {
   return `${JSON.stringify(buildJsonSchema(), null, 2)}\n`
 }
 
-function isMain(): boolean {
-  const argv1 = process.argv[1]
-  if (!argv1) return false
-  try {
-    return realpathSync(resolve(argv1)) === realpathSync(fileURLToPath(import.meta.url))
-  } catch {
-    return false
-  }
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   const out = process.argv[2]
   if (!out) {
     process.stdout.write(renderJsonSchema())

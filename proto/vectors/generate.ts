@@ -15,8 +15,8 @@
  * MessagePack str. Integers are JSON numbers (all below 2^53). Map keys are encoded
  * in the order they appear in the JSON.
  */
-import { readFileSync, realpathSync, writeFileSync } from 'node:fs'
-import { dirname, join, resolve } from 'node:path'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join, } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { MsgType, PROTOCOL_VERSION } from '../msg-types.js'
 import { ErrorCode } from '../error-codes.js'
@@ -29,6 +29,7 @@ import { seal } from '../../src/crypto/seal.js'
 import { sign, x25519 } from '../../src/crypto/sign.js'
 import { encode } from '../../src/wire/codec.js'
 import { frame } from '../../src/wire/frame-reader.js'
+import { isMain } from '../is-main.js'
 
 // ---------------------------------------------------------------- helpers
 
@@ -704,17 +705,7 @@ export function renderVectorFile(content: VectorFile): string {
 /** The folder holding the vector files. */
 export const VECTORS_DIR = dirname(fileURLToPath(import.meta.url)).replace(/[\\/]dist[\\/]proto[\\/]vectors$/, '/proto/vectors')
 
-function isMain(): boolean {
-  const argv1 = process.argv[1]
-  if (!argv1) return false
-  try {
-    return realpathSync(resolve(argv1)) === realpathSync(fileURLToPath(import.meta.url))
-  } catch {
-    return false
-  }
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   const check = process.argv.includes('--check')
   const files = await generateAll()
   let stale = 0

@@ -25,18 +25,14 @@ import { backend } from '../../src/crypto/index.js'
 import { type ClientChannel, connectChannel } from '../../src/wire/client.js'
 import {
   type BenchOptions,
-  cpuMsSince,
-  MachineLoad,
   machineNote,
   note,
   nowMs,
   optionsFromEnv,
-  quantile,
   report,
-  waitQuiet,
   wanted,
 } from './common.js'
-import { type LoadClient as Client, drive } from './load.js'
+import { type LoadClient as Client, measureCase } from './load.js'
 import type { ServerCommand, ServerReport } from './transport-server.js'
 
 /** Concurrency levels measured. c=256 with conn=new stays under the server's maxConnectionsPerPeer (512). */
@@ -247,49 +243,11 @@ async function runCase(
 ): Promise<void> {
   const client =
     kind === 'transport' ? secureClient(server.port, server.serverKey, conn) : rawClient(server.port, conn, server.cert)
-  try {
-    await waitQuiet(`${kind} conn=${conn} c=${c}`)
-    await Promise.all(Array.from({ length: c }, (_, w) => client.open(w)))
-    // Warm-up: JIT, connection pools, the server's first allocations. Not measured.
-    const warmMs = Math.min(500, opts.seconds * 250)
-    await drive(client, c, Math.max(c * 4, Math.floor(opts.n / 10)), warmMs)
-    if (conn === 'new') await server.settle()
-
-    const before = await server.stats()
-    const load = new MachineLoad()
-    const cpu0 = process.cpuUsage()
-    const r = await drive(client, c, opts.n, opts.seconds * 1000)
-    const clientCpuMs = cpuMsSince(cpu0)
-    const busy = load.coresBusy()
-    const after = await server.stats()
-    const serverCpuMs = (after.cpuUs - before.cpuUs) / 1000
-    const serverSysMs = (after.sysUs - before.sysUs) / 1000
-    const done = Math.max(1, r.completed)
-    // bg: cores busy on the machine minus what this benchmark's two processes used.
-    const bg = busy - (serverCpuMs + clientCpuMs) / r.wallMs
-    const fields: Record<string, string | number> = {
-      conn,
-      c,
-      reqs_per_s: Math.round((r.completed / r.wallMs) * 1000),
-      p50_ms: quantile(r.latMs, 0.5),
-      p99_ms: quantile(r.latMs, 0.99),
-      server_cpu_ms_per_req: serverCpuMs / done,
-      client_cpu_ms_per_req: clientCpuMs / done,
-      server_cpu_util: serverCpuMs / r.wallMs,
-      server_sys_frac: serverCpuMs > 0 ? serverSysMs / serverCpuMs : 0,
-      errors: r.errors,
-      n: r.completed,
-      wall_s: r.wallMs / 1000,
-      bg_cpu_util: Number.isNaN(bg) ? 'na' : Math.max(0, bg),
-    }
-    if (kind === 'transport') fields.backend = server.backendName
-    if (rep !== undefined) fields.rep = rep
-    report(kind, fields)
-    if (r.firstError) note(`${kind} conn=${conn} c=${c}: first error: ${r.firstError}`)
-  } finally {
-    client.close()
-  }
-  if (conn === 'new') await server.settle()
+  const { r, fields } = await measureCase({ what: `${kind} conn=${conn} c=${c}`, client, server, conn, c, opts })
+  if (kind === 'transport') fields.backend = server.backendName
+  if (rep !== undefined) fields.rep = rep
+  report(kind, fields)
+  if (r.firstError) note(`${kind} conn=${conn} c=${c}: first error: ${r.firstError}`)
 }
 
 /** What is measured: our transport, the plain TCP floor, TLS 1.3 for comparison. */
