@@ -58,6 +58,8 @@ export const ErrorCode = {
   TSR_ERR_TRANSPORT_INTEGRITY: 106,
   /** The peer is not allowed to perform this operation. */
   TSR_ERR_NOT_AUTHORIZED: 107,
+  /** Resumption refused (unknown, expired or replayed ticket): do a full handshake. */
+  TSR_ERR_RESUME: 108,
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

@@ -48,6 +48,10 @@ export const KdfParamsSchema = obj({
 })
 
 // ---------------------------------------------------------------- handshake
+/** Largest resumption ticket, bytes. */
+const MAX_TICKET = 256
+/** A resumption ticket for the client: secretbox(uint32be(lifetime_s) || ticket, zero nonce, k_res). */
+const TicketBox = bin(16 + 4 + 1, 16 + 4 + MAX_TICKET, 'secretbox(uint32be(lifetime_s) || ticket, zero nonce, k_res)')
 export const HsInit = obj({ v, t: t(MsgType.HS_INIT), e: bin(32, 32, 'client ephemeral X25519 public key') }, 'HS_INIT')
 export const HsResp = obj(
   {
@@ -55,8 +59,30 @@ export const HsResp = obj(
     t: t(MsgType.HS_RESP),
     e: bin(32, 32, 'server ephemeral X25519 public key'),
     confirm: bin(48, 48, 'secretbox(h, zero nonce, k_confirm)'),
+    nt: Type.Optional(TicketBox),
   },
   'HS_RESP',
+)
+export const HsResume = obj(
+  {
+    v,
+    t: t(MsgType.HS_RESUME),
+    tk: bin(1, MAX_TICKET, 'resumption ticket, opaque to the client'),
+    cr: bin(32, 32, 'client random, fresh per connection'),
+    age: uint(0xffffffff, 'ms since the client received the ticket'),
+    x: Type.Optional(bin(16, 65000, 'early request: secretbox(msgpack(request), zero nonce, k_early)')),
+  },
+  'HS_RESUME',
+)
+export const HsResumed = obj(
+  {
+    v,
+    t: t(MsgType.HS_RESUMED),
+    n: bin(32, 32, 'server random'),
+    confirm: bin(48, 48, 'secretbox(h2, zero nonce, k_confirm)'),
+    nt: Type.Optional(TicketBox),
+  },
+  'HS_RESUMED',
 )
 
 // ---------------------------------------------------------------- tickets
@@ -227,6 +253,8 @@ export const AdminRep = obj({ v, t: t(MsgType.ADMIN_REP), enc: Sealed(60000) }, 
 export const MessageSchemas = {
   [MsgType.HS_INIT]: HsInit,
   [MsgType.HS_RESP]: HsResp,
+  [MsgType.HS_RESUME]: HsResume,
+  [MsgType.HS_RESUMED]: HsResumed,
   [MsgType.AS_REQ]: AsReq,
   [MsgType.AS_REP]: AsRep,
   [MsgType.TGS_REQ]: TgsReq,
@@ -254,6 +282,8 @@ export const InnerSchemas = {
 
 export type HsInit = Static<typeof HsInit>
 export type HsResp = Static<typeof HsResp>
+export type HsResume = Static<typeof HsResume>
+export type HsResumed = Static<typeof HsResumed>
 export type Ticket = Static<typeof Ticket>
 export type EncTicketPart = Static<typeof EncTicketPart>
 export type PaData = Static<typeof PaData>

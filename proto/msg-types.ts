@@ -4,6 +4,10 @@ export const MsgType = {
   HS_INIT: 1,
   /** Handshake, server -> client, sent in clear: server ephemeral key + key confirmation. */
   HS_RESP: 2,
+  /** Handshake, client -> server, in clear: resume with a ticket (+ optional sealed early request). */
+  HS_RESUME: 3,
+  /** Handshake, server -> client, in clear: server random + key confirmation of a resumption. */
+  HS_RESUMED: 4,
   AS_REQ: 10,
   AS_REP: 11,
   TGS_REQ: 12,

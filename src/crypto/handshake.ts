@@ -5,9 +5,19 @@
  *   h        = SHA-256("tessera-nk-v1" || S_pub || Ec_pub || Es_pub)
  *   es       = X25519(Ec, S) = X25519(S, Ec)
  *   ee       = X25519(Ec, Es) = X25519(Es, Ec)
- *   okm      = HKDF-SHA256(ikm = es || ee, salt = h, info = "tessera-nk-v1 keys", L = 96)
+ *   okm      = HKDF-SHA256(ikm = es || ee, salt = h, info = "tessera-nk-v1 keys", L = 160)
  *   k_c2s, k_s2c, k_confirm = okm[0:32], okm[32:64], okm[64:96]
+ *   k_res, rms = okm[96:128], okm[128:160]   (resumption ticket delivery, resumption secret)
  *   confirm  = secretbox(h, nonce = 24 zero bytes, k_confirm)
+ *
+ * Resumption (PROTOCOL.md §3.6) replaces es || ee by a resumption secret carried in a
+ * ticket only the server can open:
+ *
+ *   h        = SHA-256("tessera-resume-v1" || S_pub || cr || tk)
+ *   k_early  = HKDF-SHA256(rms, salt = h, info = "tessera-resume-v1 early", L = 32)
+ *   h2       = SHA-256(h || ns)
+ *   okm      = HKDF-SHA256(rms, salt = h2, info = "tessera-resume-v1 keys", L = 160)   (split as above)
+ *   confirm  = secretbox(h2, zero nonce, k_confirm)
  */
 import { backend } from './backend.js'
 import { constantTimeEqual, hkdf, sha256, wipe } from './keys.js'
@@ -15,7 +25,12 @@ import { type KeyPair, x25519, x25519KeyPair } from './sign.js'
 
 const PROTOCOL_NAME = Buffer.from('tessera-nk-v1', 'ascii')
 const KEYS_INFO = 'tessera-nk-v1 keys'
+const RESUME_NAME = Buffer.from('tessera-resume-v1', 'ascii')
+const RESUME_EARLY_INFO = 'tessera-resume-v1 early'
+const RESUME_KEYS_INFO = 'tessera-resume-v1 keys'
 const ZERO_NONCE = new Uint8Array(24)
+/** Largest resumption ticket a client may present, bytes. */
+export const MAX_RESUMPTION_TICKET_BYTES = 256
 
 /** Keys that protect one connection. */
 export interface TransportKeys {
@@ -23,17 +38,34 @@ export interface TransportKeys {
   c2s: Uint8Array
   /** Key for frames server -> client. */
   s2c: Uint8Array
-  /** Transcript hash: binds the connection to the KDC key and both ephemerals. */
+  /** Transcript hash: binds the connection to the KDC key and both ephemerals (or the resumption). */
   h: Uint8Array
+  /** Key that seals a resumption ticket handed to the client (used once, zero nonce). */
+  res?: Uint8Array
+  /** Resumption secret of this connection: what a ticket issued on it carries. */
+  rms?: Uint8Array
+}
+
+function split(okm: Uint8Array, h: Uint8Array): TransportKeys & { confirmKey: Uint8Array } {
+  const keys = {
+    c2s: Uint8Array.from(okm.subarray(0, 32)),
+    s2c: Uint8Array.from(okm.subarray(32, 64)),
+    confirmKey: Uint8Array.from(okm.subarray(64, 96)),
+    res: Uint8Array.from(okm.subarray(96, 128)),
+    rms: Uint8Array.from(okm.subarray(128, 160)),
+    h,
+  }
+  wipe(okm)
+  return keys
 }
 
 function schedule(es: Uint8Array, ee: Uint8Array, h: Uint8Array): TransportKeys & { confirmKey: Uint8Array } {
   const ikm = new Uint8Array(64)
   ikm.set(es, 0)
   ikm.set(ee, 32)
-  const okm = hkdf(ikm, h, KEYS_INFO, 96)
+  const okm = hkdf(ikm, h, KEYS_INFO, 160)
   wipe(ikm, es, ee)
-  return { c2s: okm.slice(0, 32), s2c: okm.slice(32, 64), confirmKey: okm.slice(64, 96), h }
+  return split(okm, h)
 }
 
 /** Transcript hash of a handshake. */
@@ -52,8 +84,8 @@ export function serverHandshake(
   const ee = x25519(eph.secretKey, clientEph)
   const h = transcriptHash(staticKey.publicKey, clientEph, eph.publicKey)
   const { confirmKey, ...keys } = schedule(es, ee, h)
-  const confirm = backend().secretbox(h, ZERO_NONCE, confirmKey)
-  wipe(confirmKey, eph.secretKey)
+  const confirm = confirmBox(confirmKey, h)
+  wipe(eph.secretKey)
   return { e: eph.publicKey, confirm, keys }
 }
 
@@ -75,11 +107,85 @@ export function clientHandshakeFinish(
   }
   const h = transcriptHash(serverStatic, eph.publicKey, serverEph)
   const { confirmKey, ...keys } = schedule(es, ee, h)
-  const opened = backend().secretboxOpen(confirm, ZERO_NONCE, confirmKey)
-  wipe(confirmKey)
-  if (opened === null || !constantTimeEqual(opened, h)) return null
+  if (!checkConfirm(confirmKey, h, confirm)) {
+    wipeTransportKeys(keys)
+    return null
+  }
   wipe(eph.secretKey)
   return keys
+}
+
+/** Wipe every key of a connection's key set (the transcript hash is not secret). */
+export function wipeTransportKeys(keys: TransportKeys): void {
+  wipe(keys.c2s, keys.s2c, keys.res, keys.rms)
+}
+
+/**
+ * The ticket box of HS_RESP / HS_RESUMED: secretbox(uint32be(lifetime_s) || tk, zero nonce, k_res).
+ * k_res is used for this one box only. Wipes k_res.
+ */
+export function sealTicketBox(res: Uint8Array, lifetimeS: number, tk: Uint8Array): Uint8Array {
+  const plain = new Uint8Array(4 + tk.length)
+  new DataView(plain.buffer).setUint32(0, lifetimeS >>> 0)
+  plain.set(tk, 4)
+  const box = backend().secretbox(plain, ZERO_NONCE, res)
+  wipe(res)
+  return box
+}
+
+/** Open a ticket box; null if it does not open or is malformed. Wipes k_res. */
+export function openTicketBox(res: Uint8Array, box: Uint8Array): { lifetimeS: number; tk: Uint8Array } | null {
+  const plain = box.length >= 16 ? backend().secretboxOpen(box, ZERO_NONCE, res) : null
+  wipe(res)
+  if (plain === null || plain.length < 5 || plain.length > 4 + MAX_RESUMPTION_TICKET_BYTES) return null
+  const lifetimeS = new DataView(plain.buffer, plain.byteOffset).getUint32(0)
+  const tk = Uint8Array.from(plain.subarray(4))
+  wipe(plain)
+  return { lifetimeS, tk }
+}
+
+/** First resumption step, both sides: the transcript hash h and the early-data key. */
+export function resumeEarly(
+  serverStatic: Uint8Array,
+  cr: Uint8Array,
+  tk: Uint8Array,
+  rms: Uint8Array,
+): { h: Uint8Array; earlyKey: Uint8Array } {
+  if (cr.length !== 32) throw new RangeError('client random must be 32 bytes')
+  const h = sha256(RESUME_NAME, serverStatic, cr, tk)
+  return { h, earlyKey: hkdf(rms, h, RESUME_EARLY_INFO, 32) }
+}
+
+/** Second resumption step, both sides: the connection keys from h, the server random and rms. */
+export function resumeKeys(h: Uint8Array, ns: Uint8Array, rms: Uint8Array): TransportKeys & { confirmKey: Uint8Array } {
+  if (ns.length !== 32) throw new RangeError('server random must be 32 bytes')
+  const h2 = sha256(h, ns)
+  return split(hkdf(rms, h2, RESUME_KEYS_INFO, 160), h2)
+}
+
+/** The key confirmation: secretbox(h, zero nonce, k_confirm). Wipes k_confirm. */
+export function confirmBox(confirmKey: Uint8Array, h: Uint8Array): Uint8Array {
+  const box = backend().secretbox(h, ZERO_NONCE, confirmKey)
+  wipe(confirmKey)
+  return box
+}
+
+/** Check a key confirmation in constant time. Wipes k_confirm. */
+export function checkConfirm(confirmKey: Uint8Array, h: Uint8Array, confirm: Uint8Array): boolean {
+  const opened = confirm.length >= 16 ? backend().secretboxOpen(confirm, ZERO_NONCE, confirmKey) : null
+  wipe(confirmKey)
+  return opened !== null && constantTimeEqual(opened, h)
+}
+
+/** Seal / open the early request of HS_RESUME (zero nonce: k_early is used once). */
+export function sealEarly(earlyKey: Uint8Array, plain: Uint8Array): Uint8Array {
+  return backend().secretbox(plain, ZERO_NONCE, earlyKey)
+}
+
+/** Open the early request; null if it does not open. */
+export function openEarly(earlyKey: Uint8Array, box: Uint8Array): Uint8Array | null {
+  if (box.length < 16) return null
+  return backend().secretboxOpen(box, ZERO_NONCE, earlyKey)
 }
 
 /** Nonce of transport frame number `counter`: uint64be(counter) || 16 zero bytes. */

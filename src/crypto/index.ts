@@ -1,13 +1,23 @@
 /** The crypto core: the only module that touches a NaCl implementation. */
 export { allBackends, backend, type NaclBackend, useBackend } from './backend.js'
 export {
+  checkConfirm,
   clientHandshakeFinish,
+  confirmBox,
   counterNonce,
+  MAX_RESUMPTION_TICKET_BYTES,
+  openEarly,
   openFrame,
+  openTicketBox,
+  resumeEarly,
+  resumeKeys,
+  sealEarly,
   sealFrame,
+  sealTicketBox,
   serverHandshake,
   type TransportKeys,
   transcriptHash,
+  wipeTransportKeys,
 } from './handshake.js'
 export {
   checkKdfParams,

@@ -25,6 +25,11 @@ export function decodeMessage(body: Uint8Array, opts?: DecodeOptions): Message {
   }
 }
 
+/** True for the four handshake messages, which never travel inside a sealed frame. */
+export function isHandshakeMessage(msg: Message): boolean {
+  return msg.t === MsgType.HS_INIT || msg.t === MsgType.HS_RESP || msg.t === MsgType.HS_RESUME || msg.t === MsgType.HS_RESUMED
+}
+
 /** A framed plain message (used only for the handshake and pre-handshake errors). */
 export function plainFrame(msg: Message): Buffer {
   return frame(encode(msg))

@@ -3,10 +3,27 @@ import net from 'node:net'
 import { Limits } from '../../proto/limits.js'
 import type { KrbError, Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
-import { clientHandshakeFinish, type KeyPair, x25519KeyPair } from '../crypto/index.js'
+import { ErrorCode } from '../../proto/error-codes.js'
+import type { HsResume } from '../../proto/messages.js'
+import {
+  checkConfirm,
+  clientHandshakeFinish,
+  type KeyPair,
+  openTicketBox,
+  randomBytes,
+  resumeEarly,
+  resumeKeys,
+  sealEarly,
+  type TransportKeys,
+  wipe,
+  wipeTransportKeys,
+  x25519KeyPair,
+} from '../crypto/index.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { decodeMessage, plainFrame, SealedCodec } from './channel.js'
+import { encode } from './codec.js'
 import { FrameReader } from './frame-reader.js'
+import { type ClientTicket, ResumptionStore } from './resumption.js'
 
 /** Options of connectChannel. */
 export interface ChannelOptions {
@@ -21,6 +38,13 @@ export interface ChannelOptions {
   /** Largest frame accepted from the server. @default 65536 */
   maxFrameBytes?: number
   signal?: AbortSignal
+  /**
+   * Resumption tickets (PROTOCOL.md §3.6). With a ticket for this server the connection
+   * skips X25519 (and connectAndRequest sends its request as early data); every ticket the
+   * server hands out is stored here. Without a store the client does full handshakes and
+   * ignores tickets.
+   */
+  resumption?: ResumptionStore
 }
 
 /** Options of one request. */
@@ -108,6 +132,17 @@ export class ClientChannel {
     } catch (err) {
       return Promise.reject(err)
     }
+    const p = this.expectReply(opts)
+    this.socket.write(sealed)
+    return p
+  }
+
+  /** @internal Queue a reply slot for a request already sent (HS_RESUME early data), or about to be. */
+  expectReply(opts: RequestOptions = {}): Promise<Message> {
+    if (this.closedError) return Promise.reject(this.closedError)
+    const { signal } = opts
+    if (signal?.aborted) return Promise.reject(abortError(signal))
+    const timeoutMs = opts.timeoutMs ?? 10000
     return new Promise<Message>((resolve, reject) => {
       // A late reply would desynchronise the ordered stream: a timed-out or aborted request ends the channel.
       const timer = setTimeout(() => {
@@ -123,7 +158,6 @@ export class ClientChannel {
           signal?.removeEventListener('abort', onAbort)
         },
       })
-      this.socket.write(sealed)
     })
   }
 
@@ -180,26 +214,90 @@ export class ClientChannel {
   }
 }
 
-/** Open a TCP connection and run the handshake. Rejects with TesseraError (TIMEOUT, NETWORK, HANDSHAKE, ABORTED) or KrbProtocolError (e.g. TSR_ERR_BUSY). */
-export function connectChannel(opts: ChannelOptions): Promise<ClientChannel> {
+/** Open a TCP connection and run the handshake (resuming when opts.resumption holds a ticket). Rejects with TesseraError (TIMEOUT, NETWORK, HANDSHAKE, ABORTED) or KrbProtocolError (e.g. TSR_ERR_BUSY). */
+export async function connectChannel(opts: ChannelOptions): Promise<ClientChannel> {
+  return (await open(opts, undefined, {})).channel
+}
+
+/**
+ * Open a new connection and send `msg` on it. With a resumption ticket for this server
+ * the request travels in HS_RESUME as early data: one round trip after TCP connect and
+ * no X25519 on either side. Otherwise (or if the server refuses the ticket) it does a
+ * full handshake and sends the request after it. Resolves with the open channel and the
+ * reply (a KRB_ERROR reply resolves too).
+ */
+export async function connectAndRequest(
+  opts: ChannelOptions,
+  msg: Message,
+  reqOpts: RequestOptions = {},
+): Promise<{ channel: ClientChannel; reply: Message }> {
+  const { channel, early } = await open(opts, msg, reqOpts)
+  if (early) return { channel, reply: await early }
+  return { channel, reply: await channel.request(msg, reqOpts) }
+}
+
+async function open(
+  opts: ChannelOptions,
+  earlyMsg: Message | undefined,
+  reqOpts: RequestOptions,
+): Promise<{ channel: ClientChannel; early?: Promise<Message> }> {
+  const store = opts.resumption
+  const id = store && opts.serverKey?.length === 32 ? ResumptionStore.id(opts.host, opts.port, opts.serverKey) : ''
+  const ticket = store?.get(id)
+  if (!ticket) return attempt(opts, undefined, undefined, reqOpts)
+  try {
+    return await attempt(opts, ticket, earlyMsg, reqOpts)
+  } catch (err) {
+    // An unauthenticated refusal can only cost us a full handshake: drop the ticket and do one.
+    if (err instanceof KrbProtocolError && err.code === ErrorCode.TSR_ERR_RESUME) {
+      store!.delete(id)
+      return attempt(opts, undefined, undefined, reqOpts)
+    }
+    throw err
+  }
+}
+
+function attempt(
+  opts: ChannelOptions,
+  ticket: ClientTicket | undefined,
+  earlyMsg: Message | undefined,
+  reqOpts: RequestOptions,
+): Promise<{ channel: ClientChannel; early?: Promise<Message> }> {
   const { signal } = opts
   if (signal?.aborted) return Promise.reject(abortError(signal))
   if (opts.serverKey?.length !== 32) return Promise.reject(new TypeError('serverKey must be a 32-byte X25519 public key'))
   const connectTimeoutMs = opts.connectTimeoutMs ?? 3000
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 3000
+  const store = opts.resumption
+  const id = store ? ResumptionStore.id(opts.host, opts.port, opts.serverKey) : ''
   let reader: FrameReader
+  let hello: Buffer
+  let eph: KeyPair | undefined
+  let resume: { h: Uint8Array; rms: Uint8Array } | undefined
   try {
     checkTimeout('connectTimeoutMs', connectTimeoutMs)
     checkTimeout('handshakeTimeoutMs', handshakeTimeoutMs)
+    if (earlyMsg) checkTimeout('timeoutMs', reqOpts.timeoutMs ?? 10000)
     reader = new FrameReader(opts.maxFrameBytes ?? Limits.MAX_FRAME_BYTES)
+    if (ticket) {
+      const cr = randomBytes(32)
+      const { h, earlyKey } = resumeEarly(opts.serverKey, cr, ticket.tk, ticket.rms)
+      const m: HsResume = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUME, tk: ticket.tk, cr, age: store!.age(ticket) }
+      if (earlyMsg) m.x = sealEarly(earlyKey, encode(earlyMsg))
+      wipe(earlyKey)
+      hello = plainFrame(m)
+      resume = { h, rms: ticket.rms }
+    } else {
+      eph = x25519KeyPair()
+      hello = plainFrame({ v: PROTOCOL_VERSION, t: MsgType.HS_INIT, e: eph.publicKey })
+    }
   } catch (err) {
     return Promise.reject(err)
   }
-  return new Promise<ClientChannel>((resolve, reject) => {
+  return new Promise((resolve, reject) => {
     const socket = net.connect({ host: opts.host, port: opts.port, noDelay: true })
-    const eph: KeyPair = x25519KeyPair()
     let done = false
-    const finish = (err: Error | null, ch?: ClientChannel) => {
+    const finish = (err: Error | null, result?: { channel: ClientChannel; early?: Promise<Message> }) => {
       if (done) return
       done = true
       clearTimeout(timer)
@@ -207,9 +305,10 @@ export function connectChannel(opts: ChannelOptions): Promise<ClientChannel> {
       socket.off('error', onError)
       socket.off('close', onClose)
       if (err) {
+        if (eph) wipe(eph.secretKey)
         socket.destroy()
         reject(err)
-      } else resolve(ch!)
+      } else resolve(result!)
     }
     const onAbort = () => finish(abortError(signal!))
     const onError = (err: Error) =>
@@ -233,7 +332,7 @@ export function connectChannel(opts: ChannelOptions): Promise<ClientChannel> {
         () => finish(new TesseraError(TesseraErrorCode.TESSERA_TIMEOUT, `handshake with ${opts.host}:${opts.port} timed out`)),
         handshakeTimeoutMs,
       )
-      socket.write(plainFrame({ v: PROTOCOL_VERSION, t: MsgType.HS_INIT, e: eph.publicKey }))
+      socket.write(hello)
     })
     socket.on('data', (chunk: Buffer) => {
       if (done) return
@@ -251,25 +350,44 @@ export function connectChannel(opts: ChannelOptions): Promise<ClientChannel> {
         finish(peerError(msg, `${opts.host}:${opts.port} refused the connection: ${msg.text}`))
         return
       }
-      if (msg.t !== MsgType.HS_RESP) {
+      let keys: TransportKeys | null = null
+      if (eph && msg.t === MsgType.HS_RESP) keys = clientHandshakeFinish(opts.serverKey, eph, msg.e, msg.confirm)
+      else if (resume && msg.t === MsgType.HS_RESUMED) {
+        const { confirmKey, ...k } = resumeKeys(resume.h, msg.n, resume.rms)
+        keys = checkConfirm(confirmKey, k.h, msg.confirm) ? k : null
+        if (!keys) wipeTransportKeys(k)
+      } else {
         finish(new TesseraError(TesseraErrorCode.TESSERA_HANDSHAKE, 'unexpected handshake reply'))
         return
       }
-      const keys = clientHandshakeFinish(opts.serverKey, eph, msg.e, msg.confirm)
       if (!keys) {
         finish(
           new TesseraError(
             TesseraErrorCode.TESSERA_HANDSHAKE,
-            `${opts.host}:${opts.port} could not prove it holds the KDC key (wrong KDC public key in realm.json?)`,
+            resume
+              ? `${opts.host}:${opts.port} could not prove it holds the resumption secret`
+              : `${opts.host}:${opts.port} could not prove it holds the KDC key (wrong KDC public key in realm.json?)`,
           ),
         )
         return
       }
+      // A ticket for next time, sealed with this connection's k_res.
+      const nt = msg.t === MsgType.HS_RESP || msg.t === MsgType.HS_RESUMED ? msg.nt : undefined
+      if (store && nt && keys.res && keys.rms) {
+        const t = openTicketBox(keys.res, nt)
+        if (t && t.lifetimeS > 1) store.set(id, t.tk, keys.rms, t.lifetimeS)
+        else wipe(keys.rms)
+      } else wipe(keys.res, keys.rms)
+      delete keys.res
+      delete keys.rms
       const ch = new ClientChannel(socket, reader, new SealedCodec(keys, 'client'), keys.h)
-      finish(null, ch)
-      // Frames coalesced with HS_RESP belong to the channel.
+      // The early request's reply is the first sealed frame from the server.
+      const early = resume && earlyMsg ? ch.expectReply(reqOpts) : undefined
+      // Nobody may be left with an unhandled rejection if the caller is gone by then.
+      early?.catch(() => {})
+      finish(null, early ? { channel: ch, early } : { channel: ch })
+      // Frames coalesced with the handshake reply belong to the channel.
       ch.handleFrames(frames.slice(1))
     })
   })
 }
-

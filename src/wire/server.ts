@@ -7,13 +7,25 @@
 import net from 'node:net'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { Limits } from '../../proto/limits.js'
-import type { Message } from '../../proto/messages.js'
+import type { HsResp, HsResume, HsResumed, Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { validateMessage } from '../../proto/validate.js'
-import { type KeyPair, serverHandshake } from '../crypto/index.js'
+import {
+  confirmBox,
+  type KeyPair,
+  openEarly,
+  randomBytes,
+  resumeEarly,
+  resumeKeys,
+  sealTicketBox,
+  serverHandshake,
+  type TransportKeys,
+  wipe,
+} from '../crypto/index.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
-import { decodeMessage, krbError, plainFrame, SealedCodec, wireCodeFor } from './channel.js'
+import { decodeMessage, isHandshakeMessage, krbError, plainFrame, SealedCodec, wireCodeFor } from './channel.js'
 import { FrameReader } from './frame-reader.js'
+import type { TicketIssuer } from './resumption.js'
 
 /** The logging surface the wire layer needs (a winston Logger fits). */
 export interface WireLogger {
@@ -64,6 +76,12 @@ export interface SecureServerOptions {
   maxPendingPerConnection?: number
   /** Grace period for in-flight requests on close(), ms. @default 5000 */
   closeGraceMs?: number
+  /**
+   * Offer transport resumption (PROTOCOL.md §3.6): hand clients tickets in HS_RESP and
+   * accept HS_RESUME. Share one issuer among the listeners of a KDC. Without it,
+   * HS_RESUME is refused with TSR_ERR_RESUME and clients do full handshakes.
+   */
+  resumption?: TicketIssuer
   logger?: WireLogger
 }
 
@@ -81,7 +99,10 @@ export const DEFAULT_SECURE_SERVER_OPTIONS = {
   closeGraceMs: 5000,
 } as const
 
-type ResolvedOptions = Required<Omit<SecureServerOptions, 'logger'>> & { logger: WireLogger }
+type ResolvedOptions = Required<Omit<SecureServerOptions, 'logger' | 'resumption'>> & {
+  logger: WireLogger
+  resumption?: TicketIssuer
+}
 
 /** A snapshot of one open connection, for diagnostics and tests. */
 export interface ConnectionStats {
@@ -349,8 +370,12 @@ class ServerConnection {
       this.failWith(err)
       return
     }
+    if (msg.t === MsgType.HS_RESUME) {
+      this.onResume(msg)
+      return
+    }
     if (msg.t !== MsgType.HS_INIT) {
-      this.fail(ErrorCode.TSR_ERR_HANDSHAKE, 'expected HS_INIT')
+      this.fail(ErrorCode.TSR_ERR_HANDSHAKE, 'expected HS_INIT or HS_RESUME')
       return
     }
     let hs: ReturnType<typeof serverHandshake>
@@ -360,9 +385,68 @@ class ServerConnection {
       this.fail(ErrorCode.TSR_ERR_HANDSHAKE, 'bad handshake key share')
       return
     }
-    this.write(plainFrame({ v: PROTOCOL_VERSION, t: MsgType.HS_RESP, e: hs.e, confirm: hs.confirm }))
-    this.codec = new SealedCodec(hs.keys, 'server')
-    this.ctx = { remoteAddress: this.remoteAddress, peer: this.peer, listener: o.name, channelHash: hs.keys.h }
+    const resp: HsResp = { v: PROTOCOL_VERSION, t: MsgType.HS_RESP, e: hs.e, confirm: hs.confirm }
+    const nt = this.ticketFor(hs.keys)
+    if (nt) resp.nt = nt
+    this.write(plainFrame(resp))
+    this.opened(hs.keys)
+  }
+
+  /** HS_RESUME: redeem the ticket, answer HS_RESUMED, then take the early request if any. */
+  private onResume(msg: HsResume): void {
+    const o = this.server.options
+    if (!o.resumption) {
+      this.fail(ErrorCode.TSR_ERR_RESUME, 'resumption is not offered here: do a full handshake')
+      return
+    }
+    const r = o.resumption.redeem(msg.tk, msg.cr, msg.age)
+    if ('refused' in r) {
+      o.logger.debug('resumption refused', { listener: o.name, peer: this.peer, reason: r.refused })
+      this.fail(ErrorCode.TSR_ERR_RESUME, `resumption refused (${r.refused}): do a full handshake`)
+      return
+    }
+    const { h, earlyKey } = resumeEarly(o.staticKey.publicKey, msg.cr, msg.tk, r.rms)
+    const ns = randomBytes(32)
+    const { confirmKey, ...keys } = resumeKeys(h, ns, r.rms)
+    wipe(r.rms)
+    const resp: HsResumed = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUMED, n: ns, confirm: confirmBox(confirmKey, keys.h) }
+    const nt = this.ticketFor(keys)
+    if (nt) resp.nt = nt
+    this.write(plainFrame(resp))
+    this.opened(keys)
+    if (msg.x === undefined) {
+      wipe(earlyKey)
+      return
+    }
+    const plain = openEarly(earlyKey, msg.x)
+    wipe(earlyKey)
+    if (plain === null) {
+      this.failWith(new TesseraError(TesseraErrorCode.TESSERA_INTEGRITY, 'early request failed to open'))
+      return
+    }
+    let early: Message
+    try {
+      early = decodeMessage(plain)
+    } catch (err) {
+      this.failWith(err)
+      return
+    }
+    this.take(early)
+  }
+
+  /** A ticket box for a client, if resumption is offered; wipes the connection's resumption keys either way. */
+  private ticketFor(keys: TransportKeys): Uint8Array | undefined {
+    const issuer = this.server.options.resumption
+    let box: Uint8Array | undefined
+    if (issuer && keys.res && keys.rms) box = sealTicketBox(keys.res, issuer.lifetimeS, issuer.issue(keys.rms))
+    wipe(keys.res, keys.rms)
+    return box
+  }
+
+  private opened(keys: TransportKeys): void {
+    const o = this.server.options
+    this.codec = new SealedCodec(keys, 'server')
+    this.ctx = { remoteAddress: this.remoteAddress, peer: this.peer, listener: o.name, channelHash: keys.h }
     this.state = 'open'
     clearTimeout(this.handshakeTimer)
     this.idleTimer = setTimeout(() => this.onIdle(), o.idleTimeoutMs)
@@ -386,7 +470,12 @@ class ServerConnection {
       return
     }
     this.idleTimer?.refresh()
-    if (msg.t === MsgType.HS_INIT || msg.t === MsgType.HS_RESP) {
+    this.take(msg)
+  }
+
+  /** Queue one opened request for the handler. */
+  private take(msg: Message): void {
+    if (isHandshakeMessage(msg)) {
       this.fail(ErrorCode.TSR_ERR_HANDSHAKE, 'handshake message after the handshake')
       return
     }

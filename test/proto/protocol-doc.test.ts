@@ -112,7 +112,11 @@ describe('proto/PROTOCOL.md', () => {
   it('states the constructions exactly as the code uses them', () => {
     for (const s of [
       'SHA-256("tessera-nk-v1" || S_pub || Ec_pub || Es_pub)',
-      'HKDF-SHA256(IKM = es || ee, salt = h, info = "tessera-nk-v1 keys", L = 96)',
+      'HKDF-SHA256(IKM = es || ee, salt = h, info = "tessera-nk-v1 keys", L = 160)',
+      'SHA-256("tessera-resume-v1" || S_pub || cr || tk)',
+      'HKDF-SHA256(IKM = rms, salt = h, info = "tessera-resume-v1 early", L = 32)',
+      'HKDF-SHA256(IKM = rms, salt = h2, info = "tessera-resume-v1 keys", L = 160)',
+      'secretbox(uint32be(lifetime_s) || tk, 24 zero bytes, k_res)',
       'uint64be(n) || 16 zero bytes',
       'HMAC-SHA256(key, "tessera/usage/v1" || uint32be(usage))',
       '"tessera-time-v1" || nonce(32) || uint64be(recv) || uint64be(xmit) || uint32be(radius)',

@@ -1,0 +1,239 @@
+/**
+ * Transport resumption (PROTOCOL.md §3.6): after one full handshake a client holds a
+ * ticket and a resumption secret, and later connections to the same KDC skip X25519:
+ * HS_RESUME (ticket, client random, ticket age, optional sealed early request) ->
+ * HS_RESUMED (server random, key confirmation, next ticket).
+ *
+ * Server side (TicketIssuer): tickets are sealed under keys that live only in this
+ * process's memory, rotate every `lifetimeMs` and are wiped after two rotations, so a
+ * ticket dies with the process and a resumed connection's keys cannot be recovered
+ * from anything on disk. The ticket carries the issue time on this process's monotonic
+ * clock; a resumption is accepted only if the client's stated ticket age puts its
+ * sending within `windowMs` of now, and only once per client random (remembered for
+ * at least twice that window), so a recorded HS_RESUME and its early request can never
+ * be replayed. Every refusal is safe: the client falls back to a full handshake.
+ *
+ * Client side (ResumptionStore): tickets by server, in memory, bounded.
+ */
+import { performance } from 'node:perf_hooks'
+import { backend, randomBytes, wipe } from '../crypto/index.js'
+
+/** Options of a TicketIssuer. */
+export interface TicketIssuerOptions {
+  /** How long a ticket may be used, ms (also the ticket key rotation period). @default 3600000 */
+  lifetimeMs?: number
+  /** Tolerated difference between the client's ticket age and the server's, ms. @default 5000 */
+  windowMs?: number
+  /** Most client randoms remembered per generation; beyond it resumption is refused. @default 200000 */
+  maxRecent?: number
+  /** Monotonic clock, ms (tests). @default performance.now */
+  now?: () => number
+}
+
+/** Why a resumption was refused (for logs; the peer only learns TSR_ERR_RESUME). */
+export type RefusalReason = 'bad-ticket' | 'expired' | 'age-mismatch' | 'replay' | 'busy'
+
+interface TicketKey {
+  id: Uint8Array
+  key: Uint8Array
+  created: number
+}
+
+const KID_BYTES = 4
+const NONCE_BYTES = 24
+const PLAIN_BYTES = 32 + 8
+/** Size of a ticket this issuer makes: kid(4) || nonce(24) || tag(16) || rms(32) || issued(8). */
+export const TICKET_BYTES = KID_BYTES + NONCE_BYTES + 16 + PLAIN_BYTES
+
+function sameBytes(a: Uint8Array, b: Uint8Array, len: number): boolean {
+  for (let i = 0; i < len; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+/** Issues and redeems resumption tickets; share one among the listeners of a KDC. */
+export class TicketIssuer {
+  readonly lifetimeMs: number
+  readonly windowMs: number
+  readonly maxRecent: number
+  private readonly now: () => number
+  private current: TicketKey
+  private previous: TicketKey | undefined
+  private recent = new Set<string>()
+  private older = new Set<string>()
+  private generationStart: number
+  private closed = false
+
+  constructor(opts: TicketIssuerOptions = {}) {
+    this.lifetimeMs = opts.lifetimeMs ?? 3_600_000
+    this.windowMs = opts.windowMs ?? 5000
+    this.maxRecent = opts.maxRecent ?? 200_000
+    for (const [k, v] of [
+      ['lifetimeMs', this.lifetimeMs],
+      ['windowMs', this.windowMs],
+      ['maxRecent', this.maxRecent],
+    ] as const)
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`${k} must be a positive integer`)
+    if (this.lifetimeMs > 0xffffffff * 1000) throw new RangeError('lifetimeMs too large')
+    this.now = opts.now ?? (() => performance.now())
+    const t = this.now()
+    this.current = this.newKey(t)
+    this.generationStart = t
+  }
+
+  /** Ticket lifetime told to clients, whole seconds. */
+  get lifetimeS(): number {
+    return Math.max(1, Math.floor(this.lifetimeMs / 1000))
+  }
+
+  /** Entries in the anti-replay memory (diagnostics). */
+  get rememberedRandoms(): number {
+    return this.recent.size + this.older.size
+  }
+
+  private newKey(t: number): TicketKey {
+    return { id: randomBytes(KID_BYTES), key: randomBytes(32), created: t }
+  }
+
+  private rotate(t: number): void {
+    if (t - this.current.created >= this.lifetimeMs) {
+      if (this.previous) wipe(this.previous.key)
+      this.previous = this.current
+      this.current = this.newKey(t)
+    }
+    // Two generations of 2 x windowMs each: a client random stays remembered for at
+    // least 2 x windowMs, longer than any replay the age check would still accept.
+    if (t - this.generationStart >= 2 * this.windowMs) {
+      this.older = this.recent
+      this.recent = new Set()
+      this.generationStart = t
+    }
+  }
+
+  /** A ticket carrying `rms` (copied; the caller wipes its own). */
+  issue(rms: Uint8Array): Uint8Array {
+    if (this.closed) throw new Error('ticket issuer is closed')
+    const t = this.now()
+    this.rotate(t)
+    const plain = new Uint8Array(PLAIN_BYTES)
+    plain.set(rms, 0)
+    new DataView(plain.buffer).setFloat64(32, Math.floor(t))
+    const nonce = randomBytes(NONCE_BYTES)
+    const box = backend().secretbox(plain, nonce, this.current.key)
+    wipe(plain)
+    const tk = new Uint8Array(TICKET_BYTES)
+    tk.set(this.current.id, 0)
+    tk.set(nonce, KID_BYTES)
+    tk.set(box, KID_BYTES + NONCE_BYTES)
+    return tk
+  }
+
+  /**
+   * Redeem a ticket presented with client random `cr` and the client's ticket age.
+   * Returns the resumption secret, or why it is refused. Accepting remembers `cr`.
+   */
+  redeem(tk: Uint8Array, cr: Uint8Array, ageMs: number): { rms: Uint8Array } | { refused: RefusalReason } {
+    if (this.closed || tk.length !== TICKET_BYTES) return { refused: 'bad-ticket' }
+    const t = this.now()
+    this.rotate(t)
+    const key = [this.current, this.previous].find((k) => k && sameBytes(k.id, tk, KID_BYTES))
+    if (!key) return { refused: 'bad-ticket' }
+    const plain = backend().secretboxOpen(tk.subarray(KID_BYTES + NONCE_BYTES), tk.subarray(KID_BYTES, KID_BYTES + NONCE_BYTES), key.key)
+    if (plain === null || plain.length !== PLAIN_BYTES) return { refused: 'bad-ticket' }
+    const issued = new DataView(plain.buffer, plain.byteOffset).getFloat64(32)
+    // A copy (the backend may return a Buffer, whose slice() is a view of pooled memory).
+    const rms = Uint8Array.from(plain.subarray(0, 32))
+    wipe(plain)
+    let refused: RefusalReason | undefined
+    if (!(t - issued <= this.lifetimeMs)) refused = 'expired'
+    else if (Math.abs(issued + ageMs - t) > this.windowMs) refused = 'age-mismatch'
+    else {
+      const id = Buffer.from(cr.buffer, cr.byteOffset, 16).toString('latin1')
+      if (this.recent.has(id) || this.older.has(id)) refused = 'replay'
+      else if (this.recent.size >= this.maxRecent) refused = 'busy'
+      else this.recent.add(id)
+    }
+    if (refused) {
+      wipe(rms)
+      return { refused }
+    }
+    return { rms }
+  }
+
+  /** Wipe the ticket keys; every ticket issued becomes useless. */
+  close(): void {
+    this.closed = true
+    wipe(this.current.key, this.previous?.key)
+    this.recent.clear()
+    this.older.clear()
+  }
+}
+
+/** A ticket as a client holds it. */
+export interface ClientTicket {
+  tk: Uint8Array
+  rms: Uint8Array
+  /** performance.now() when received. */
+  receivedAt: number
+  lifetimeMs: number
+}
+
+/**
+ * A client's resumption tickets, by server (host, port and transport key), in memory.
+ * Holds at most `max` servers; the oldest is dropped first. Tickets are reusable until
+ * they expire; each resumption replaces the ticket with the fresh one it returns.
+ */
+export class ResumptionStore {
+  private readonly tickets = new Map<string, ClientTicket>()
+
+  constructor(
+    readonly max = 64,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /** The store key of a server. */
+  static id(host: string, port: number, serverKey: Uint8Array): string {
+    return `${host}|${port}|${Buffer.from(serverKey).toString('hex')}`
+  }
+
+  /** A ticket still valid for at least a second, or undefined. */
+  get(id: string): ClientTicket | undefined {
+    const t = this.tickets.get(id)
+    if (!t) return undefined
+    if (this.now() - t.receivedAt > t.lifetimeMs - 1000) {
+      this.delete(id)
+      return undefined
+    }
+    return t
+  }
+
+  /** Age of a ticket in whole ms, as HS_RESUME states it. */
+  age(t: ClientTicket): number {
+    return Math.min(0xffffffff, Math.max(0, Math.round(this.now() - t.receivedAt)))
+  }
+
+  set(id: string, tk: Uint8Array, rms: Uint8Array, lifetimeS: number): void {
+    this.delete(id)
+    if (this.tickets.size >= this.max) {
+      const oldest = this.tickets.keys().next().value
+      if (oldest !== undefined) this.delete(oldest)
+    }
+    this.tickets.set(id, { tk, rms, receivedAt: this.now(), lifetimeMs: lifetimeS * 1000 })
+  }
+
+  /** Forget a server's ticket (refused, or the server changed). */
+  delete(id: string): void {
+    const t = this.tickets.get(id)
+    if (!t) return
+    this.tickets.delete(id)
+    // Not wiped: a connection being resumed right now may still be using it.
+  }
+
+  /** Forget everything. */
+  clear(): void {
+    this.tickets.clear()
+  }
+
+  get size(): number {
+    return this.tickets.size
+  }
+}
