@@ -332,6 +332,16 @@ export class PrincipalDb {
     return this.#cache.get(principalKey(id))
   }
 
+  /**
+   * {@link peek} by database key ({@link principalKey} of the id), for a caller that keeps the
+   * key of a name it looks up often: building and hashing a fresh key string costs more than
+   * the lookup.
+   */
+  peekByKey(key: string): Readonly<PrincipalRecord> | undefined {
+    if (this.#closing) return undefined
+    return this.#cache.get(key)
+  }
+
   get(id: PrincipalId): Promise<Readonly<PrincipalRecord> | undefined> {
     this.#assertOpen()
     const key = principalKey(id)

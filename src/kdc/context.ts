@@ -17,8 +17,21 @@ export interface KdcContext {
   log: Loggers
   /** Clock, ms since epoch. */
   now: () => number
-  /** Tickets already opened by the TGS (see tgs-req.ts openTicket). */
-  tickets: LruCache<string, EncTicketPart>
+  /** Tickets already opened by the TGS, by their nonce (see tgs-req.ts openTicket). */
+  tickets: LruCache<string, OpenedTicket>
+}
+
+/** A ticket the TGS opened, with what it derives from it once. */
+export interface OpenedTicket {
+  /** Serial of the key object the ticket was opened with. */
+  serial: number
+  /** The sealed ticket (a copy). */
+  sealed: Uint8Array
+  part: Readonly<EncTicketPart>
+  /** "cname@crealm", as logged and as the replay cache's client. */
+  clientName: string
+  /** Database key of the client in the KDC's realm. */
+  clientKey: string
 }
 
 /** krbtgt/REALM components. */

@@ -14,43 +14,66 @@ export type ListenerName = 'as' | 'tgs' | 'time' | 'admin'
 /** Per-listener handlers for message types that live outside this module (time, admin). */
 export type ExtraHandlers = Partial<Record<ListenerName, (msg: Message, conn: ConnectionContext) => Promise<Message> | Message>>
 
-/** Build the request handler of one listener. */
+/**
+ * Build the request handler of one listener. A handler that answers synchronously (the TGS
+ * when the database cache holds every principal named) is answered without a promise; every
+ * failure, synchronous or not, comes back as a rejected promise.
+ */
 export function makeHandler(ctx: KdcContext, listener: ListenerName, extra: ExtraHandlers = {}): RequestHandler {
-  return async (msg, conn) => {
+  return (msg, conn) => {
+    let reply: Message | Promise<Message>
     try {
-      switch (listener) {
-        case 'as':
-          if (msg.t === MsgType.AS_REQ) return await processAsReq(ctx, msg, conn)
-          break
-        case 'tgs':
-          if (msg.t === MsgType.TGS_REQ) return await processTgsReq(ctx, msg, conn)
-          break
-        default: {
-          const h = extra[listener]
-          if (!h)
-            throw new KrbProtocolError(ErrorCode.TSR_ERR_NOT_IMPLEMENTED, 'NOT_IMPLEMENTED', {
-              message: `the ${listener} service is not implemented by this KDC yet`,
-            })
-          return await h(msg, conn)
-        }
-      }
-      throw new KrbProtocolError(ErrorCode.KRB_AP_ERR_MSG_TYPE, 'MSG_TYPE', {
-        message: `message type ${msg.t} is not served on the ${listener} listener`,
-      })
+      reply = route(ctx, listener, extra, msg, conn)
     } catch (err) {
-      if (err instanceof KrbProtocolError) {
-        // Errors carry the KDC's clock (the one skew is judged by), not the host's.
-        err.serverTime ??= ctx.now()
-        throw err
-      }
-      // Anything else is our bug: the peer learns nothing, the log learns everything.
-      ctx.log.ops.error('internal error', {
-        listener,
-        peer: conn.peer,
-        err: err instanceof Error ? err.message : String(err),
-        stack: err instanceof Error ? err.stack : undefined,
+      return Promise.reject(refusal(ctx, listener, conn, err))
+    }
+    if (isThenable(reply))
+      return Promise.resolve(reply).catch((err: unknown) => {
+        throw refusal(ctx, listener, conn, err)
       })
-      throw new KrbProtocolError(ErrorCode.KRB_ERR_GENERIC, 'GENERIC', { message: 'internal error' })
+    return reply
+  }
+}
+
+function isThenable(x: Message | PromiseLike<Message>): x is PromiseLike<Message> {
+  return typeof (x as Partial<PromiseLike<Message>>).then === 'function'
+}
+
+function route(ctx: KdcContext, listener: ListenerName, extra: ExtraHandlers, msg: Message, conn: ConnectionContext): Message | Promise<Message> {
+  switch (listener) {
+    case 'as':
+      if (msg.t === MsgType.AS_REQ) return processAsReq(ctx, msg, conn)
+      break
+    case 'tgs':
+      if (msg.t === MsgType.TGS_REQ) return processTgsReq(ctx, msg, conn)
+      break
+    default: {
+      const h = extra[listener]
+      if (!h)
+        throw new KrbProtocolError(ErrorCode.TSR_ERR_NOT_IMPLEMENTED, 'NOT_IMPLEMENTED', {
+          message: `the ${listener} service is not implemented by this KDC yet`,
+        })
+      return h(msg, conn)
     }
   }
+  throw new KrbProtocolError(ErrorCode.KRB_AP_ERR_MSG_TYPE, 'MSG_TYPE', {
+    message: `message type ${msg.t} is not served on the ${listener} listener`,
+  })
+}
+
+/** The KrbProtocolError a failure is answered with. */
+function refusal(ctx: KdcContext, listener: ListenerName, conn: ConnectionContext, err: unknown): KrbProtocolError {
+  if (err instanceof KrbProtocolError) {
+    // Errors carry the KDC's clock (the one skew is judged by), not the host's.
+    err.serverTime ??= ctx.now()
+    return err
+  }
+  // Anything else is our bug: the peer learns nothing, the log learns everything.
+  ctx.log.ops.error('internal error', {
+    listener,
+    peer: conn.peer,
+    err: err instanceof Error ? err.message : String(err),
+    stack: err instanceof Error ? err.stack : undefined,
+  })
+  return new KrbProtocolError(ErrorCode.KRB_ERR_GENERIC, 'GENERIC', { message: 'internal error' })
 }

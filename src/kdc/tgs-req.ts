@@ -12,17 +12,18 @@ import {
   type TgsReq,
 } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
-import { randomKey, sha256 } from '../crypto/index.js'
-import type { PrincipalRecord } from '../db/types.js'
+import { NONCE_BYTES, randomKey, sha256 } from '../crypto/index.js'
+import { principalKey } from '../db/names.js'
+import type { PrincipalId, PrincipalRecord } from '../db/types.js'
 import { KrbProtocolError } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { ConnectionContext } from '../wire/server.js'
-import { currentKey, type KdcContext, keyByKvno, tgsName } from './context.js'
+import { currentKey, type KdcContext, keyByKvno, type OpenedTicket, tgsName } from './context.js'
 import { computeTimes } from './policy.js'
 
 interface TgsGathered {
   req: TgsReq
-  ticket: EncTicketPartT
+  ticket: Readonly<EncTicketPartT>
   auth: TgsAuthenticatorT
   renew: boolean
   client: PrincipalRecord | undefined
@@ -55,53 +56,98 @@ function keySerial(key: Uint8Array): number {
 /**
  * Open a presented ticket, through a cache of opened tickets: a client presents the same
  * TGT for every request, and a cached part keeps the same session-key object, whose usage
- * subkeys are then derived once. The cache key is the serial of the exact key object the
- * ticket is opened with (so of one principal, one kvno, one key) and the sealed bytes; the
- * serial is digits ending in ':', so no choice of sealed bytes can make two ids collide.
+ * subkeys are then derived once. An entry is found by the ticket's nonce (random per seal)
+ * and used only when it was opened with the exact key object the ticket is opened with now
+ * (so of one principal, one kvno, one key) and its sealed bytes are the presented ones: any
+ * other ticket is opened afresh. Hashing 24 bytes instead of the whole ticket keeps the
+ * lookup cheap.
  */
-function openTicket(ctx: KdcContext, req: TgsReq, key: Uint8Array): EncTicketPartT {
+function openTicket(ctx: KdcContext, req: TgsReq, key: Uint8Array): OpenedTicket {
   const enc = req.ticket.enc
-  const id = `${keySerial(key)}:${Buffer.from(enc.buffer, enc.byteOffset, enc.length).toString('latin1')}`
-  let part = ctx.tickets.get(id)
-  if (!part) {
-    const opened = openPart(key, KeyUsage.KDC_REP_TICKET, EncTicketPart, enc)
-    // Own copy of the session key: the opened plaintext is a view into a shared buffer.
-    part = Object.freeze({ ...opened, key: new Uint8Array(opened.key) })
-    ctx.tickets.set(id, part)
+  const serial = keySerial(key)
+  const id = Buffer.from(enc.buffer, enc.byteOffset, Math.min(NONCE_BYTES, enc.length)).toString('latin1')
+  const hit = ctx.tickets.get(id)
+  if (hit !== undefined && hit.serial === serial && Buffer.compare(hit.sealed, enc) === 0) return hit
+  const opened = openPart(key, KeyUsage.KDC_REP_TICKET, EncTicketPart, enc)
+  // Own copy of the session key: the opened plaintext is a view into a shared buffer.
+  const part = Object.freeze({ ...opened, key: new Uint8Array(opened.key) })
+  const entry: OpenedTicket = {
+    serial,
+    sealed: new Uint8Array(enc),
+    part,
+    // Kept with the part, so that each request does not build (and hash) them again.
+    clientName: principalString(part.cname, part.crealm),
+    clientKey: principalKey({ realm: ctx.realm.realm, components: part.cname }),
   }
-  return part
+  ctx.tickets.set(id, entry)
+  return entry
 }
 
-/** Open the presented ticket and its authenticator, look up the principals. */
-async function gatherTgsReq(ctx: KdcContext, req: TgsReq): Promise<TgsGathered> {
+// krbtgt/REALM and its database key, for the realm served (one per process in practice).
+let tgsRealm = ''
+let tgsComponents: readonly string[] = []
+let tgsKey = ''
+
+function tgsNameOf(realm: string): readonly string[] {
+  if (realm !== tgsRealm) {
+    tgsComponents = Object.freeze(tgsName(realm))
+    tgsKey = principalKey({ realm, components: tgsName(realm) })
+    tgsRealm = realm
+  }
+  return tgsComponents
+}
+
+/** The cached record of `components` in `realm`, or undefined when it is not in the cache. */
+function peekName(ctx: KdcContext, realm: string, components: string[]): PrincipalRecord | undefined {
+  // The ticket-granting service is looked up for nearly every request: its key is kept.
+  if (sameName(components, tgsNameOf(realm))) return ctx.db.peekByKey(tgsKey)
+  return ctx.db.peek({ realm, components })
+}
+
+/**
+ * Open the presented ticket and its authenticator, look up the principals. Synchronous when
+ * the database cache holds every principal named (the hot path: no promise per request).
+ */
+function gatherTgsReq(ctx: KdcContext, req: TgsReq): TgsGathered | Promise<TgsGathered> {
   const realm = ctx.realm.realm
   const now = ctx.now()
   if (req.ticket.realm !== realm) refuse(ErrorCode.KDC_ERR_WRONG_REALM, 'WRONG_REALM', `this KDC serves realm ${realm}`)
-  const ownerId = { realm, components: req.ticket.sname }
-  // Hot path: cached principals are read synchronously (no promise per lookup).
-  const owner = ctx.db.peek(ownerId) ?? (await ctx.db.get(ownerId))
+  const owner = peekName(ctx, realm, req.ticket.sname)
+  if (owner === undefined) return ctx.db.get({ realm, components: req.ticket.sname }).then((o) => gatherWithOwner(ctx, req, now, o))
+  return gatherWithOwner(ctx, req, now, owner)
+}
+
+function gatherWithOwner(ctx: KdcContext, req: TgsReq, now: number, owner: PrincipalRecord | undefined): TgsGathered | Promise<TgsGathered> {
+  const realm = ctx.realm.realm
   if (!owner) refuse(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'S_PRINCIPAL_UNKNOWN', 'the ticket names an unknown service')
   const key = keyByKvno(owner, req.ticket.kvno, now)
   if (!key)
     refuse(ErrorCode.KRB_AP_ERR_BADKEYVER, 'BADKEYVER', `the ticket is sealed with key version ${req.ticket.kvno}, which is retired or unknown; log in again`)
-  const ticket = openTicket(ctx, req, key.key)
+  const opened = openTicket(ctx, req, key.key)
+  const ticket = opened.part
   const auth = openPart(ticket.key, KeyUsage.TGS_REQ_AUTH, TgsAuthenticator, req.auth)
   const renew = (auth.options & KdcOption.RENEW) !== 0
   const serviceComponents = renew ? req.ticket.sname : auth.sname
-  const clientId = { realm, components: ticket.cname }
-  const serviceId = { realm, components: serviceComponents }
-  const client = ctx.db.peek(clientId) ?? (await ctx.db.get(clientId))
-  const service = sameName(serviceComponents, req.ticket.sname) ? owner : (ctx.db.peek(serviceId) ?? (await ctx.db.get(serviceId)))
-  return {
+  const serviceIsOwner = sameName(serviceComponents, req.ticket.sname)
+  const g: TgsGathered = {
     req,
     ticket,
     auth,
     renew,
-    client,
-    service,
-    clientName: principalString(ticket.cname, ticket.crealm),
+    client: ctx.db.peekByKey(opened.clientKey),
+    service: serviceIsOwner ? owner : peekName(ctx, realm, serviceComponents),
+    clientName: opened.clientName,
     serviceName: principalString(serviceComponents, realm),
   }
+  if (g.client !== undefined && g.service !== undefined) return g
+  return loadPrincipals(ctx, g, { realm, components: ticket.cname }, { realm, components: serviceComponents })
+}
+
+/** The principals the cache did not hold, from the database (undefined: no such principal). */
+async function loadPrincipals(ctx: KdcContext, g: TgsGathered, clientId: PrincipalId, serviceId: PrincipalId): Promise<TgsGathered> {
+  g.client ??= await ctx.db.get(clientId)
+  g.service ??= await ctx.db.get(serviceId)
+  return g
 }
 
 let lastReplayWarning = 0
@@ -131,7 +177,7 @@ function checkTgsReq(ctx: KdcContext, g: TgsGathered, authId: string): void {
     if (!(ticket.flags & TicketFlag.RENEWABLE) || ticket.renewTill === undefined)
       refuse(ErrorCode.KDC_ERR_BADOPTION, 'BADOPTION', 'ticket is not renewable')
     if (ticket.renewTill <= now) refuse(ErrorCode.KRB_AP_ERR_TKT_EXPIRED, 'TKT_EXPIRED', 'ticket is past its renew-till time')
-  } else if (!sameName(req.ticket.sname, tgsName(ctx.realm.realm))) {
+  } else if (!sameName(req.ticket.sname, tgsNameOf(ctx.realm.realm))) {
     refuse(ErrorCode.KDC_ERR_POLICY, 'NOT_TGT', 'the ticket presented is not a ticket-granting ticket')
   }
   const verdict = ctx.replay.check(authId, auth.ctime, g.clientName)
@@ -221,11 +267,32 @@ function issueTgsRep(ctx: KdcContext, g: TgsGathered): TgsRep {
   }
 }
 
-/** Handle one TGS_REQ. Throws KrbProtocolError for every refusal, after logging it. */
-export async function processTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionContext): Promise<TgsRep> {
-  let g: TgsGathered | undefined
+/**
+ * Handle one TGS_REQ. Throws KrbProtocolError for every refusal, after logging it. The reply
+ * comes synchronously when every principal named is in the database cache.
+ */
+export function processTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionContext): TgsRep | Promise<TgsRep> {
+  let gathered: TgsGathered | Promise<TgsGathered>
   try {
-    g = await gatherTgsReq(ctx, req)
+    gathered = gatherTgsReq(ctx, req)
+  } catch (err) {
+    logRefusal(ctx, req, conn, undefined, err)
+    throw err
+  }
+  if (gathered instanceof Promise)
+    return gathered.then(
+      (g) => answerTgsReq(ctx, req, conn, g),
+      (err: unknown) => {
+        logRefusal(ctx, req, conn, undefined, err)
+        throw err
+      },
+    )
+  return answerTgsReq(ctx, req, conn, gathered)
+}
+
+/** Check and issue, once the request is gathered. */
+function answerTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionContext, g: TgsGathered): TgsRep {
+  try {
     // The replay id is a hash of the sealed authenticator: only the session-key holder can make another.
     const authId = Buffer.from(sha256(req.auth).subarray(0, 16)).toString('latin1')
     checkTgsReq(ctx, g, authId)
@@ -239,17 +306,21 @@ export async function processTgsReq(ctx: KdcContext, req: TgsReq, conn: Connecti
     })
     return rep
   } catch (err) {
-    if (err instanceof KrbProtocolError) {
-      const ev = err.code === ErrorCode.KRB_AP_ERR_REPEAT ? 'replay' : err.code === ErrorCode.KRB_AP_ERR_SKEW ? 'skew' : 'tgs'
-      ctx.log.security.log({
-        event: ev,
-        client: g?.clientName,
-        service: g?.serviceName ?? principalString(req.ticket.sname, req.ticket.realm),
-        peer: conn.peer,
-        outcome: 'fail',
-        reason: err.status,
-      })
-    }
+    logRefusal(ctx, req, conn, g, err)
     throw err
   }
+}
+
+/** One security-log line for a refused request (KrbProtocolError); anything else is logged by dispatch. */
+function logRefusal(ctx: KdcContext, req: TgsReq, conn: ConnectionContext, g: TgsGathered | undefined, err: unknown): void {
+  if (!(err instanceof KrbProtocolError)) return
+  const ev = err.code === ErrorCode.KRB_AP_ERR_REPEAT ? 'replay' : err.code === ErrorCode.KRB_AP_ERR_SKEW ? 'skew' : 'tgs'
+  ctx.log.security.log({
+    event: ev,
+    client: g?.clientName,
+    service: g?.serviceName ?? principalString(req.ticket.sname, req.ticket.realm),
+    peer: conn.peer,
+    outcome: 'fail',
+    reason: err.status,
+  })
 }

@@ -308,6 +308,21 @@ describe('TGS exchange (integration)', function () {
       }
     })
 
+    it('refuses a tampered copy of a TGT the TGS has opened before (same nonce, other bytes) with KRB_AP_ERR_BAD_INTEGRITY', async () => {
+      const c = t.client({ now: clock.now })
+      const tgt = await c.login('alice', 'pw-alice')
+      await c.getServiceTicket(tgt, SERVICE) // the TGS has now opened (and cached) the TGT
+      for (const at of [30, tgt.ticket.enc.length - 1]) {
+        const enc = Uint8Array.from(tgt.ticket.enc)
+        enc[at]! ^= 0x01
+        const tampered: Credentials = { ...tgt, ticket: { ...tgt.ticket, enc } }
+        await expectKrb(c.getServiceTicket(tampered, SERVICE), ErrorCode.KRB_AP_ERR_BAD_INTEGRITY)
+      }
+      const truncated: Credentials = { ...tgt, ticket: { ...tgt.ticket, enc: tgt.ticket.enc.subarray(0, tgt.ticket.enc.length - 1) } }
+      await expectKrb(c.getServiceTicket(truncated, SERVICE), ErrorCode.KRB_AP_ERR_BAD_INTEGRITY)
+      expect((await c.getServiceTicket(tgt, SERVICE)).sname).to.deep.equal(SERVICE.split('/'))
+    })
+
     it('never lets a service ticket the TGS opened before pass as a TGT (relabelled header)', async () => {
       const c = t.client({ now: clock.now })
       const tgt = await c.login('alice', 'pw-alice', { renewableLifeMs: DAY })
