@@ -4,10 +4,21 @@
  * collects what the server sends back, frame by frame, until the server closes.
  */
 import net from 'node:net'
-import type { KrbError, Message } from '../../proto/messages.js'
+import type { HsResume, KrbError, Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
-import { clientHandshakeFinish, type KeyPair, type TransportKeys, x25519KeyPair } from '../../src/crypto/index.js'
+import {
+  checkConfirm,
+  clientHandshakeFinish,
+  type KeyPair,
+  randomBytes,
+  resumeEarly,
+  resumeKeys,
+  sealEarly,
+  type TransportKeys,
+  x25519KeyPair,
+} from '../../src/crypto/index.js'
 import { decodeMessage, plainFrame, SealedCodec } from '../../src/wire/channel.js'
+import { encode } from '../../src/wire/codec.js'
 import { FrameReader } from '../../src/wire/frame-reader.js'
 
 const DEFAULT_WAIT_MS = 2000
@@ -138,6 +149,102 @@ export class RawPeer {
     this.keys = { c2s: Uint8Array.from(keys.c2s), s2c: Uint8Array.from(keys.s2c), h: keys.h }
     return new SealedCodec(keys, 'client')
   }
+
+  /**
+   * Read HS_RESUMED for a resumption begun with `hello` (see resumeHello) and check its
+   * confirm; returns the client's SealedCodec. Throws on anything else.
+   */
+  async resumed(hello: { h: Uint8Array; rms: Uint8Array }): Promise<SealedCodec> {
+    const m = await this.nextPlain()
+    if (m.t !== MsgType.HS_RESUMED) throw new Error(`expected HS_RESUMED, got t=${m.t}`)
+    const { confirmKey, ...keys } = resumeKeys(hello.h, m.n, hello.rms)
+    if (!checkConfirm(confirmKey, keys.h, m.confirm)) throw new Error('HS_RESUMED did not verify')
+    this.keys = { c2s: Uint8Array.from(keys.c2s), s2c: Uint8Array.from(keys.s2c), h: keys.h }
+    return new SealedCodec(keys, 'client')
+  }
+}
+
+/** What resumeHello builds: the HS_RESUME frame, its message, and what the client keeps to finish. */
+export interface ResumeHello {
+  frame: Buffer
+  msg: HsResume
+  h: Uint8Array
+  rms: Uint8Array
+}
+
+/**
+ * Build an HS_RESUME by hand (PROTOCOL.md §3.6) from a ticket a client holds. `early`
+ * is sealed as x (a message, or raw plaintext bytes); `x` replaces x verbatim.
+ */
+export function resumeHello(
+  serverKey: Uint8Array,
+  ticket: { tk: Uint8Array; rms: Uint8Array },
+  opts: { early?: Message | Uint8Array; x?: Uint8Array; cr?: Uint8Array; age?: number } = {},
+): ResumeHello {
+  const cr = opts.cr ?? randomBytes(32)
+  const { h, earlyKey } = resumeEarly(serverKey, cr, ticket.tk, ticket.rms)
+  const msg: HsResume = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUME, tk: ticket.tk, cr, age: opts.age ?? 0 }
+  if (opts.early !== undefined) msg.x = sealEarly(earlyKey, opts.early instanceof Uint8Array ? opts.early : encode(opts.early))
+  if (opts.x !== undefined) msg.x = opts.x
+  return { frame: plainFrame(msg), msg, h, rms: ticket.rms }
+}
+
+/** Bytes one proxied connection carried, in each direction. */
+export interface ProxiedConnection {
+  c2s: Buffer[]
+  s2c: Buffer[]
+}
+
+/** A TCP relay on 127.0.0.1 that records every byte it forwards. */
+export interface RecordingProxy {
+  port: number
+  /** One entry per accepted connection, in order. */
+  readonly connections: ProxiedConnection[]
+  close(): Promise<void>
+}
+
+/** Start a recording relay in front of 127.0.0.1:targetPort. */
+export async function startRecordingProxy(targetPort: number): Promise<RecordingProxy> {
+  const connections: ProxiedConnection[] = []
+  const sockets = new Set<net.Socket>()
+  const track = (s: net.Socket) => {
+    sockets.add(s)
+    s.on('error', () => {})
+    s.on('close', () => sockets.delete(s))
+  }
+  const srv = net.createServer((inbound) => {
+    const rec: ProxiedConnection = { c2s: [], s2c: [] }
+    connections.push(rec)
+    const outbound = net.connect({ host: '127.0.0.1', port: targetPort, noDelay: true })
+    track(inbound)
+    track(outbound)
+    inbound.on('data', (b: Buffer) => {
+      rec.c2s.push(Buffer.from(b))
+      outbound.write(b)
+    })
+    outbound.on('data', (b: Buffer) => {
+      rec.s2c.push(Buffer.from(b))
+      inbound.write(b)
+    })
+    inbound.on('close', () => outbound.destroy())
+    outbound.on('close', () => inbound.destroy())
+  })
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+  const { port } = srv.address() as net.AddressInfo
+  return {
+    port,
+    connections,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy()
+        srv.close(() => r())
+      }),
+  }
+}
+
+/** Split a recorded byte stream into frame bodies. */
+export function framesOf(chunks: Buffer[]): Buffer[] {
+  return new FrameReader(1 << 24).push(Buffer.concat(chunks))
 }
 
 /** Narrow a message to KRB_ERROR or throw. */
