@@ -3,7 +3,8 @@
 
 Re-derives framing, usage subkeys, sealed objects (XSalsa20-Poly1305 written out here),
 password keys (hashlib.scrypt), X25519 (RFC 7748 ladder written out here), the transport
-handshake and its sealed frames, and the TIME_REP signed input. Ed25519 signatures are
+handshake and its sealed frames, resumption (tickets, HS_RESUME with early data, HS_RESUMED
+and the first frames after it), and the TIME_REP signed input. Ed25519 signatures are
 not re-derived (no stdlib implementation); the Node tests check them.
 
     python3 proto/vectors/check.py
@@ -230,6 +231,63 @@ def eq(what, got, want):
         raise AssertionError(f'{what}: got {got.hex() if isinstance(got, bytes) else got}, want {want.hex() if isinstance(want, bytes) else want}')
 
 
+def ticket_box(k_res, lifetime_s, tk, want, what):
+    """nt = secretbox(uint32be(lifetime_s) || tk, 24 zero bytes, k_res) (PROTOCOL.md §3.6); checks it opens back."""
+    plain = struct.pack('>I', lifetime_s) + tk
+    eq(what + ' plaintext', plain.hex(), want['plaintext'])
+    box = secretbox(plain, bytes(24), k_res)
+    eq(what, box.hex(), want['box'])
+    opened = secretbox_open(box, bytes(24), k_res)
+    eq(what + ' opens to (lifetime_s, tk)', (struct.unpack('>I', opened[:4])[0], opened[4:]), (lifetime_s, tk))
+    return box
+
+
+def check_resumption(r, S_pub, rms, tk, lifetime_s):
+    """resumption.json from handshake.json's rms and ticket (PROTOCOL.md §3.6)."""
+    eq('resumption S_pub', r['serverStaticPublicKey'], S_pub.hex())
+    eq('resumption rms', r['rms'], rms.hex())
+    eq('resumption tk', r['tk'], tk.hex())
+    eq('resumption lifetime_s', r['lifetime_s'], lifetime_s)
+    cr, ns, age = h2b(r['cr']), h2b(r['ns']), r['age']
+    # client
+    h_input = b'tessera-resume-v1' + S_pub + cr + tk
+    eq('resumption h input', h_input.hex(), r['h_input'])
+    h = hashlib.sha256(h_input).digest()
+    k_early = hkdf_sha256(rms, h, b'tessera-resume-v1 early', 32)
+    early = mp_encode(from_json(r['early']['message']))
+    eq('early request msgpack', early.hex(), r['early']['msgpack'])
+    x = secretbox(early, bytes(24), k_early)
+    for name, v in (('h', h), ('k_early', k_early), ('x', x)):
+        eq('resumption ' + name, v.hex(), r[name])
+    hs_resume = {'v': 1, 't': 3, 'tk': tk, 'cr': cr, 'age': age, 'x': x}
+    eq('HS_RESUME message', hs_resume, from_json(r['hsResume']['message']))
+    eq('HS_RESUME msgpack', mp_encode(hs_resume).hex(), r['hsResume']['msgpack'])
+    eq('HS_RESUME frame', frame(mp_encode(hs_resume)).hex(), r['hsResume']['frame'])
+    # server
+    eq('x opens to the early request', secretbox_open(x, bytes(24), k_early), early)
+    h2 = hashlib.sha256(h + ns).digest()
+    okm = hkdf_sha256(rms, h2, b'tessera-resume-v1 keys', 160)
+    k_c2s, k_s2c, k_confirm, k_res, rms_next = (okm[i:i + 32] for i in range(0, 160, 32))
+    for name, v in (('h2', h2), ('okm', okm), ('k_c2s', k_c2s), ('k_s2c', k_s2c), ('k_confirm', k_confirm), ('k_res', k_res),
+                    ('rms_next', rms_next)):
+        eq('resumption ' + name, v.hex(), r[name])
+    confirm = secretbox(h2, bytes(24), k_confirm)
+    eq('resumption confirm', confirm.hex(), r['confirm'])
+    eq('resumption confirm opens to h2', secretbox_open(confirm, bytes(24), k_confirm), h2)
+    nt = ticket_box(k_res, r['nt']['lifetime_s'], h2b(r['nt']['tk']), r['nt'], 'HS_RESUMED nt')
+    hs_resumed = {'v': 1, 't': 4, 'n': ns, 'confirm': confirm, 'nt': nt}
+    eq('HS_RESUMED msgpack', mp_encode(hs_resumed).hex(), r['hsResumed']['msgpack'])
+    eq('HS_RESUMED frame', frame(mp_encode(hs_resumed)).hex(), r['hsResumed']['frame'])
+    # then sealed frames, counters from 0 in each direction (x does not count)
+    eq('resumed frames', [(f['direction'], f['counter']) for f in r['frames']], [('s2c', 0), ('c2s', 0)])
+    for f in r['frames']:
+        key = k_c2s if f['direction'] == 'c2s' else k_s2c
+        nonce = struct.pack('>Q', f['counter']) + bytes(16)
+        body = mp_encode(from_json(f['message']))
+        eq(f"resumed frame {f['direction']} {f['counter']} msgpack", body.hex(), f['msgpack'])
+        eq(f"resumed frame {f['direction']} {f['counter']}", frame(secretbox(body, nonce, key)).hex(), f['frame'])
+
+
 def main():
     for f in load('framing.json')['frames']:
         eq(f['name'], frame(h2b(f['body'])).hex(), f['frame'])
@@ -277,20 +335,28 @@ def main():
     es, ee = x25519(Ec, S_pub), x25519(Ec, Es_pub)
     eq('es from the server side', x25519(S, Ec_pub), es)
     eq('ee from the server side', x25519(Es, Ec_pub), ee)
-    okm = hkdf_sha256(es + ee, h, b'tessera-nk-v1 keys', 96)
-    k_c2s, k_s2c, k_confirm = okm[:32], okm[32:64], okm[64:]
-    for name, v in (('h', h), ('es', es), ('ee', ee), ('okm', okm), ('k_c2s', k_c2s), ('k_s2c', k_s2c), ('k_confirm', k_confirm)):
+    okm = hkdf_sha256(es + ee, h, b'tessera-nk-v1 keys', 160)
+    k_c2s, k_s2c, k_confirm, k_res, rms = (okm[i:i + 32] for i in range(0, 160, 32))
+    eq('okm prefix with L = 96', hkdf_sha256(es + ee, h, b'tessera-nk-v1 keys', 96), okm[:96])
+    for name, v in (('h', h), ('es', es), ('ee', ee), ('okm', okm), ('k_c2s', k_c2s), ('k_s2c', k_s2c), ('k_confirm', k_confirm),
+                    ('k_res', k_res), ('rms', rms)):
         eq(name, v.hex(), hs[name])
     confirm = secretbox(h, bytes(24), k_confirm)
     eq('confirm', confirm.hex(), hs['confirm'])
     eq('confirm opens to h', secretbox_open(confirm, bytes(24), k_confirm), h)
     eq('HS_RESP frame', frame(mp_encode({'v': 1, 't': 2, 'e': Es_pub, 'confirm': confirm})).hex(), hs['hsResp']['frame'])
+    tk = h2b(hs['nt']['tk'])
+    nt = ticket_box(k_res, hs['nt']['lifetime_s'], tk, hs['nt'], 'HS_RESP nt')
+    eq('HS_RESP with nt frame', frame(mp_encode({'v': 1, 't': 2, 'e': Es_pub, 'confirm': confirm, 'nt': nt})).hex(),
+       hs['hsRespWithNt']['frame'])
     for f in hs['frames']:
         key = k_c2s if f['direction'] == 'c2s' else k_s2c
         nonce = struct.pack('>Q', f['counter']) + bytes(16)
         body = mp_encode(from_json(f['message']))
         eq(f"frame {f['direction']} {f['counter']} msgpack", body.hex(), f['msgpack'])
         eq(f"frame {f['direction']} {f['counter']}", frame(secretbox(body, nonce, key)).hex(), f['frame'])
+
+    check_resumption(load('resumption.json'), S_pub, rms, tk, hs['nt']['lifetime_s'])
 
     ts = load('time-signature.json')
     signed = b'tessera-time-v1' + h2b(ts['nonce']) + struct.pack('>QQI', ts['recv'], ts['xmit'], ts['radius'])

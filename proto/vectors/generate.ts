@@ -23,8 +23,22 @@ import { ErrorCode } from '../error-codes.js'
 import { KeyUsage } from '../key-usage.js'
 import { KdcOption, PaType, TicketFlag } from '../flags.js'
 import { backend } from '../../src/crypto/backend.js'
-import { serverHandshake, clientHandshakeFinish, counterNonce, sealFrame, transcriptHash } from '../../src/crypto/handshake.js'
-import { defaultSalt, hkdf, passwordToKey, usageKey } from '../../src/crypto/keys.js'
+import {
+  checkConfirm,
+  clientHandshakeFinish,
+  confirmBox,
+  counterNonce,
+  openEarly,
+  openTicketBox,
+  resumeEarly,
+  resumeKeys,
+  sealEarly,
+  sealFrame,
+  sealTicketBox,
+  serverHandshake,
+  transcriptHash,
+} from '../../src/crypto/handshake.js'
+import { defaultSalt, hkdf, passwordToKey, sha256, usageKey } from '../../src/crypto/keys.js'
 import { seal } from '../../src/crypto/seal.js'
 import { sign, x25519 } from '../../src/crypto/sign.js'
 import { encode } from '../../src/wire/codec.js'
@@ -396,37 +410,101 @@ export const HANDSHAKE_SECRETS = {
   serverEphemeral: seq(32, 0x41),
 }
 
-function handshakeVector(): VectorFile {
+/** The fixed inputs of the resumption vectors (PROTOCOL.md §3.6); every other value is derived. */
+export const RESUMPTION_INPUTS = {
+  /** The ticket handed out in HS_RESP of handshake.json (opaque to the client; Tessera's own are 84 bytes too). */
+  ticket: seq(84, 0x81),
+  /** The ticket handed out in HS_RESUMED of resumption.json. */
+  nextTicket: seq(84, 0x11),
+  /** Ticket lifetime told to the client, seconds (Tessera's default). */
+  lifetimeS: 3600,
+  /** Client random of HS_RESUME. */
+  cr: seq(32, 0x61),
+  /** Ticket age stated in HS_RESUME, ms. */
+  ageMs: 2500,
+  /** Server random of HS_RESUMED. */
+  ns: seq(32, 0xe0),
+}
+
+/** The ticket box and its plaintext, checked against openTicketBox. */
+function ticketBox(kRes: Uint8Array, lifetimeS: number, tk: Uint8Array) {
+  const plaintext = concat(u32be(lifetimeS), tk)
+  const box = sealTicketBox(new Uint8Array(kRes), lifetimeS, tk)
+  if (hex(box) !== hex(backend().secretbox(plaintext, new Uint8Array(24), kRes))) throw new Error('ticket box: sealTicketBox disagrees')
+  const opened = openTicketBox(new Uint8Array(kRes), box)
+  if (!opened || opened.lifetimeS !== lifetimeS || hex(opened.tk) !== hex(tk)) throw new Error('ticket box: does not open back')
+  return { lifetime_s: lifetimeS, tk: hex(tk), plaintext: hex(plaintext), box: hex(box) }
+}
+
+/** {message, msgpack, frame} of a message sent in clear. */
+const clearMessage = (m: object) => ({ message: toJsonValue(m), msgpack: hex(encode(m)), frame: hex(frame(encode(m))) })
+
+/** A sealed transport frame entry of the vectors. */
+function sealedFrameEntry(direction: 'c2s' | 's2c', key: Uint8Array, counter: number, msg: object, extra: Record<string, unknown> = {}) {
+  const body = encode(msg)
+  const sealed = sealFrame(key, counter, body)
+  return {
+    direction,
+    ...extra,
+    counter,
+    nonce: hex(counterNonce(counter)),
+    message: toJsonValue(msg),
+    msgpack: hex(body),
+    sealed: hex(sealed),
+    frame: hex(frame(sealed)),
+  }
+}
+
+/** The AS_REQ the client sends first in the handshake vector (and after resuming). */
+function exampleAsReq() {
+  return {
+    v,
+    t: MsgType.AS_REQ,
+    cname: ['alice'],
+    realm: REALM,
+    sname: ['krbtgt', REALM],
+    till: T0 + 36_000_000,
+    nonce: 0x12345678,
+    options: 0,
+    padata: [],
+  }
+}
+
+/** The full handshake's keys, with the fixed secrets. */
+function handshakeKeys() {
   const kp = (sk: Uint8Array) => ({ secretKey: new Uint8Array(sk), publicKey: backend().x25519Base(sk) })
   const S = kp(HANDSHAKE_SECRETS.serverStatic)
   const Ec = kp(HANDSHAKE_SECRETS.clientEphemeral)
   const Es = kp(HANDSHAKE_SECRETS.serverEphemeral)
-  const hsInit = { v, t: MsgType.HS_INIT, e: Ec.publicKey }
   const srv = serverHandshake({ ...S, secretKey: new Uint8Array(S.secretKey) }, Ec.publicKey, kp(Es.secretKey))
-  const hsResp = { v, t: MsgType.HS_RESP, e: srv.e, confirm: srv.confirm }
   const cli = clientHandshakeFinish(S.publicKey, kp(Ec.secretKey), srv.e, srv.confirm)
   if (!cli) throw new Error('handshake vector: client could not finish')
   const h = transcriptHash(S.publicKey, Ec.publicKey, Es.publicKey)
   const es = x25519(Ec.secretKey, S.publicKey)
   const ee = x25519(Ec.secretKey, Es.publicKey)
   const ikm = concat(es, ee)
-  const okm = hkdf(ikm, h, 'tessera-nk-v1 keys', 96)
-  const kConfirm = okm.slice(64, 96)
+  const okm = hkdf(ikm, h, 'tessera-nk-v1 keys', 160)
+  const [kRes, rms] = [okm.slice(96, 128), okm.slice(128, 160)]
+  for (const [name, a, b] of [
+    ['k_c2s', cli.c2s, okm.subarray(0, 32)],
+    ['k_s2c', cli.s2c, okm.subarray(32, 64)],
+    ['k_res', cli.res!, kRes],
+    ['rms', cli.rms!, rms],
+    ['server k_res', srv.keys.res!, kRes],
+    ['server rms', srv.keys.rms!, rms],
+  ] as const)
+    if (hex(a) !== hex(b)) throw new Error(`handshake vector: ${name} of the key schedule disagrees with the HKDF output`)
+  return { S, Ec, Es, srv, cli, h, es, ee, ikm, okm, kConfirm: okm.slice(64, 96), kRes, rms }
+}
 
-  const c2sMsgs = [
-    {
-      v,
-      t: MsgType.AS_REQ,
-      cname: ['alice'],
-      realm: REALM,
-      sname: ['krbtgt', REALM],
-      till: T0 + 36_000_000,
-      nonce: 0x12345678,
-      options: 0,
-      padata: [],
-    },
-    { v, t: MsgType.TIME_REQ, nonce: seq(32, 0x50) },
-  ]
+function handshakeVector(): VectorFile {
+  const { S, Ec, Es, srv, cli, h, es, ee, ikm, okm, kConfirm, kRes, rms } = handshakeKeys()
+  const hsInit = { v, t: MsgType.HS_INIT, e: Ec.publicKey }
+  const hsResp = { v, t: MsgType.HS_RESP, e: srv.e, confirm: srv.confirm }
+  const nt = ticketBox(kRes, RESUMPTION_INPUTS.lifetimeS, RESUMPTION_INPUTS.ticket)
+  const hsRespWithNt = { ...hsResp, nt: unhex(nt.box) }
+
+  const c2sMsgs = [exampleAsReq(), { v, t: MsgType.TIME_REQ, nonce: seq(32, 0x50) }]
   const s2cMsgs = [
     {
       v,
@@ -443,31 +521,23 @@ function handshakeVector(): VectorFile {
     ['c2s', cli.c2s, c2sMsgs],
     ['s2c', cli.s2c, s2cMsgs],
   ] as const) {
-    for (let counter = 0; counter < msgs.length; counter++) {
-      const body = encode(msgs[counter])
-      const sealed = sealFrame(key, counter, body)
-      frames.push({
-        direction,
-        counter,
-        nonce: hex(counterNonce(counter)),
-        message: toJsonValue(msgs[counter]),
-        msgpack: hex(body),
-        sealed: hex(sealed),
-        frame: hex(frame(sealed)),
-      })
-    }
+    for (let counter = 0; counter < msgs.length; counter++) frames.push(sealedFrameEntry(direction, key, counter, msgs[counter]!))
   }
   return {
     description:
       'Transport handshake (PROTOCOL.md §3) with fixed keys, then the first two sealed frames in each direction. ' +
       'h = SHA-256("tessera-nk-v1" || S_pub || Ec_pub || Es_pub); es = X25519(Ec, S_pub); ee = X25519(Ec, Es_pub); ' +
-      'okm = HKDF-SHA256(ikm = es || ee, salt = h, info = "tessera-nk-v1 keys", L = 96) = k_c2s || k_s2c || k_confirm; ' +
+      'okm = HKDF-SHA256(ikm = es || ee, salt = h, info = "tessera-nk-v1 keys", L = 160) = k_c2s || k_s2c || k_confirm || k_res || rms ' +
+      '(its first 96 bytes are the same with L = 96); ' +
       'confirm = secretbox(h, 24 zero bytes, k_confirm). Frame n of a direction: ' +
-      'uint32be(len) || secretbox(msgpack(message), uint64be(n) || 16 zero bytes, k_dir).',
+      'uint32be(len) || secretbox(msgpack(message), uint64be(n) || 16 zero bytes, k_dir). ' +
+      '`hsResp` is HS_RESP without a ticket; `nt` is a resumption ticket box (§3.6) for the fixed example ticket `nt.tk`: ' +
+      'nt.box = secretbox(nt.plaintext = uint32be(lifetime_s) || tk, 24 zero bytes, k_res), sent in `hsRespWithNt`. ' +
+      'resumption.json continues from `rms` and `nt.tk`.',
     serverStatic: { secretKey: hex(S.secretKey), publicKey: hex(S.publicKey) },
     clientEphemeral: { secretKey: hex(Ec.secretKey), publicKey: hex(Ec.publicKey) },
     serverEphemeral: { secretKey: hex(Es.secretKey), publicKey: hex(Es.publicKey) },
-    hsInit: { message: toJsonValue(hsInit), msgpack: hex(encode(hsInit)), frame: hex(frame(encode(hsInit))) },
+    hsInit: clearMessage(hsInit),
     h: hex(h),
     es: hex(es),
     ee: hex(ee),
@@ -476,9 +546,92 @@ function handshakeVector(): VectorFile {
     k_c2s: hex(cli.c2s),
     k_s2c: hex(cli.s2c),
     k_confirm: hex(kConfirm),
+    k_res: hex(kRes),
+    rms: hex(rms),
     confirm: hex(srv.confirm),
-    hsResp: { message: toJsonValue(hsResp), msgpack: hex(encode(hsResp)), frame: hex(frame(encode(hsResp))) },
+    hsResp: clearMessage(hsResp),
+    nt,
+    hsRespWithNt: clearMessage(hsRespWithNt),
     frames,
+  }
+}
+
+function resumptionVector(): VectorFile {
+  const { S, rms } = handshakeKeys()
+  const { ticket: tk, nextTicket, lifetimeS, cr, ageMs, ns } = RESUMPTION_INPUTS
+  const hInput = concat(ascii('tessera-resume-v1'), S.publicKey, cr, tk)
+  const h = sha256(hInput)
+  const kEarly = hkdf(rms, h, 'tessera-resume-v1 early', 32)
+  const early = resumeEarly(S.publicKey, cr, tk, rms)
+  if (hex(early.h) !== hex(h) || hex(early.earlyKey) !== hex(kEarly)) throw new Error('resumption vector: resumeEarly disagrees')
+
+  const earlyReq = { v, t: MsgType.TIME_REQ, nonce: seq(32, 0x50) }
+  const x = sealEarly(kEarly, encode(earlyReq))
+  if (hex(openEarly(kEarly, x)!) !== hex(encode(earlyReq))) throw new Error('resumption vector: x does not open')
+  const hsResume = { v, t: MsgType.HS_RESUME, tk, cr, age: ageMs, x }
+
+  const h2 = sha256(h, ns)
+  const okm = hkdf(rms, h2, 'tessera-resume-v1 keys', 160)
+  const [kC2s, kS2c, kConfirm, kRes, rmsNext] = [0, 1, 2, 3, 4].map((i) => okm.slice(32 * i, 32 * i + 32)) as [
+    Uint8Array,
+    Uint8Array,
+    Uint8Array,
+    Uint8Array,
+    Uint8Array,
+  ]
+  const { confirmKey, ...keys } = resumeKeys(h, ns, rms)
+  for (const [name, a, b] of [
+    ['h2', keys.h, h2],
+    ['k_c2s', keys.c2s, kC2s],
+    ['k_s2c', keys.s2c, kS2c],
+    ['k_confirm', confirmKey, kConfirm],
+    ['k_res', keys.res!, kRes],
+    ['rms', keys.rms!, rmsNext],
+  ] as const)
+    if (hex(a) !== hex(b)) throw new Error(`resumption vector: resumeKeys disagrees on ${name}`)
+  const confirm = confirmBox(confirmKey, h2)
+  if (!checkConfirm(new Uint8Array(kConfirm), h2, confirm)) throw new Error('resumption vector: confirm does not check')
+  const nt = ticketBox(kRes, lifetimeS, nextTicket)
+  const hsResumed = { v, t: MsgType.HS_RESUMED, n: ns, confirm, nt: unhex(nt.box) }
+
+  return {
+    description:
+      'Transport resumption (PROTOCOL.md §3.6), continuing handshake.json: the client holds that connection\'s `rms` ' +
+      'and the ticket `tk` from its `nt` (lifetime 3600 s). h = SHA-256(h_input = "tessera-resume-v1" || S_pub || cr || tk); ' +
+      'k_early = HKDF-SHA256(IKM = rms, salt = h, info = "tessera-resume-v1 early", L = 32); ' +
+      'x = secretbox(msgpack(early request), 24 zero bytes, k_early), sent in HS_RESUME with `age` in ms. ' +
+      'The server picks ns; h2 = SHA-256(h || ns); okm = HKDF-SHA256(IKM = rms, salt = h2, info = "tessera-resume-v1 keys", ' +
+      'L = 160) = k_c2s || k_s2c || k_confirm || k_res || rms_next; confirm = secretbox(h2, 24 zero bytes, k_confirm); ' +
+      'nt.box = secretbox(uint32be(lifetime_s) || nt.tk, 24 zero bytes, k_res) carries the next ticket (for rms_next) in ' +
+      'HS_RESUMED. Then sealed frames as after a full handshake, counters from 0 (x does not count): s2c 0 is the reply ' +
+      'to the early request, c2s 0 is the client\'s next request. A client then resumes with (nt.tk, rms_next).',
+    serverStaticPublicKey: hex(S.publicKey),
+    rms: hex(rms),
+    tk: hex(tk),
+    lifetime_s: lifetimeS,
+    cr: hex(cr),
+    age: ageMs,
+    early: { message: toJsonValue(earlyReq), msgpack: hex(encode(earlyReq)) },
+    h_input: hex(hInput),
+    h: hex(h),
+    k_early: hex(kEarly),
+    x: hex(x),
+    hsResume: clearMessage(hsResume),
+    ns: hex(ns),
+    h2: hex(h2),
+    okm: hex(okm),
+    k_c2s: hex(kC2s),
+    k_s2c: hex(kS2c),
+    k_confirm: hex(kConfirm),
+    k_res: hex(kRes),
+    rms_next: hex(rmsNext),
+    confirm: hex(confirm),
+    nt,
+    hsResumed: clearMessage(hsResumed),
+    frames: [
+      sealedFrameEntry('s2c', kS2c, 0, timeRep().message, { role: 'reply to the early request' }),
+      sealedFrameEntry('c2s', kC2s, 0, exampleAsReq(), { role: "the client's first sealed frame" }),
+    ],
   }
 }
 
@@ -692,6 +845,7 @@ export async function generateAll(): Promise<Record<string, VectorFile>> {
     'x25519.json': x25519Vectors(),
     'ed25519.json': ed25519Vectors(),
     'handshake.json': handshakeVector(),
+    'resumption.json': resumptionVector(),
     'time-signature.json': timeSignature(),
     'exchanges.json': await exchanges(),
   }

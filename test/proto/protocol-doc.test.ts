@@ -11,6 +11,7 @@ import { MsgType } from '../../proto/msg-types.js'
 const doc = readFileSync(new URL('../../proto/PROTOCOL.md', import.meta.url), 'utf8')
 const vectorsDir = new URL('../../proto/vectors/', import.meta.url)
 const hs = JSON.parse(readFileSync(new URL('handshake.json', vectorsDir), 'utf8'))
+const res = JSON.parse(readFileSync(new URL('resumption.json', vectorsDir), 'utf8'))
 const timeSig = JSON.parse(readFileSync(new URL('time-signature.json', vectorsDir), 'utf8'))
 
 type Node = Record<string, unknown>
@@ -105,6 +106,13 @@ describe('proto/PROTOCOL.md', () => {
     expect(doc).to.include(`h       = ${hs.h}`)
     expect(doc).to.include(`k_c2s   = ${hs.k_c2s}`)
     expect(doc).to.include(`k_s2c   = ${hs.k_s2c}`)
+    // §3.6's worked example: the resumption that continues it
+    expect(doc).to.include(`rms     = ${hs.rms}`)
+    expect(doc).to.include(`h       = ${res.h}`)
+    expect(doc).to.include(`k_early = ${res.k_early}`)
+    expect(doc).to.include(`h2      = ${res.h2}`)
+    expect(doc).to.include(`k_c2s   = ${res.k_c2s}`)
+    expect(res.rms).to.equal(hs.rms)
     expect(doc).to.include(`"transportKey": "${hs.serverStatic.publicKey}"`)
     expect(doc).to.include(`"signingKey": "${timeSig.signingKey}"`)
   })

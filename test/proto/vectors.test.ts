@@ -3,24 +3,35 @@
  * The inputs are read from the JSON files, the outputs recomputed with src/ and compared.
  */
 import { spawnSync } from 'node:child_process'
-import { createHmac } from 'node:crypto'
+import { createHash, createHmac, hkdfSync } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
-import { InnerSchemas } from '../../proto/messages.js'
+import { ErrorCode } from '../../proto/error-codes.js'
+import { InnerSchemas, type Message } from '../../proto/messages.js'
+import { MsgType } from '../../proto/msg-types.js'
 import { validate, validateMessage } from '../../proto/validate.js'
 import { fromJsonValue, generateAll, renderVectorFile, toJsonValue } from '../../proto/vectors/generate.js'
 import { allBackends, backend, type NaclBackend, useBackend } from '../../src/crypto/backend.js'
 import {
+  checkConfirm,
   clientHandshakeFinish,
+  confirmBox,
   counterNonce,
   defaultSalt,
   hkdf,
   open,
+  openEarly,
   openFrame,
+  openTicketBox,
   passwordToKey,
+  resumeEarly,
+  resumeKeys,
   seal,
+  sealEarly,
   sealFrame,
+  sealTicketBox,
   serverHandshake,
   sign,
   transcriptHash,
@@ -33,6 +44,8 @@ import { isTesseraError, KrbProtocolError, TesseraError } from '../../src/errors
 import { decodeMessage, plainFrame, SealedCodec } from '../../src/wire/channel.js'
 import { decode, encode } from '../../src/wire/codec.js'
 import { FrameReader, frame } from '../../src/wire/frame-reader.js'
+import type { TicketIssuer } from '../../src/wire/resumption.js'
+import { SecureServer } from '../../src/wire/server.js'
 import { ServedClock, processTimeReq } from '../../src/kdc/time-req.js'
 import { timeSignatureInput } from '../../src/krb/time-sig.js'
 import { refEncode } from './msgpack-ref.js'
@@ -49,6 +62,7 @@ const VECTOR_FILES = [
   'x25519.json',
   'ed25519.json',
   'handshake.json',
+  'resumption.json',
   'time-signature.json',
   'exchanges.json',
 ] as const
@@ -69,6 +83,7 @@ const passwordKeys = load('password-keys.json')
 const x25519v = load('x25519.json')
 const ed25519v = load('ed25519.json')
 const hs = load('handshake.json')
+const res = load('resumption.json')
 const timeSig = load('time-signature.json')
 const exchanges = load('exchanges.json')
 
@@ -101,7 +116,12 @@ describe('proto/vectors', () => {
       ...codec.messages.map((x: J) => [x.name, x.value, x.msgpack]),
       ['HS_INIT', hs.hsInit.message, hs.hsInit.msgpack],
       ['HS_RESP', hs.hsResp.message, hs.hsResp.msgpack],
+      ['HS_RESP with nt', hs.hsRespWithNt.message, hs.hsRespWithNt.msgpack],
       ...hs.frames.map((f: J) => [`frame ${f.direction} ${f.counter}`, f.message, f.msgpack]),
+      ['early request', res.early.message, res.early.msgpack],
+      ['HS_RESUME', res.hsResume.message, res.hsResume.msgpack],
+      ['HS_RESUMED', res.hsResumed.message, res.hsResumed.msgpack],
+      ...res.frames.map((f: J) => [`resumed frame ${f.direction} ${f.counter}`, f.message, f.msgpack]),
       ['TIME_REP', timeSig.timeRep.message, timeSig.timeRep.msgpack],
       ...exchanges.steps.map((s: J) => [s.name, s.kind === 'sealed' ? s.inner : s.message, s.msgpack]),
     ]
@@ -289,8 +309,11 @@ describe('proto/vectors', () => {
           expect(hex(x25519(Ec, Esp))).to.equal(hs.ee)
           expect(hex(x25519(Es, Ecp))).to.equal(hs.ee)
           expect(hs.ikm).to.equal(hs.es + hs.ee)
-          expect(hex(hkdf(unhex(hs.ikm), unhex(hs.h), 'tessera-nk-v1 keys', 96))).to.equal(hs.okm)
-          expect(hs.okm).to.equal(hs.k_c2s + hs.k_s2c + hs.k_confirm)
+          expect(hex(hkdf(unhex(hs.ikm), unhex(hs.h), 'tessera-nk-v1 keys', 160))).to.equal(hs.okm)
+          expect(hs.okm).to.have.length(320)
+          expect(hs.okm).to.equal(hs.k_c2s + hs.k_s2c + hs.k_confirm + hs.k_res + hs.rms)
+          // A client that ignores tickets may stop at L = 96: the prefix does not depend on L.
+          expect(hex(hkdf(unhex(hs.ikm), unhex(hs.h), 'tessera-nk-v1 keys', 96))).to.equal(hs.okm.slice(0, 192))
           expect(hex(nacl.secretbox(unhex(hs.h), new Uint8Array(24), unhex(hs.k_confirm)))).to.equal(hs.confirm)
         })
 
@@ -306,12 +329,29 @@ describe('proto/vectors', () => {
           expect(hex(srv.e)).to.equal(hs.serverEphemeral.publicKey)
           expect(hex(srv.confirm)).to.equal(hs.confirm)
           expect([hex(srv.keys.c2s), hex(srv.keys.s2c), hex(srv.keys.h)]).to.deep.equal([hs.k_c2s, hs.k_s2c, hs.h])
+          expect([hex(srv.keys.res!), hex(srv.keys.rms!)]).to.deep.equal([hs.k_res, hs.rms])
           const resp = { v: 1, t: 2, e: srv.e, confirm: srv.confirm }
           expect(plainFrame(resp as never).toString('hex')).to.equal(hs.hsResp.frame)
           expect(hex(encode(fromJsonValue(hs.hsResp.message)))).to.equal(hs.hsResp.msgpack)
           const cli = clientHandshakeFinish(Sp, { secretKey: copy(Ec), publicKey: unhex(hs.clientEphemeral.publicKey) }, srv.e, srv.confirm)
           expect(cli).to.not.equal(null)
           expect([hex(cli!.c2s), hex(cli!.s2c), hex(cli!.h)]).to.deep.equal([hs.k_c2s, hs.k_s2c, hs.h])
+          expect([hex(cli!.res!), hex(cli!.rms!)]).to.deep.equal([hs.k_res, hs.rms])
+        })
+
+        it('seals the resumption ticket box of HS_RESP, and the client opens it with k_res', () => {
+          const { nt } = hs
+          expect(nt.plaintext).to.equal(nt.lifetime_s.toString(16).padStart(8, '0') + nt.tk)
+          expect(hex(nacl.secretbox(unhex(nt.plaintext), new Uint8Array(24), unhex(hs.k_res)))).to.equal(nt.box)
+          expect(hex(sealTicketBox(unhex(hs.k_res), nt.lifetime_s, unhex(nt.tk)))).to.equal(nt.box)
+          const opened = openTicketBox(unhex(hs.k_res), unhex(nt.box))
+          expect(opened).to.not.equal(null)
+          expect([opened!.lifetimeS, hex(opened!.tk)]).to.deep.equal([nt.lifetime_s, nt.tk])
+          expect(openTicketBox(unhex(hs.k_confirm), unhex(nt.box))).to.equal(null)
+          const resp = { v: 1, t: 2, e: unhex(hs.serverEphemeral.publicKey), confirm: unhex(hs.confirm), nt: unhex(nt.box) }
+          expect(plainFrame(resp as never).toString('hex')).to.equal(hs.hsRespWithNt.frame)
+          expect(hs.hsRespWithNt.frame.slice(8)).to.equal(hs.hsRespWithNt.msgpack)
+          expect(toJsonValue(decodeMessage(unhex(hs.hsRespWithNt.msgpack)))).to.deep.equal(hs.hsRespWithNt.message)
         })
 
         it('seals the first two frames in each direction with counter nonces', () => {
@@ -339,6 +379,210 @@ describe('proto/vectors', () => {
             expect(toJsonValue(receiver.open(body))).to.deep.equal(f.message)
           }
         })
+      })
+
+      describe('transport resumption', () => {
+        const Sp = () => unhex(hs.serverStatic.publicKey)
+        const sha = (...parts: string[]) => createHash('sha256').update(Buffer.from(parts.join(''), 'hex')).digest('hex')
+        const hkdfHex = (ikm: string, salt: string, info: string, len: number) =>
+          Buffer.from(hkdfSync('sha256', unhex(ikm), unhex(salt), info, len)).toString('hex')
+
+        it('starts from the rms and the ticket of handshake.json', () => {
+          expect(res.serverStaticPublicKey).to.equal(hs.serverStatic.publicKey)
+          expect(res.rms).to.equal(hs.rms)
+          expect([res.tk, res.lifetime_s]).to.deep.equal([hs.nt.tk, hs.nt.lifetime_s])
+        })
+
+        it('derives h, k_early, h2, okm and the keys as documented (node:crypto) and as resumeEarly/resumeKeys do', () => {
+          expect(res.h_input).to.equal(Buffer.from('tessera-resume-v1').toString('hex') + res.serverStaticPublicKey + res.cr + res.tk)
+          expect(sha(res.h_input)).to.equal(res.h)
+          expect(hkdfHex(res.rms, res.h, 'tessera-resume-v1 early', 32)).to.equal(res.k_early)
+          expect(sha(res.h, res.ns)).to.equal(res.h2)
+          expect(hkdfHex(res.rms, res.h2, 'tessera-resume-v1 keys', 160)).to.equal(res.okm)
+          expect(res.okm).to.equal(res.k_c2s + res.k_s2c + res.k_confirm + res.k_res + res.rms_next)
+          const early = resumeEarly(Sp(), unhex(res.cr), unhex(res.tk), unhex(res.rms))
+          expect([hex(early.h), hex(early.earlyKey)]).to.deep.equal([res.h, res.k_early])
+          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), unhex(res.ns), unhex(res.rms))
+          expect([hex(keys.h), hex(keys.c2s), hex(keys.s2c), hex(confirmKey), hex(keys.res!), hex(keys.rms!)]).to.deep.equal([
+            res.h2,
+            res.k_c2s,
+            res.k_s2c,
+            res.k_confirm,
+            res.k_res,
+            res.rms_next,
+          ])
+          expect(hex(nacl.secretbox(unhex(res.h2), new Uint8Array(24), unhex(res.k_confirm)))).to.equal(res.confirm)
+          expect(hex(confirmBox(confirmKey, keys.h))).to.equal(res.confirm)
+        })
+
+        it('client side: seals the early request and frames HS_RESUME', () => {
+          expect(hex(encode(fromJsonValue(res.early.message)))).to.equal(res.early.msgpack)
+          expect(hex(sealEarly(unhex(res.k_early), unhex(res.early.msgpack)))).to.equal(res.x)
+          expect(hex(nacl.secretbox(unhex(res.early.msgpack), new Uint8Array(24), unhex(res.k_early)))).to.equal(res.x)
+          const m = { v: 1, t: 3, tk: unhex(res.tk), cr: unhex(res.cr), age: res.age, x: unhex(res.x) }
+          expect(toJsonValue(m)).to.deep.equal(res.hsResume.message)
+          expect(plainFrame(m as never).toString('hex')).to.equal(res.hsResume.frame)
+          expect(res.hsResume.frame.slice(8)).to.equal(res.hsResume.msgpack)
+        })
+
+        it('server side: accepts HS_RESUME, answers HS_RESUMED with the next ticket, and opens x', () => {
+          const msg = decodeMessage(unhex(res.hsResume.frame).subarray(4))
+          expect(msg.t).to.equal(MsgType.HS_RESUME)
+          if (msg.t !== MsgType.HS_RESUME) return
+          const { h, earlyKey } = resumeEarly(Sp(), msg.cr, msg.tk, unhex(res.rms))
+          const { confirmKey, ...keys } = resumeKeys(h, unhex(res.ns), unhex(res.rms))
+          const resp = {
+            v: 1,
+            t: 4,
+            n: unhex(res.ns),
+            confirm: confirmBox(confirmKey, keys.h),
+            nt: sealTicketBox(keys.res!, res.nt.lifetime_s, unhex(res.nt.tk)),
+          }
+          expect(plainFrame(resp as never).toString('hex')).to.equal(res.hsResumed.frame)
+          expect(res.hsResumed.frame.slice(8)).to.equal(res.hsResumed.msgpack)
+          expect(hex(keys.rms!)).to.equal(res.rms_next)
+          const plain = openEarly(earlyKey, msg.x!)
+          expect(plain).to.not.equal(null)
+          expect(toJsonValue(decodeMessage(plain!))).to.deep.equal(res.early.message)
+          // x is bound to this resumption: another client random (or ticket) gives another k_early.
+          const other = resumeEarly(Sp(), unhex(res.ns), msg.tk, unhex(res.rms))
+          expect(openEarly(other.earlyKey, msg.x!)).to.equal(null)
+        })
+
+        it('client side: checks confirm and opens the next ticket, to resume again with (tk, rms_next)', () => {
+          const msg = decodeMessage(unhex(res.hsResumed.frame).subarray(4))
+          expect(msg.t).to.equal(MsgType.HS_RESUMED)
+          if (msg.t !== MsgType.HS_RESUMED) return
+          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), msg.n, unhex(res.rms))
+          expect(checkConfirm(confirmKey, keys.h, msg.confirm)).to.equal(true)
+          const wrong = resumeKeys(unhex(res.h), unhex(res.cr), unhex(res.rms))
+          expect(checkConfirm(wrong.confirmKey, wrong.h, msg.confirm)).to.equal(false)
+          expect(hex(msg.nt!)).to.equal(res.nt.box)
+          expect(res.nt.plaintext).to.equal(res.nt.lifetime_s.toString(16).padStart(8, '0') + res.nt.tk)
+          expect(hex(nacl.secretbox(unhex(res.nt.plaintext), new Uint8Array(24), unhex(res.k_res)))).to.equal(res.nt.box)
+          const opened = openTicketBox(keys.res!, msg.nt!)
+          expect(opened).to.not.equal(null)
+          expect([opened!.lifetimeS, hex(opened!.tk)]).to.deep.equal([res.nt.lifetime_s, res.nt.tk])
+          expect(hex(keys.rms!)).to.equal(res.rms_next)
+          expect(openTicketBox(unhex(hs.k_res), msg.nt!)).to.equal(null)
+        })
+
+        it('seals the reply to the early request as s2c frame 0 and the next request as c2s frame 0', () => {
+          expect(res.frames.map((f: J) => `${f.direction} ${f.counter}`)).to.deep.equal(['s2c 0', 'c2s 0'])
+          const keys = () => ({ c2s: unhex(res.k_c2s), s2c: unhex(res.k_s2c), h: unhex(res.h2) })
+          const client = new SealedCodec(keys(), 'client')
+          const server = new SealedCodec(keys(), 'server')
+          for (const f of res.frames as J[]) {
+            const key = unhex(f.direction === 'c2s' ? res.k_c2s : res.k_s2c)
+            expect(hex(counterNonce(f.counter))).to.equal(f.nonce)
+            expect(hex(encode(fromJsonValue(f.message)))).to.equal(f.msgpack)
+            expect(hex(sealFrame(key, f.counter, unhex(f.msgpack)))).to.equal(f.sealed)
+            expect(hex(frame(unhex(f.sealed)))).to.equal(f.frame)
+            const [sender, receiver] = f.direction === 'c2s' ? [client, server] : [server, client]
+            expect(sender.seal(fromJsonValue(f.message) as never).toString('hex'), `${f.direction} ${f.counter}`).to.equal(f.frame)
+            expect(toJsonValue(receiver.open(unhex(f.frame).subarray(4)))).to.deep.equal(f.message)
+          }
+          // The reply answers the early request.
+          expect(res.frames[0].message.t).to.equal(MsgType.TIME_REP)
+          expect(res.frames[0].message.nonce).to.deep.equal(res.early.message.nonce)
+        })
+
+        /**
+         * Send one HS_RESUME frame to a real SecureServer whose issuer knows only the vector's ticket
+         * (Tessera's own TicketIssuer seals tickets under random keys); collect the frame bodies it
+         * sends until it has sent `want` of them or closes.
+         */
+        async function resumeAgainstServer(hsResumeFrame: Uint8Array, want: number) {
+          const redeemed: [string, string, number][] = []
+          const issuer = {
+            lifetimeS: res.nt.lifetime_s,
+            redeem(tk: Uint8Array, cr: Uint8Array, age: number) {
+              redeemed.push([hex(tk), hex(cr), age])
+              return hex(tk) === res.tk ? { rms: unhex(res.rms), renew: true } : { refused: 'bad-ticket' as const }
+            },
+            issue: (rms: Uint8Array) => {
+              expect(hex(rms)).to.not.equal(res.rms) // the next ticket carries this connection's rms'
+              return unhex(res.nt.tk)
+            },
+          } as unknown as TicketIssuer
+          const handled: Message[] = []
+          const server = new SecureServer(
+            { staticKey: { secretKey: unhex(hs.serverStatic.secretKey), publicKey: Sp() }, resumption: issuer, handshakeTimeoutMs: 2000 },
+            (msg) => {
+              handled.push(msg)
+              return fromJsonValue(res.frames[0].message) as Message
+            },
+          )
+          const { port } = await server.listen()
+          const socket = net.connect({ host: '127.0.0.1', port })
+          const bodies: Buffer[] = []
+          try {
+            const reader = new FrameReader()
+            await new Promise<void>((resolve, reject) => {
+              socket.on('error', reject)
+              socket.on('data', (chunk: Buffer) => {
+                bodies.push(...reader.push(chunk))
+                if (bodies.length >= want) resolve()
+              })
+              socket.on('end', () => resolve())
+              socket.write(hsResumeFrame)
+            })
+          } finally {
+            socket.destroy()
+            await server.close()
+          }
+          return { redeemed, handled, bodies }
+        }
+
+        /** The keys a client derives from the server's HS_RESUMED (whose ns is the server's own random). */
+        function keysFromResumed(body: Uint8Array) {
+          const resumed = decodeMessage(body)
+          expect(resumed.t).to.equal(MsgType.HS_RESUMED)
+          if (resumed.t !== MsgType.HS_RESUMED) throw new Error('not HS_RESUMED')
+          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), resumed.n, unhex(res.rms))
+          expect(checkConfirm(confirmKey, keys.h, resumed.confirm)).to.equal(true)
+          return { resumed, keys }
+        }
+
+        it("a SecureServer holding the vector's rms takes the HS_RESUME frame, runs x and answers it as s2c frame 0", async () => {
+          const { redeemed, handled, bodies } = await resumeAgainstServer(unhex(res.hsResume.frame), 2)
+          expect(redeemed).to.deep.equal([[res.tk, res.cr, res.age]])
+          expect(toJsonValue(handled)).to.deep.equal([res.early.message])
+          expect(bodies).to.have.length(2)
+          const { resumed, keys } = keysFromResumed(bodies[0]!)
+          const opened = openTicketBox(keys.res!, resumed.nt!)
+          expect([opened?.lifetimeS, opened && hex(opened.tk)]).to.deep.equal([res.nt.lifetime_s, res.nt.tk])
+          const client = new SealedCodec({ c2s: keys.c2s, s2c: keys.s2c, h: keys.h }, 'client')
+          expect(toJsonValue(client.open(bodies[1]!))).to.deep.equal(res.frames[0].message)
+        })
+
+        it('the SecureServer refuses an unknown ticket with TSR_ERR_RESUME in clear, without running x', async () => {
+          const m = fromJsonValue(res.hsResume.message) as J
+          m.tk = unhex(res.nt.tk)
+          const { redeemed, handled, bodies } = await resumeAgainstServer(plainFrame(m), 2)
+          expect(redeemed).to.have.length(1)
+          expect(handled).to.deep.equal([])
+          expect(bodies).to.have.length(1)
+          const err = decodeMessage(bodies[0]!) as J
+          expect([err.t, err.code]).to.deep.equal([MsgType.KRB_ERROR, ErrorCode.TSR_ERR_RESUME])
+        })
+
+        for (const [what, plain, code] of [
+          ['x that does not open: TSR_ERR_TRANSPORT_INTEGRITY', null, ErrorCode.TSR_ERR_TRANSPORT_INTEGRITY],
+          ['x that opens but does not decode: TSR_ERR_MALFORMED', unhex('c1'), ErrorCode.TSR_ERR_MALFORMED],
+        ] as const) {
+          it(`the SecureServer answers HS_RESUMED, then an ${what}, sealed as s2c frame 0`, async () => {
+            const m = fromJsonValue(res.hsResume.message) as J
+            if (plain) m.x = sealEarly(unhex(res.k_early), plain)
+            else m.x[m.x.length - 1] ^= 1
+            const { handled, bodies } = await resumeAgainstServer(plainFrame(m), 3)
+            expect(handled).to.deep.equal([])
+            expect(bodies).to.have.length(2)
+            const { keys } = keysFromResumed(bodies[0]!)
+            const err = new SealedCodec({ c2s: keys.c2s, s2c: keys.s2c, h: keys.h }, 'client').open(bodies[1]!) as J
+            expect([err.t, err.code]).to.deep.equal([MsgType.KRB_ERROR, code])
+          })
+        }
       })
 
       it('signs the TIME_REP input laid out as documented', () => {
