@@ -250,7 +250,7 @@ def check_resumption(r, S_pub, rms, tk, lifetime_s):
     eq('resumption lifetime_s', r['lifetime_s'], lifetime_s)
     cr, ns, age = h2b(r['cr']), h2b(r['ns']), r['age']
     # client
-    h_input = b'tessera-resume-v1' + S_pub + cr + tk
+    h_input = b'tessera-resume-v1' + S_pub + cr + r['age'].to_bytes(4, 'big') + tk
     eq('resumption h input', h_input.hex(), r['h_input'])
     h = hashlib.sha256(h_input).digest()
     k_early = hkdf_sha256(rms, h, b'tessera-resume-v1 early', 32)

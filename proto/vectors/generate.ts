@@ -559,10 +559,12 @@ function handshakeVector(): VectorFile {
 function resumptionVector(): VectorFile {
   const { S, rms } = handshakeKeys()
   const { ticket: tk, nextTicket, lifetimeS, cr, ageMs, ns } = RESUMPTION_INPUTS
-  const hInput = concat(ascii('tessera-resume-v1'), S.publicKey, cr, tk)
+  const ageBytes = new Uint8Array(4)
+  new DataView(ageBytes.buffer).setUint32(0, ageMs)
+  const hInput = concat(ascii('tessera-resume-v1'), S.publicKey, cr, ageBytes, tk)
   const h = sha256(hInput)
   const kEarly = hkdf(rms, h, 'tessera-resume-v1 early', 32)
-  const early = resumeEarly(S.publicKey, cr, tk, rms)
+  const early = resumeEarly(S.publicKey, cr, ageMs, tk, rms)
   if (hex(early.h) !== hex(h) || hex(early.earlyKey) !== hex(kEarly)) throw new Error('resumption vector: resumeEarly disagrees')
 
   const earlyReq = { v, t: MsgType.TIME_REQ, nonce: seq(32, 0x50) }
@@ -597,7 +599,7 @@ function resumptionVector(): VectorFile {
   return {
     description:
       'Transport resumption (PROTOCOL.md §3.6), continuing handshake.json: the client holds that connection\'s `rms` ' +
-      'and the ticket `tk` from its `nt` (lifetime 3600 s). h = SHA-256(h_input = "tessera-resume-v1" || S_pub || cr || tk); ' +
+      'and the ticket `tk` from its `nt` (lifetime 3600 s). h = SHA-256(h_input = "tessera-resume-v1" || S_pub || cr || uint32be(age) || tk); ' +
       'k_early = HKDF-SHA256(IKM = rms, salt = h, info = "tessera-resume-v1 early", L = 32); ' +
       'x = secretbox(msgpack(early request), 24 zero bytes, k_early), sent in HS_RESUME with `age` in ms. ' +
       'The server picks ns; h2 = SHA-256(h || ns); okm = HKDF-SHA256(IKM = rms, salt = h2, info = "tessera-resume-v1 keys", ' +

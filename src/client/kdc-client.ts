@@ -20,6 +20,7 @@ import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { KdcAddress, RealmFile } from '../krb/realm-file.js'
 import { type ClientChannel, connectChannel } from '../wire/client.js'
+import { ResumptionStore } from '../wire/resumption.js'
 import type { CredentialCache } from './ccache.js'
 import { krbErrorFromReply } from './errors.js'
 import { syncTime } from './time-sync.js'
@@ -52,6 +53,13 @@ export interface KdcClientOptions {
   clockOffsetMs?: number
   /** On a skew error, adopt the KDC's time from the error and retry once. @default true */
   adjustClockOnSkew?: boolean
+  /**
+   * Transport resumption tickets (PROTOCOL.md §3.6): after a first connection to a KDC,
+   * reconnections skip X25519. Pass a store to share tickets between clients, or false
+   * to do a full handshake (with forward secrecy) on every connection.
+   * @default a store of this client's own, cleared by close()
+   */
+  resumption?: ResumptionStore | false
 }
 
 /** Options of login and ticket requests. */
@@ -126,7 +134,9 @@ function raceSignal<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 /** Talks to a realm's KDCs. Reuses one connection per listener; fails over in realm-file order. */
 export class KdcClient {
   private readonly channels = new Map<string, Promise<ClientChannel>>()
-  private readonly opts: Required<Omit<KdcClientOptions, 'clockOffsetMs'>>
+  private readonly opts: Required<Omit<KdcClientOptions, 'clockOffsetMs' | 'resumption'>>
+  private readonly resumption: ResumptionStore | undefined
+  private readonly ownsResumption: boolean
   /** Milliseconds added to the local clock (time sync / skew recovery). */
   clockOffsetMs: number
   private closed = false
@@ -142,6 +152,8 @@ export class KdcClient {
       adjustClockOnSkew: opts.adjustClockOnSkew ?? true,
     }
     this.clockOffsetMs = opts.clockOffsetMs ?? 0
+    this.ownsResumption = opts.resumption === undefined
+    this.resumption = opts.resumption === false ? undefined : (opts.resumption ?? new ResumptionStore())
   }
 
   /** Corrected time: local clock + offset. */
@@ -458,6 +470,7 @@ export class KdcClient {
       serverKey: this.realm.transportKey,
       connectTimeoutMs: this.opts.connectTimeoutMs,
       handshakeTimeoutMs: this.opts.connectTimeoutMs,
+      ...(this.resumption ? { resumption: this.resumption } : {}),
     })
     this.channels.set(id, p)
     p.then(
@@ -476,5 +489,6 @@ export class KdcClient {
     this.closed = true
     for (const p of this.channels.values()) p.then((ch) => ch.close(), () => {})
     this.channels.clear()
+    if (this.ownsResumption) this.resumption?.clear()
   }
 }

@@ -13,7 +13,7 @@
  * Resumption (PROTOCOL.md §3.6) replaces es || ee by a resumption secret carried in a
  * ticket only the server can open:
  *
- *   h        = SHA-256("tessera-resume-v1" || S_pub || cr || tk)
+ *   h        = SHA-256("tessera-resume-v1" || S_pub || cr || uint32be(age) || tk)
  *   k_early  = HKDF-SHA256(rms, salt = h, info = "tessera-resume-v1 early", L = 32)
  *   h2       = SHA-256(h || ns)
  *   okm      = HKDF-SHA256(rms, salt = h2, info = "tessera-resume-v1 keys", L = 160)   (split as above)
@@ -148,11 +148,17 @@ export function openTicketBox(res: Uint8Array, box: Uint8Array): { lifetimeS: nu
 export function resumeEarly(
   serverStatic: Uint8Array,
   cr: Uint8Array,
+  age: number,
   tk: Uint8Array,
   rms: Uint8Array,
 ): { h: Uint8Array; earlyKey: Uint8Array } {
   if (cr.length !== 32) throw new RangeError('client random must be 32 bytes')
-  const h = sha256(RESUME_NAME, serverStatic, cr, tk)
+  if (!Number.isInteger(age) || age < 0 || age > 0xffffffff) throw new RangeError('ticket age must be a uint32')
+  // The age is bound into h (so into k_early): rewriting it to slip a recorded HS_RESUME
+  // past the age check after its cr is forgotten makes the early request fail to open.
+  const ageBytes = new Uint8Array(4)
+  new DataView(ageBytes.buffer).setUint32(0, age)
+  const h = sha256(RESUME_NAME, serverStatic, cr, ageBytes, tk)
   return { h, earlyKey: hkdf(rms, h, RESUME_EARLY_INFO, 32) }
 }
 

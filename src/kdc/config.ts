@@ -49,6 +49,17 @@ export interface KdcConfig {
     maxConnections: number
     maxConnectionsPerPeer: number
   }
+  /** Transport resumption (PROTOCOL.md §3.6): tickets that let clients reconnect without X25519. */
+  resumption: {
+    /** Offer tickets and accept HS_RESUME. @default true */
+    enabled: boolean
+    /** Ticket lifetime (and ticket key rotation period), s. @default 3600 */
+    lifetimeS: number
+    /** Tolerated disagreement on a ticket's age, ms. @default 5000 */
+    windowMs: number
+    /** Client randoms remembered per generation (anti-replay); beyond it resumption is refused. @default 200000 */
+    maxRecent: number
+  }
   log: {
     /** Directory for kdc.log / security.log; absent = console only. */
     dir?: string
@@ -78,13 +89,15 @@ export const DEFAULT_KDC_CONFIG: Readonly<KdcConfig> = Object.freeze({
     maxConnections: 4096,
     maxConnectionsPerPeer: 512,
   },
+  resumption: { enabled: true, lifetimeS: 3600, windowMs: 5000, maxRecent: 200_000 },
   log: { level: 'info', console: true },
 })
 
 /** A partial config as read from a file or given by an embedder. */
-export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' | 'kdf'>> & {
+export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' | 'kdf' | 'resumption'>> & {
   ports?: Partial<KdcPorts>
   limits?: Partial<KdcConfig['limits']>
+  resumption?: Partial<KdcConfig['resumption']>
   log?: Partial<KdcConfig['log']>
   kdf?: Partial<KdfParams>
 }
@@ -108,6 +121,7 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
     ...(input as object),
     ports: { ...base.ports, ...input.ports },
     limits: { ...base.limits, ...input.limits },
+    resumption: { ...base.resumption, ...input.resumption },
     log: { ...base.log, ...input.log },
     kdf: { ...base.kdf, ...input.kdf } as KdfParams,
   }
@@ -126,6 +140,10 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
   int('limits.idleTimeoutMs', c.limits.idleTimeoutMs, 10)
   int('limits.maxConnections', c.limits.maxConnections, 1)
   int('limits.maxConnectionsPerPeer', c.limits.maxConnectionsPerPeer, 1)
+  if (typeof c.resumption.enabled !== 'boolean') bad('resumption.enabled must be a boolean')
+  int('resumption.lifetimeS', c.resumption.lifetimeS, 10, 7 * 24 * 3600)
+  int('resumption.windowMs', c.resumption.windowMs, 100, 60_000)
+  int('resumption.maxRecent', c.resumption.maxRecent, 1000, 10_000_000)
   if (c.kdf.alg !== 'scrypt') bad('kdf.alg must be "scrypt"')
   int('kdf.N', c.kdf.N, 1024, 1 << 20)
   int('kdf.r', c.kdf.r, 1, 32)

@@ -13,6 +13,7 @@ import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import type { RealmFile } from '../krb/realm-file.js'
 import { ReplayCache } from '../krb/replay-cache.js'
 import { createLoggers, type Loggers, type LogOptions, type SecurityEvent } from '../log/logger.js'
+import { TicketIssuer } from '../wire/resumption.js'
 import { SecureServer } from '../wire/server.js'
 import { type KdcConfig, type KdcConfigInput, resolveKdcConfig } from './config.js'
 import type { KdcContext } from './context.js'
@@ -134,6 +135,14 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     ...opts.extraHandlers,
   }
   const servers = new Map<ListenerName, SecureServer>()
+  // One issuer for all listeners: its keys live in memory only and die with close().
+  const resumption = config.resumption.enabled
+    ? new TicketIssuer({
+        lifetimeMs: config.resumption.lifetimeS * 1000,
+        windowMs: config.resumption.windowMs,
+        maxRecent: config.resumption.maxRecent,
+      })
+    : undefined
   try {
     for (const name of LISTENERS) {
       const server = new SecureServer(
@@ -143,6 +152,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
           host: config.host,
           port: config.ports[name],
           ...config.limits,
+          ...(resumption ? { resumption } : {}),
           logger: log.ops,
         },
         makeHandler(context, name, handlers),
@@ -152,6 +162,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     }
   } catch (err) {
     await Promise.all([...servers.values()].map((s) => s.close()))
+    resumption?.close()
     await db.close()
     await log.close()
     throw new TesseraError(TesseraErrorCode.TESSERA_NETWORK, `cannot listen: ${(err as Error).message}`, { cause: err })
@@ -216,6 +227,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     close() {
       closing ??= (async () => {
         await Promise.all([...servers.values()].map((s) => s.close()))
+        resumption?.close()
         await db.close()
         log.ops.info('kdc stopped', { realm: realm.realm })
         await log.close()

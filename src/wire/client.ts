@@ -82,6 +82,8 @@ export class ClientChannel {
   private readonly pending: Pending[] = []
   private closedError: Error | undefined
   private readonly closeListeners: (() => void)[] = []
+  /** True if this connection was resumed from a ticket (no X25519; PROTOCOL.md §3.6). */
+  resumed = false
 
   /** @internal use connectChannel() */
   constructor(
@@ -250,6 +252,7 @@ async function open(
   } catch (err) {
     // An unauthenticated refusal can only cost us a full handshake: drop the ticket and do one.
     if (err instanceof KrbProtocolError && err.code === ErrorCode.TSR_ERR_RESUME) {
+      store!.refused++
       store!.delete(id)
       return attempt(opts, undefined, undefined, reqOpts)
     }
@@ -281,8 +284,9 @@ function attempt(
     reader = new FrameReader(opts.maxFrameBytes ?? Limits.MAX_FRAME_BYTES)
     if (ticket) {
       const cr = randomBytes(32)
-      const { h, earlyKey } = resumeEarly(opts.serverKey, cr, ticket.tk, ticket.rms)
-      const m: HsResume = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUME, tk: ticket.tk, cr, age: store!.age(ticket) }
+      const age = store!.age(ticket)
+      const { h, earlyKey } = resumeEarly(opts.serverKey, cr, age, ticket.tk, ticket.rms)
+      const m: HsResume = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUME, tk: ticket.tk, cr, age }
       if (earlyMsg) m.x = sealEarly(earlyKey, encode(earlyMsg))
       wipe(earlyKey)
       hello = plainFrame(m)
@@ -381,6 +385,10 @@ function attempt(
       delete keys.res
       delete keys.rms
       const ch = new ClientChannel(socket, reader, new SealedCodec(keys, 'client'), keys.h)
+      if (resume) {
+        ch.resumed = true
+        if (store) store.resumed++
+      }
       // The early request's reply is the first sealed frame from the server.
       const early = resume && earlyMsg ? ch.expectReply(reqOpts) : undefined
       // Nobody may be left with an unhandled rejection if the caller is gone by then.

@@ -62,6 +62,7 @@ export class TicketIssuer {
   private older = new Set<string>()
   private generationStart: number
   private closed = false
+  private readonly timer: NodeJS.Timeout | undefined
 
   constructor(opts: TicketIssuerOptions = {}) {
     this.lifetimeMs = opts.lifetimeMs ?? 3_600_000
@@ -78,6 +79,12 @@ export class TicketIssuer {
     const t = this.now()
     this.current = this.newKey(t)
     this.generationStart = t
+    // Rotation also happens on every issue/redeem; the timer makes sure an idle server
+    // does not keep an old key (and the connections it could reveal) alive.
+    if (!opts.now) {
+      this.timer = setInterval(() => this.rotate(this.now()), Math.min(60_000, this.lifetimeMs))
+      this.timer.unref()
+    }
   }
 
   /** Ticket lifetime told to clients, whole seconds. */
@@ -109,7 +116,12 @@ export class TicketIssuer {
     }
   }
 
-  /** A ticket carrying `rms` (copied; the caller wipes its own). */
+  /** True once close() has run: no more tickets are issued or accepted. */
+  get isClosed(): boolean {
+    return this.closed
+  }
+
+  /** A ticket carrying `rms` (copied; the caller wipes its own). Throws once closed. */
   issue(rms: Uint8Array): Uint8Array {
     if (this.closed) throw new Error('ticket issuer is closed')
     const t = this.now()
@@ -131,7 +143,7 @@ export class TicketIssuer {
    * Redeem a ticket presented with client random `cr` and the client's ticket age.
    * Returns the resumption secret, or why it is refused. Accepting remembers `cr`.
    */
-  redeem(tk: Uint8Array, cr: Uint8Array, ageMs: number): { rms: Uint8Array } | { refused: RefusalReason } {
+  redeem(tk: Uint8Array, cr: Uint8Array, ageMs: number): { rms: Uint8Array; renew: boolean } | { refused: RefusalReason } {
     if (this.closed || tk.length !== TICKET_BYTES) return { refused: 'bad-ticket' }
     const t = this.now()
     this.rotate(t)
@@ -147,7 +159,7 @@ export class TicketIssuer {
     if (!(t - issued <= this.lifetimeMs)) refused = 'expired'
     else if (Math.abs(issued + ageMs - t) > this.windowMs) refused = 'age-mismatch'
     else {
-      const id = Buffer.from(cr.buffer, cr.byteOffset, 16).toString('latin1')
+      const id = Buffer.from(cr.buffer, cr.byteOffset, cr.length).toString('latin1')
       if (this.recent.has(id) || this.older.has(id)) refused = 'replay'
       else if (this.recent.size >= this.maxRecent) refused = 'busy'
       else this.recent.add(id)
@@ -156,12 +168,15 @@ export class TicketIssuer {
       wipe(rms)
       return { refused }
     }
-    return { rms }
+    // A ticket past half its life (or sealed under the previous key) is replaced; a younger
+    // one stays in use, which spares both sides sealing and opening a new one every time.
+    return { rms, renew: t - issued > this.lifetimeMs / 2 || key !== this.current }
   }
 
   /** Wipe the ticket keys; every ticket issued becomes useless. */
   close(): void {
     this.closed = true
+    if (this.timer) clearInterval(this.timer)
     wipe(this.current.key, this.previous?.key)
     this.recent.clear()
     this.older.clear()
@@ -184,6 +199,10 @@ export interface ClientTicket {
  */
 export class ResumptionStore {
   private readonly tickets = new Map<string, ClientTicket>()
+  /** Connections resumed from a ticket of this store (diagnostics). */
+  resumed = 0
+  /** Resumptions the server refused, each followed by a full handshake (diagnostics). */
+  refused = 0
 
   constructor(
     readonly max = 64,
@@ -228,8 +247,9 @@ export class ResumptionStore {
     // Not wiped: a connection being resumed right now may still be using it.
   }
 
-  /** Forget everything. */
+  /** Forget everything, wiping the resumption secrets. */
   clear(): void {
+    for (const t of this.tickets.values()) wipe(t.rms)
     this.tickets.clear()
   }
 

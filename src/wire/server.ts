@@ -405,13 +405,14 @@ class ServerConnection {
       this.fail(ErrorCode.TSR_ERR_RESUME, `resumption refused (${r.refused}): do a full handshake`)
       return
     }
-    const { h, earlyKey } = resumeEarly(o.staticKey.publicKey, msg.cr, msg.tk, r.rms)
+    const { h, earlyKey } = resumeEarly(o.staticKey.publicKey, msg.cr, msg.age, msg.tk, r.rms)
     const ns = randomBytes(32)
     const { confirmKey, ...keys } = resumeKeys(h, ns, r.rms)
     wipe(r.rms)
     const resp: HsResumed = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUMED, n: ns, confirm: confirmBox(confirmKey, keys.h) }
-    const nt = this.ticketFor(keys)
+    const nt = r.renew ? this.ticketFor(keys) : undefined
     if (nt) resp.nt = nt
+    else wipe(keys.res, keys.rms)
     this.write(plainFrame(resp))
     this.opened(keys)
     if (msg.x === undefined) {
@@ -438,7 +439,9 @@ class ServerConnection {
   private ticketFor(keys: TransportKeys): Uint8Array | undefined {
     const issuer = this.server.options.resumption
     let box: Uint8Array | undefined
-    if (issuer && keys.res && keys.rms) box = sealTicketBox(keys.res, issuer.lifetimeS, issuer.issue(keys.rms))
+    // A closed issuer (an embedder closed it before the server) just stops handing out tickets.
+    const tk = issuer && !issuer.isClosed && keys.rms ? issuer.issue(keys.rms) : undefined
+    if (issuer && tk && keys.res) box = sealTicketBox(keys.res, issuer.lifetimeS, tk)
     wipe(keys.res, keys.rms)
     return box
   }

@@ -50,7 +50,7 @@ import { ChildServer, type Exchange, exchangeClient, expectType, HOST, measureCa
 /** Concurrency levels measured. */
 export const CONCURRENCY = [1, 16, 256] as const
 /** Connection modes measured. */
-export const CONN_MODES = ['new', 'reused', 'shared'] as const
+export const CONN_MODES = ['new', 'resumed', 'reused', 'shared'] as const
 /** Principals of the base KDC. */
 const BASE: KdcServerSpec = { clients: 100, services: 200, scale: 0 }
 

@@ -8,7 +8,8 @@ import { type ChildProcess, fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { Message } from '../../proto/messages.js'
 import { MsgType } from '../../proto/msg-types.js'
-import { type ClientChannel, connectChannel } from '../../src/wire/client.js'
+import { type ClientChannel, connectAndRequest, connectChannel } from '../../src/wire/client.js'
+import { ResumptionStore } from '../../src/wire/resumption.js'
 import { type BenchOptions, cpuMsSince, MachineLoad, nowMs, quantile, waitQuiet } from './common.js'
 
 /** One request/reply exchange: the thing the load generator repeats. */
@@ -59,13 +60,33 @@ export class Sampler {
   }
 }
 
+/** How the load client uses connections. */
+export type ConnMode = 'new' | 'resumed' | 'reused' | 'shared'
+
 /**
  * A load client speaking our transport (connectChannel / ClientChannel.request), sending
- * whatever `next` builds: conn=new opens a connection (TCP + handshake) per request and
- * closes it after the reply; conn=reused keeps one per worker.
+ * whatever `next` builds: conn=new opens a connection (TCP + full X25519 handshake) per
+ * request and closes it after the reply; conn=resumed also opens a TCP connection per
+ * request, but resumes with a ticket (PROTOCOL.md §3.6: no X25519, the request travels
+ * as early data in HS_RESUME; the workers share the tickets, as one client process
+ * would); conn=reused keeps one connection per worker; conn=shared one for all.
  */
-export function exchangeClient(target: Target, conn: 'new' | 'reused' | 'shared', next: (w: number) => Exchange): LoadClient {
+export function exchangeClient(target: Target, conn: ConnMode, next: (w: number) => Exchange): LoadClient {
   const connect = () => connectChannel({ host: HOST, port: target.port, serverKey: target.serverKey })
+  if (conn === 'resumed') {
+    const store = new ResumptionStore()
+    const opts = { host: HOST, port: target.port, serverKey: target.serverKey, resumption: store }
+    return {
+      open: async () => {},
+      once: async (w) => {
+        const x = next(w)
+        const { channel, reply } = await connectAndRequest(opts, x.req)
+        channel.close()
+        x.check(reply)
+      },
+      close: () => store.clear(),
+    }
+  }
   if (conn === 'new')
     return {
       open: async () => {},
@@ -310,7 +331,7 @@ export async function measureCase(o: {
   what: string
   client: LoadClient
   server: StatsSource
-  conn: 'new' | 'reused' | 'shared'
+  conn: ConnMode
   c: number
   opts: BenchOptions
   /** Called after warm-up, before the measured interval (e.g. to reset counters). */
@@ -323,7 +344,7 @@ export async function measureCase(o: {
     // Warm-up: JIT, connection pools, the server's first allocations. Not measured.
     const warmMs = Math.min(500, opts.seconds * 250)
     await drive(client, c, Math.max(c * 4, Math.floor(opts.n / 10)), warmMs)
-    if (conn === 'new') await server.settle()
+    if (conn === 'new' || conn === 'resumed') await server.settle()
     o.beforeMeasure?.()
 
     const before = await server.stats()
@@ -356,6 +377,6 @@ export async function measureCase(o: {
     return { r, serverCpuMs, clientCpuMs, after, fields }
   } finally {
     client.close()
-    if (conn === 'new' || c > 1) await server.settle()
+    if (conn === 'new' || conn === 'resumed' || c > 1) await server.settle()
   }
 }

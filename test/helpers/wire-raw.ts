@@ -182,8 +182,11 @@ export function resumeHello(
   opts: { early?: Message | Uint8Array; x?: Uint8Array; cr?: Uint8Array; age?: number } = {},
 ): ResumeHello {
   const cr = opts.cr ?? randomBytes(32)
-  const { h, earlyKey } = resumeEarly(serverKey, cr, ticket.tk, ticket.rms)
-  const msg: HsResume = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUME, tk: ticket.tk, cr, age: opts.age ?? 0 }
+  const age = opts.age ?? 0
+  // A malformed age (for hostile tests) cannot be hashed: bind 0 instead; the server refuses the message before it looks.
+  const boundAge = Number.isInteger(age) && age >= 0 && age <= 0xffffffff ? age : 0
+  const { h, earlyKey } = resumeEarly(serverKey, cr, boundAge, ticket.tk, ticket.rms)
+  const msg: HsResume = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUME, tk: ticket.tk, cr, age }
   if (opts.early !== undefined) msg.x = sealEarly(earlyKey, opts.early instanceof Uint8Array ? opts.early : encode(opts.early))
   if (opts.x !== undefined) msg.x = opts.x
   return { frame: plainFrame(msg), msg, h, rms: ticket.rms }

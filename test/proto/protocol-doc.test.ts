@@ -121,7 +121,7 @@ describe('proto/PROTOCOL.md', () => {
     for (const s of [
       'SHA-256("tessera-nk-v1" || S_pub || Ec_pub || Es_pub)',
       'HKDF-SHA256(IKM = es || ee, salt = h, info = "tessera-nk-v1 keys", L = 160)',
-      'SHA-256("tessera-resume-v1" || S_pub || cr || tk)',
+      'SHA-256("tessera-resume-v1" || S_pub || cr || uint32be(age) || tk)',
       'HKDF-SHA256(IKM = rms, salt = h, info = "tessera-resume-v1 early", L = 32)',
       'HKDF-SHA256(IKM = rms, salt = h2, info = "tessera-resume-v1 keys", L = 160)',
       'secretbox(uint32be(lifetime_s) || tk, 24 zero bytes, k_res)',

@@ -394,13 +394,14 @@ describe('proto/vectors', () => {
         })
 
         it('derives h, k_early, h2, okm and the keys as documented (node:crypto) and as resumeEarly/resumeKeys do', () => {
-          expect(res.h_input).to.equal(Buffer.from('tessera-resume-v1').toString('hex') + res.serverStaticPublicKey + res.cr + res.tk)
+          const age = res.age.toString(16).padStart(8, '0')
+          expect(res.h_input).to.equal(Buffer.from('tessera-resume-v1').toString('hex') + res.serverStaticPublicKey + res.cr + age + res.tk)
           expect(sha(res.h_input)).to.equal(res.h)
           expect(hkdfHex(res.rms, res.h, 'tessera-resume-v1 early', 32)).to.equal(res.k_early)
           expect(sha(res.h, res.ns)).to.equal(res.h2)
           expect(hkdfHex(res.rms, res.h2, 'tessera-resume-v1 keys', 160)).to.equal(res.okm)
           expect(res.okm).to.equal(res.k_c2s + res.k_s2c + res.k_confirm + res.k_res + res.rms_next)
-          const early = resumeEarly(Sp(), unhex(res.cr), unhex(res.tk), unhex(res.rms))
+          const early = resumeEarly(Sp(), unhex(res.cr), res.age, unhex(res.tk), unhex(res.rms))
           expect([hex(early.h), hex(early.earlyKey)]).to.deep.equal([res.h, res.k_early])
           const { confirmKey, ...keys } = resumeKeys(unhex(res.h), unhex(res.ns), unhex(res.rms))
           expect([hex(keys.h), hex(keys.c2s), hex(keys.s2c), hex(confirmKey), hex(keys.res!), hex(keys.rms!)]).to.deep.equal([
@@ -429,7 +430,7 @@ describe('proto/vectors', () => {
           const msg = decodeMessage(unhex(res.hsResume.frame).subarray(4))
           expect(msg.t).to.equal(MsgType.HS_RESUME)
           if (msg.t !== MsgType.HS_RESUME) return
-          const { h, earlyKey } = resumeEarly(Sp(), msg.cr, msg.tk, unhex(res.rms))
+          const { h, earlyKey } = resumeEarly(Sp(), msg.cr, msg.age, msg.tk, unhex(res.rms))
           const { confirmKey, ...keys } = resumeKeys(h, unhex(res.ns), unhex(res.rms))
           const resp = {
             v: 1,
@@ -445,8 +446,11 @@ describe('proto/vectors', () => {
           expect(plain).to.not.equal(null)
           expect(toJsonValue(decodeMessage(plain!))).to.deep.equal(res.early.message)
           // x is bound to this resumption: another client random (or ticket) gives another k_early.
-          const other = resumeEarly(Sp(), unhex(res.ns), msg.tk, unhex(res.rms))
+          const other = resumeEarly(Sp(), unhex(res.ns), msg.age, msg.tk, unhex(res.rms))
           expect(openEarly(other.earlyKey, msg.x!)).to.equal(null)
+          // ...and so does another age: a replay with a rewritten age cannot open x.
+          const otherAge = resumeEarly(Sp(), msg.cr, msg.age + 1, msg.tk, unhex(res.rms))
+          expect(openEarly(otherAge.earlyKey, msg.x!)).to.equal(null)
         })
 
         it('client side: checks confirm and opens the next ticket, to resume again with (tk, rms_next)', () => {
