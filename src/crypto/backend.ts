@@ -13,6 +13,8 @@ export interface NaclBackend {
   readonly name: 'sodium-native' | 'node' | 'tweetnacl'
   /** XSalsa20-Poly1305 (NaCl crypto_secretbox). Output = 16-byte tag || ciphertext. */
   secretbox(msg: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array
+  /** {@link secretbox} written into `out` (exactly msg.length + 16 bytes; must not overlap msg). */
+  secretboxInto(out: Uint8Array, msg: Uint8Array, nonce: Uint8Array, key: Uint8Array): void
   /** Inverse of secretbox; null when the tag does not verify. */
   secretboxOpen(box: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array | null
   /** X25519 (RFC 7748) scalar multiplication. Throws on an all-zero shared secret. */
@@ -51,6 +53,10 @@ function checkShared(s: Uint8Array): Uint8Array {
 export const tweetnaclBackend: NaclBackend = {
   name: 'tweetnacl',
   secretbox: (msg, nonce, key) => nacl.secretbox(msg, nonce, key),
+  secretboxInto: (out, msg, nonce, key) => {
+    if (out.length !== msg.length + 16) throw new RangeError('secretbox output must be 16 bytes longer than the message')
+    out.set(nacl.secretbox(msg, nonce, key))
+  },
   secretboxOpen: (box, nonce, key) => nacl.secretbox.open(box, nonce, key),
   x25519: (sk, pk) => {
     need('X25519 secret key', sk, 32)
@@ -94,6 +100,7 @@ function rawPublic(k: nodeCrypto.KeyObject): Uint8Array {
 export const nodeBackend: NaclBackend = {
   name: 'node',
   secretbox: tweetnaclBackend.secretbox,
+  secretboxInto: tweetnaclBackend.secretboxInto,
   secretboxOpen: tweetnaclBackend.secretboxOpen,
   sha256: nodeSha256,
   x25519: (sk, pk) => {
@@ -131,7 +138,7 @@ export const nodeBackend: NaclBackend = {
 }
 
 interface Sodium {
-  crypto_secretbox_easy(c: Buffer, m: Uint8Array, n: Uint8Array, k: Uint8Array): void
+  crypto_secretbox_easy(c: Uint8Array, m: Uint8Array, n: Uint8Array, k: Uint8Array): void
   crypto_secretbox_open_easy(m: Buffer, c: Uint8Array, n: Uint8Array, k: Uint8Array): boolean
   crypto_scalarmult(q: Buffer, n: Uint8Array, p: Uint8Array): void
   crypto_scalarmult_base(q: Buffer, n: Uint8Array): void
@@ -169,6 +176,7 @@ function makeSodiumBackend(s: Sodium): NaclBackend {
       s.crypto_secretbox_easy(out, msg, nonce, key)
       return out
     },
+    secretboxInto: (out, msg, nonce, key) => s.crypto_secretbox_easy(out, msg, nonce, key),
     secretboxOpen: (box, nonce, key) => {
       if (box.length < 16 || nonce.length !== 24 || key.length !== 32) return null
       const out = Buffer.allocUnsafe(box.length - 16)

@@ -21,6 +21,22 @@ export function randomBytes(n: number): Uint8Array {
   return out
 }
 
+/** Fill `target` with cryptographically random bytes (nonces written in place). */
+export function randomFill(target: Uint8Array): void {
+  const n = target.length
+  if (n > 256) {
+    randomFillSync(target)
+    return
+  }
+  if (poolPos + n > POOL_BYTES) {
+    randomFillSync(pool)
+    poolPos = 0
+  }
+  target.set(pool.subarray(poolPos, poolPos + n))
+  pool.fill(0, poolPos, poolPos + n)
+  poolPos += n
+}
+
 /** A fresh 32-byte symmetric key. */
 export function randomKey(): Uint8Array {
   return randomBytes(32)

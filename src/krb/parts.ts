@@ -4,7 +4,7 @@ import { ErrorCode } from '../../proto/error-codes.js'
 import { SchemaError, validate } from '../../proto/validate.js'
 import { open, seal } from '../crypto/index.js'
 import { KrbProtocolError, TesseraError } from '../errors.js'
-import { decode, encode } from '../wire/codec.js'
+import { decode, withEncoded } from '../wire/codec.js'
 
 type OptionalKeys<T> = { [K in keyof T]-?: undefined extends T[K] ? K : Record<string, never> extends Pick<T, K> ? K : never }[keyof T]
 /** T whose optional fields may also be given as undefined (omitted on the wire). */
@@ -14,7 +14,7 @@ export type Loose<T> = Omit<T, OptionalKeys<T>> & { [K in OptionalKeys<T>]?: T[K
 export function sealPart<T extends TSchema>(key: Uint8Array, usage: number, schema: T, value: Loose<Static<T>>): Uint8Array {
   // Our own output is checked too: a bug must not put an out-of-contract part on the wire.
   validate(schema, value)
-  return seal(key, usage, encode(value))
+  return withEncoded(value, (plain) => seal(key, usage, plain))
 }
 
 /**

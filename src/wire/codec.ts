@@ -212,8 +212,7 @@ function room(n: number): void {
   out = bigger
 }
 
-// Map keys come from a small set of field names, and short values (realm and principal
-// names) repeat: their encodings are kept, up to a bound.
+// Short non-ASCII strings (names) repeat: their encodings are kept, up to a bound.
 const keyCache = new Map<string, Buffer>()
 const SHORT_STRING = 48
 
@@ -231,6 +230,42 @@ function keyBytes(k: string): Buffer {
     if (keyCache.size < 4096) keyCache.set(k, b)
   }
   return b
+}
+
+/** Append `b` (room already made): a loop for the few bytes of a name, a block copy beyond. */
+function copyIn(b: Uint8Array): void {
+  const n = b.length
+  if (n > 32) out.set(b, at)
+  else for (let i = 0; i < n; i++) out[at + i] = b[i]!
+  at += n
+}
+
+/**
+ * A string: ASCII up to 31 characters (field names, realm and principal names) written in
+ * place, which costs less than looking its encoding up; other short strings through the
+ * cache of encodings; long ones encoded each time.
+ */
+function writeShortString(s: string): void {
+  const n = s.length
+  if (n < 32) {
+    room(1 + n)
+    let i = 0
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i)
+      if (c >= 0x80) break
+      out[at + 1 + i] = c
+    }
+    if (i === n) {
+      out[at] = 0xa0 | n
+      at += 1 + n
+      return
+    }
+  }
+  if (n <= SHORT_STRING) {
+    const b = keyBytes(s)
+    room(b.length)
+    copyIn(b)
+  } else writeString(s)
 }
 
 function writeString(s: string): void {
@@ -379,13 +414,7 @@ function writeValue(v: unknown): void {
       writeNumber(v)
       return
     case 'string':
-      if (v.length <= SHORT_STRING) {
-        // Realm and principal names repeat in every message: their encodings are kept.
-        const b = keyBytes(v)
-        room(b.length)
-        out.set(b, at)
-        at += b.length
-      } else writeString(v)
+      writeShortString(v)
       return
     case 'boolean':
       room(1)
@@ -413,8 +442,7 @@ function writeValue(v: unknown): void {
     const n = v.length
     room(5 + n)
     writeLength(n, 0xc4)
-    out.set(v, at)
-    at += n
+    copyIn(v)
     return
   }
   if (Array.isArray(v)) {
@@ -424,18 +452,55 @@ function writeValue(v: unknown): void {
   }
   const o = v as Record<string, unknown>
   const keys = Object.keys(o)
+  if (keys.length < 16) {
+    // At most 15 entries: a fixmap, whose count is known once the undefined fields are skipped.
+    room(1)
+    const header = at++
+    let n = 0
+    for (const k of keys) {
+      const x = o[k]
+      if (x === undefined) continue
+      n++
+      writeShortString(k)
+      writeValue(x)
+    }
+    out[header] = 0x80 | n
+    return
+  }
   let n = 0
   for (const k of keys) if (o[k] !== undefined) n++
   writeHeader(n, 0x80, 16, 0xde, 0xdf)
   for (const k of keys) {
     const x = o[k]
     if (x === undefined) continue
-    const kb = keyBytes(k)
-    room(kb.length)
-    out.set(kb, at)
-    at += kb.length
+    writeShortString(k)
     writeValue(x)
   }
+}
+
+// True while withEncoded() has lent the scratch buffer out.
+let lent = false
+
+/** Write `value` into the scratch buffer; returns its length. */
+function writeScratch(value: unknown): number {
+  if (lent) throw new Error('encode() called while withEncoded() holds the scratch buffer')
+  at = 0
+  try {
+    writeValue(value)
+  } catch (err) {
+    out.fill(0, 0, at)
+    at = 0
+    throw err
+  }
+  return at
+}
+
+/** Wipe the first `n` bytes of the scratch buffer and drop it if one large message grew it. */
+function releaseScratch(n: number): void {
+  // Encoded parts hold keys (tickets, keytabs, keys at rest): leave no copy behind.
+  out.fill(0, 0, n)
+  // Do not keep a huge scratch buffer alive after one large message.
+  if (out.length > 1024 * 1024) out = Buffer.allocUnsafe(16 * 1024)
 }
 
 /**
@@ -443,18 +508,25 @@ function writeValue(v: unknown): void {
  * fields omitted (undefined elsewhere -> nil), safe integers beyond 32 bits -> int64.
  */
 export function encode(value: unknown): Uint8Array {
-  at = 0
-  try {
-    writeValue(value)
-  } catch (err) {
-    at = 0
-    throw err
-  }
-  const result = Buffer.allocUnsafe(at)
-  out.copy(result, 0, 0, at)
-  // Encoded parts hold keys (tickets, keytabs, keys at rest): leave no copy behind.
-  out.fill(0, 0, at)
-  // Do not keep a huge scratch buffer alive after one large message.
-  if (out.length > 1024 * 1024) out = Buffer.allocUnsafe(16 * 1024)
+  const n = writeScratch(value)
+  const result = Buffer.allocUnsafe(n)
+  out.copy(result, 0, 0, n)
+  releaseScratch(n)
   return result
+}
+
+/**
+ * {@link encode} `value` and pass the bytes to `use` without copying them out of the
+ * encoder's scratch buffer (a part about to be sealed needs no copy of its own). The bytes
+ * are wiped once `use` returns: it must not keep them, and must not encode.
+ */
+export function withEncoded<R>(value: unknown, use: (bytes: Uint8Array) => R): R {
+  const n = writeScratch(value)
+  lent = true
+  try {
+    return use(out.subarray(0, n))
+  } finally {
+    lent = false
+    releaseScratch(n)
+  }
 }
