@@ -77,6 +77,9 @@ function peerError(msg: KrbError, message: string): KrbProtocolError {
   return err
 }
 
+/** The closed-state reason of a channel closed by its owner with nothing pending (shared: never thrown from a request in flight). */
+const CLOSED_BY_US = new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'connection closed')
+
 /** An established, encrypted connection to one listener. Replies come back in request order. */
 export class ClientChannel {
   private readonly pending: Pending[] = []
@@ -94,12 +97,21 @@ export class ClientChannel {
   ) {
     socket.removeAllListeners('data')
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
-    socket.on('error', (err) =>
-      this.shutdown(new TesseraError(TesseraErrorCode.TESSERA_NETWORK, `connection error: ${err.message}`, { cause: err })),
-    )
-    socket.on('close', () =>
-      this.shutdown(new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'connection closed by the server')),
-    )
+    // Errors are built only if they will be used: an Error captures a stack trace (~20 µs),
+    // and every connection ends with a close event after close().
+    socket.on('error', (err) => {
+      if (!this.closedError)
+        this.shutdown(new TesseraError(TesseraErrorCode.TESSERA_NETWORK, `connection error: ${err.message}`, { cause: err }))
+    })
+    socket.on('close', () => {
+      if (!this.closedError) this.shutdown(new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'connection closed by the server'))
+    })
+  }
+
+  /** Why requests fail now: a fresh error (with its own stack) when the owner closed the channel. */
+  private closedReason(): Error {
+    const e = this.closedError!
+    return e === CLOSED_BY_US ? new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'connection closed') : e
   }
 
   /** True once the connection is closed or failed. */
@@ -120,7 +132,7 @@ export class ClientChannel {
 
   /** Send one message and resolve with the reply (a KRB_ERROR reply resolves too; see expectReply). */
   request(msg: Message, opts: RequestOptions = {}): Promise<Message> {
-    if (this.closedError) return Promise.reject(this.closedError)
+    if (this.closedError) return Promise.reject(this.closedReason())
     const { signal } = opts
     if (signal?.aborted) return Promise.reject(abortError(signal))
     const timeoutMs = opts.timeoutMs ?? 10000
@@ -141,7 +153,7 @@ export class ClientChannel {
 
   /** @internal Queue a reply slot for a request already sent (HS_RESUME early data), or about to be. */
   expectReply(opts: RequestOptions = {}): Promise<Message> {
-    if (this.closedError) return Promise.reject(this.closedError)
+    if (this.closedError) return Promise.reject(this.closedReason())
     const { signal } = opts
     if (signal?.aborted) return Promise.reject(abortError(signal))
     const timeoutMs = opts.timeoutMs ?? 10000
@@ -165,7 +177,11 @@ export class ClientChannel {
 
   /** Close the connection; pending requests fail with TESSERA_CHANNEL_CLOSED. */
   close(): void {
-    this.shutdown(new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'connection closed'))
+    if (this.closedError) return
+    // Nobody waits on this error unless requests are pending: skip the stack trace then.
+    this.shutdown(
+      this.pending.length > 0 ? new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'connection closed') : CLOSED_BY_US,
+    )
   }
 
   private onData(chunk: Buffer): void {
@@ -357,7 +373,7 @@ function attempt(
       let keys: TransportKeys | null = null
       if (eph && msg.t === MsgType.HS_RESP) keys = clientHandshakeFinish(opts.serverKey, eph, msg.e, msg.confirm)
       else if (resume && msg.t === MsgType.HS_RESUMED) {
-        const { confirmKey, ...k } = resumeKeys(resume.h, msg.n, resume.rms)
+        const { confirmKey, ...k } = resumeKeys(resume.h, msg.n, resume.rms, msg.nt !== undefined)
         keys = checkConfirm(confirmKey, k.h, msg.confirm) ? k : null
         if (!keys) wipeTransportKeys(k)
       } else {
