@@ -1,22 +1,15 @@
 /**
  * The one MessagePack codec: plain MessagePack only (nil, bool, int, float, str, bin,
- * array, map). Before msgpackr sees a body, a linear scan rejects extension types,
+ * array, map). Before a value is built from a body, a linear scan rejects extension types,
  * truncation, trailing bytes, deep nesting, oversized containers, non-string or
  * duplicate map keys, strings that are not valid UTF-8 and integers beyond ±(2^53-1),
- * so nothing msgpackr-specific can be smuggled in and every peer reads the same value.
+ * so every peer reads the same value. Values are built as msgpackr (mapsAsObjects,
+ * int64AsType 'number') builds them, and tested against it; our own builder skips the
+ * checks the scan already made.
  */
 import { isUtf8 } from 'node:buffer'
-import { Packr } from 'msgpackr'
 import { Limits } from '../../proto/limits.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
-
-const packr = new Packr({
-  useRecords: false,
-  variableMapSize: true,
-  int64AsType: 'number',
-  mapsAsObjects: true,
-  bundleStrings: false,
-})
 
 /** Options of the structural scan. */
 export interface DecodeOptions {
@@ -183,16 +176,207 @@ function scan(b: Uint8Array, pos: number, depth: number, o: Required<DecodeOptio
 
 const DEFAULT_DECODE: Required<DecodeOptions> = { maxDepth: Limits.MAX_DEPTH, maxEntries: Limits.MAX_CONTAINER_ENTRIES }
 
+// The value builder runs only on bodies the scan accepted: every length, type, integer range
+// and string in them is known good, so it reads without checking. It gives what msgpackr
+// (mapsAsObjects, int64AsType 'number') gives: nil -> null, maps -> plain objects, bin ->
+// a subarray (a view, as msgpackr's) of the body, integers -> numbers.
+
+let rpos = 0
+
+// Map keys (field names) repeat in every message: their strings are kept, found by their
+// bytes, so that each is one string V8 has already internalized for property stores.
+const KEY_SLOTS = 1024
+const keyBytesAt: (Uint8Array | undefined)[] = new Array(KEY_SLOTS).fill(undefined)
+const keyStrings: string[] = new Array(KEY_SLOTS).fill('')
+const MAX_CACHED_KEY = 24
+
+function readKey(b: Uint8Array): string {
+  const c = b[rpos]!
+  if (c < 0xa0 || c > 0xbf) {
+    // str8/16/32 keys are rare (the encoder writes fixstr up to 31 bytes): no cache.
+    rpos++
+    return readStrBody(b, c === 0xd9 ? readLen(b, 1) : c === 0xda ? readLen(b, 2) : readLen(b, 4))
+  }
+  const n = c & 0x1f
+  const start = rpos + 1
+  if (n > MAX_CACHED_KEY) {
+    rpos = start
+    return readStrBody(b, n)
+  }
+  let h = n
+  for (let i = 0; i < n; i++) h = (Math.imul(h, 31) + b[start + i]!) | 0
+  const slot = h & (KEY_SLOTS - 1)
+  const known = keyBytesAt[slot]
+  if (known !== undefined && known.length === n) {
+    let i = 0
+    while (i < n && known[i] === b[start + i]) i++
+    if (i === n) {
+      rpos = start + n
+      return keyStrings[slot]!
+    }
+  }
+  rpos = start
+  const k = readStrBody(b, n)
+  // A copy: the body's buffer is reused or wiped after decoding.
+  keyBytesAt[slot] = new Uint8Array(b.subarray(start, start + n))
+  keyStrings[slot] = k
+  return k
+}
+
+function readLen(b: Uint8Array, width: number): number {
+  const n = width === 1 ? b[rpos]! : width === 2 ? u16(b, rpos) : u32(b, rpos)
+  rpos += width
+  return n
+}
+
+// Buffer's UTF-8 decoding, callable on any Uint8Array without making a Buffer view of it. It
+// keeps a leading U+FEFF (TextDecoder would drop it by default).
+const utf8Slice = (Buffer.prototype as unknown as { utf8Slice(this: Uint8Array, start: number, end: number): string }).utf8Slice
+
+const fromCharCode = String.fromCharCode
+
+/** The `n` bytes at rpos as a string (valid UTF-8: the scan checked it). */
+function readStrBody(b: Uint8Array, n: number): string {
+  const start = rpos
+  rpos += n
+  // Short ASCII (names, field names) without a call into C++.
+  if (n <= 8) {
+    const c0 = b[start]!
+    const c1 = b[start + 1]!
+    const c2 = b[start + 2]!
+    const c3 = b[start + 3]!
+    if (n <= 4) {
+      switch (n) {
+        case 0:
+          return ''
+        case 1:
+          if (c0 < 0x80) return fromCharCode(c0)
+          break
+        case 2:
+          if ((c0 | c1) < 0x80) return fromCharCode(c0, c1)
+          break
+        case 3:
+          if ((c0 | c1 | c2) < 0x80) return fromCharCode(c0, c1, c2)
+          break
+        default:
+          if ((c0 | c1 | c2 | c3) < 0x80) return fromCharCode(c0, c1, c2, c3)
+      }
+    } else {
+      const c4 = b[start + 4]!
+      const c5 = b[start + 5]!
+      const c6 = b[start + 6]!
+      const c7 = b[start + 7]!
+      const low = c0 | c1 | c2 | c3 | c4
+      switch (n) {
+        case 5:
+          if (low < 0x80) return fromCharCode(c0, c1, c2, c3, c4)
+          break
+        case 6:
+          if ((low | c5) < 0x80) return fromCharCode(c0, c1, c2, c3, c4, c5)
+          break
+        case 7:
+          if ((low | c5 | c6) < 0x80) return fromCharCode(c0, c1, c2, c3, c4, c5, c6)
+          break
+        default:
+          if ((low | c5 | c6 | c7) < 0x80) return fromCharCode(c0, c1, c2, c3, c4, c5, c6, c7)
+      }
+    }
+  }
+  return utf8Slice.call(b, start, rpos)
+}
+
+function readValue(b: Uint8Array): unknown {
+  const c = b[rpos++]!
+  if (c <= 0x7f) return c // positive fixint
+  if (c >= 0xe0) return c - 0x100 // negative fixint
+  if (c <= 0x8f) return readMap(b, c & 0x0f)
+  if (c <= 0x9f) return readArray(b, c & 0x0f)
+  if (c <= 0xbf) return readStrBody(b, c & 0x1f)
+  switch (c) {
+    case 0xc0:
+      return null
+    case 0xc2:
+      return false
+    case 0xc3:
+      return true
+    case 0xc4:
+      return readBin(b, readLen(b, 1))
+    case 0xc5:
+      return readBin(b, readLen(b, 2))
+    case 0xc6:
+      return readBin(b, readLen(b, 4))
+    case 0xcc:
+      return readLen(b, 1)
+    case 0xcd:
+      return readLen(b, 2)
+    case 0xce:
+      return readLen(b, 4)
+    case 0xcf: {
+      // Within 2^53-1 (the scan checked): exact as a double.
+      const v = u32(b, rpos) * 0x100000000 + u32(b, rpos + 4)
+      rpos += 8
+      return v
+    }
+    case 0xd0:
+      return (readLen(b, 1) << 24) >> 24
+    case 0xd1:
+      return (readLen(b, 2) << 16) >> 16
+    case 0xd2:
+      return readLen(b, 4) | 0
+    case 0xd3: {
+      const v = (u32(b, rpos) | 0) * 0x100000000 + u32(b, rpos + 4)
+      rpos += 8
+      return v
+    }
+    case 0xd9:
+      return readStrBody(b, readLen(b, 1))
+    case 0xda:
+      return readStrBody(b, readLen(b, 2))
+    case 0xdb:
+      return readStrBody(b, readLen(b, 4))
+    case 0xdc:
+      return readArray(b, readLen(b, 2))
+    case 0xdd:
+      return readArray(b, readLen(b, 4))
+    case 0xde:
+      return readMap(b, readLen(b, 2))
+    case 0xdf:
+      return readMap(b, readLen(b, 4))
+    default:
+      // The scan refuses everything else: reaching here is a bug, not bad input.
+      throw new Error(`MessagePack builder reached byte 0x${c.toString(16)}, which the scan refuses`)
+  }
+}
+
+function readBin(b: Uint8Array, n: number): Uint8Array {
+  const v = b.subarray(rpos, rpos + n)
+  rpos += n
+  return v
+}
+
+function readArray(b: Uint8Array, n: number): unknown[] {
+  const a: unknown[] = []
+  for (let i = 0; i < n; i++) a.push(readValue(b))
+  return a
+}
+
+function readMap(b: Uint8Array, n: number): Record<string, unknown> {
+  const o: Record<string, unknown> = {}
+  // Keys are distinct strings and never "__proto__" (the scan refuses both).
+  for (let i = 0; i < n; i++) {
+    const k = readKey(b)
+    o[k] = readValue(b)
+  }
+  return o
+}
+
 /** Decode exactly one plain MessagePack value filling `body`. Throws TesseraError(TESSERA_DECODE). */
 export function decode(body: Uint8Array, opts?: DecodeOptions): unknown {
   const o = opts ? { ...DEFAULT_DECODE, ...opts } : DEFAULT_DECODE
   const end = scan(body, 0, 0, o, false)
   if (end !== body.length) fail('trailing bytes after the value')
-  try {
-    return packr.unpack(body)
-  } catch (err) {
-    throw new TesseraError(TesseraErrorCode.TESSERA_DECODE, 'malformed MessagePack', { cause: err })
-  }
+  rpos = 0
+  return readValue(body)
 }
 
 // The encoder is our own: msgpackr writes safe integers beyond 32 bits as float64 and

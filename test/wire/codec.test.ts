@@ -377,3 +377,80 @@ describe('encode against msgpackr (reference)', () => {
     )
   })
 })
+
+describe('decode against msgpackr (reference)', () => {
+  // What the codec decoded with before it had its own builder: the values must not change.
+  const reference = new Packr({ useRecords: false, variableMapSize: true, int64AsType: 'number', mapsAsObjects: true, bundleStrings: false })
+  const key = fc.oneof(
+    fc.constantFrom('v', 't', 'crealm', 'cname', 'ticket', 'enc', '1', '\ufeffk', 'é'),
+    fc.string({ maxLength: 40 }).filter((k) => k !== '__proto__' && wellFormed(k)),
+  )
+  const leaf = fc.oneof(
+    fc.constant(null),
+    fc.boolean(),
+    fc.integer({ min: -0x80000000, max: 0xffffffff }),
+    fc.constantFrom(2 ** 53 - 1, -(2 ** 53 - 1), 2 ** 32, -(2 ** 32), -(2 ** 31) - 1, 1_764_000_000_000),
+    fc.string({ maxLength: 300 }).filter((s) => wellFormed(s)),
+    fc.string({ unit: 'binary', maxLength: 40 }).filter((s) => wellFormed(s)),
+    fc.constantFrom('\ufeffbom', '\ufeff', 'a\u0000b'),
+    fc.uint8Array({ maxLength: 300 }),
+  )
+  const value = fc.letrec((tie) => ({
+    v: fc.oneof({ depthSize: 'small' }, leaf, fc.array(tie('v'), { maxLength: 20 }), fc.dictionary(key, tie('v'), { maxKeys: 20 })),
+  })).v
+  const same = (body: Uint8Array) => {
+    const ours = decode(body)
+    const theirs = reference.unpack(body)
+    expect(ours).to.deep.equal(theirs)
+    // Same key order, and bins of the same class (views of the body, Buffer or Uint8Array as the body is).
+    expect(JSON.stringify(ours, (_k, x) => (x instanceof Uint8Array ? `${x.constructor.name}:${hex(x)}` : x))).to.equal(
+      JSON.stringify(theirs, (_k, x) => (x instanceof Uint8Array ? `${x.constructor.name}:${hex(x)}` : x)),
+    )
+  }
+
+  it('builds the same values as msgpackr from Buffer and Uint8Array bodies (property)', () => {
+    fc.assert(
+      fc.property(value, (v) => {
+        const body = Buffer.from(encode(v))
+        same(body)
+        same(new Uint8Array(body))
+      }),
+      { numRuns: 1500 },
+    )
+  })
+
+  it('builds the same values as msgpackr from the longer encodings (str8 keys, map16, array16, int64 of small values)', () => {
+    for (const wire of [
+      'd9 01 61', // not a map: a str8 alone
+      '81 d9 01 61 01', // {a: 1} with a str8 key
+      '81 da 0001 61 02', // str16 key
+      '81 db 00000001 61 03', // str32 key
+      'de 0001 a1 61 04', // map16
+      'df 00000001 a1 61 05', // map32
+      'dc 0002 01 02', // array16
+      'dd 00000002 01 02', // array32
+      'd3 00000000 00000001', // int64 1
+      'd3 ffffffff ffffffff', // int64 -1
+      'cf 00000000 00000007', // uint64 7
+      'd0 80', // int8 -128
+      'd1 8000', // int16 -32768
+      'd2 80000000', // int32 -2^31
+      'c4 00', // empty bin8
+      'c5 0001 ff', // bin16
+      'c6 00000001 ff', // bin32
+      'a3 efbbbf', // a lone BOM
+      '82 a1 31 01 a1 30 02', // integer-like keys, in wire order
+    ]) {
+      const body = unhex(wire)
+      same(body)
+      same(new Uint8Array(body))
+    }
+  })
+
+  it('keeps each map key string apart when bodies reuse the same buffer', () => {
+    const body = Buffer.from(encode({ ab: 1 }))
+    expect(decode(body)).to.deep.equal({ ab: 1 })
+    body.set(Buffer.from('cd'), 2)
+    expect(decode(body)).to.deep.equal({ cd: 1 })
+  })
+})
