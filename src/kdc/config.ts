@@ -53,7 +53,7 @@ export interface KdcConfig {
   resumption: {
     /** Offer tickets and accept HS_RESUME. @default true */
     enabled: boolean
-    /** Ticket lifetime (and ticket key rotation period), s. @default 3600 */
+    /** Ticket lifetime (and ticket key rotation period), s. @default 600 */
     lifetimeS: number
     /** Tolerated disagreement on a ticket's age, ms. @default 5000 */
     windowMs: number
@@ -89,7 +89,7 @@ export const DEFAULT_KDC_CONFIG: Readonly<KdcConfig> = Object.freeze({
     maxConnections: 4096,
     maxConnectionsPerPeer: 512,
   },
-  resumption: { enabled: true, lifetimeS: 3600, windowMs: 5000, maxRecent: 200_000 },
+  resumption: { enabled: true, lifetimeS: 600, windowMs: 5000, maxRecent: 200_000 },
   log: { level: 'info', console: true },
 })
 

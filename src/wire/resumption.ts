@@ -20,7 +20,7 @@ import { backend, randomBytes, wipe } from '../crypto/index.js'
 
 /** Options of a TicketIssuer. */
 export interface TicketIssuerOptions {
-  /** How long a ticket may be used, ms (also the ticket key rotation period). @default 3600000 */
+  /** How long a ticket may be used, ms (also the ticket key rotation period). @default 600000 */
   lifetimeMs?: number
   /** Tolerated difference between the client's ticket age and the server's, ms. @default 5000 */
   windowMs?: number
@@ -65,7 +65,7 @@ export class TicketIssuer {
   private readonly timer: NodeJS.Timeout | undefined
 
   constructor(opts: TicketIssuerOptions = {}) {
-    this.lifetimeMs = opts.lifetimeMs ?? 3_600_000
+    this.lifetimeMs = opts.lifetimeMs ?? 600_000
     this.windowMs = opts.windowMs ?? 5000
     this.maxRecent = opts.maxRecent ?? 200_000
     for (const [k, v] of [

@@ -226,6 +226,8 @@ export class ChildServer<Ready> {
     const file = fileURLToPath(new URL(`./${script}.${compiled ? 'js' : 'ts'}`, import.meta.url))
     const execArgv = compiled ? [] : ['--import', 'tsx']
     execArgv.push(...(o.execArgv ?? []))
+    // Node flags for the server process only (e.g. BENCH_SERVER_NODE_FLAGS=--max-semi-space-size=32).
+    execArgv.push(...(process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter((f) => f.length > 0))
     const profDir = process.env.BENCH_CPU_PROF
     if (profDir) execArgv.push('--cpu-prof', '--cpu-prof-dir', profDir)
     const child = fork(file, [...args], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
