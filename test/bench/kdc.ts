@@ -231,6 +231,7 @@ async function runBase(opts: BenchOptions): Promise<void> {
           ...res.fields,
           verified: sampler.verified,
           server_rss_mb: mb(res.after.rss ?? 0),
+          ...(client.counters?.() ?? {}),
           ...(reps > 1 ? { rep } : {}),
         })
         if (res.r.firstError) note(`${kind} conn=${conn} c=${c}: first error: ${res.r.firstError}`)

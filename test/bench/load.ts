@@ -20,6 +20,8 @@ export interface LoadClient {
   once(w: number): Promise<void>
   /** Close everything. */
   close(): void
+  /** Extra counters for the output line (e.g. resumptions, warm-up included). */
+  counters?(): Record<string, number>
 }
 
 /** Where the bench servers listen. */
@@ -85,6 +87,8 @@ export function exchangeClient(target: Target, conn: ConnMode, next: (w: number)
         x.check(reply)
       },
       close: () => store.clear(),
+      // Warm-up included: every connection but the first should resume.
+      counters: () => ({ resumed: store.resumed, resume_refused: store.refused }),
     }
   }
   if (conn === 'new')

@@ -20,6 +20,7 @@ import tls from 'node:tls'
 import type { Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { backend, useBackend, x25519KeyPair } from '../../src/crypto/index.js'
+import { TicketIssuer } from '../../src/wire/resumption.js'
 import { SecureServer } from '../../src/wire/server.js'
 
 /** Messages from the load generator. */
@@ -88,7 +89,8 @@ function selfSigned(): { key: string; cert: string } {
 if (kind === 'secure') {
   const staticKey = x25519KeyPair()
   serverKey = staticKey.publicKey
-  const server = new SecureServer({ staticKey, name: 'bench', host: '127.0.0.1', port: 0 }, (msg) => {
+  const resumption = new TicketIssuer()
+  const server = new SecureServer({ staticKey, name: 'bench', host: '127.0.0.1', port: 0, resumption }, (msg) => {
     if (msg.t !== MsgType.TIME_REQ) throw new TypeError(`unexpected message type ${msg.t}`)
     return TIME_REP
   })

@@ -22,7 +22,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { backend } from '../../src/crypto/index.js'
-import { type ClientChannel, connectChannel } from '../../src/wire/client.js'
+import { type ClientChannel, connectAndRequest, connectChannel } from '../../src/wire/client.js'
+import { ResumptionStore } from '../../src/wire/resumption.js'
 import {
   type BenchOptions,
   machineNote,
@@ -38,7 +39,8 @@ import type { ServerCommand, ServerReport } from './transport-server.js'
 /** Concurrency levels measured. c=256 with conn=new stays under the server's maxConnectionsPerPeer (512). */
 export const CONCURRENCY = [1, 16, 256] as const
 /** Connection modes measured. */
-export const CONN_MODES = ['new', 'reused'] as const
+/** conn=resumed (PROTOCOL.md §3.6) is measured for our transport only. */
+export const CONN_MODES = ['new', 'resumed', 'reused'] as const
 /** Body size of a raw echo frame, bytes (about a sealed TIME_REP). */
 const RAW_BODY = 200
 const HOST = '127.0.0.1'
@@ -109,11 +111,26 @@ export class ServerProcess {
 
 
 /** Load client: TIME_REQ on our transport (reply checked to be a TIME_REP). */
-export function secureClient(port: number, serverKey: Uint8Array, conn: 'new' | 'reused'): Client {
+export function secureClient(port: number, serverKey: Uint8Array, conn: 'new' | 'resumed' | 'reused'): Client {
   const channels: (ClientChannel | undefined)[] = []
   const connect = () => connectChannel({ host: HOST, port, serverKey })
   const check = (rep: Message) => {
     if (rep.t !== MsgType.TIME_REP) throw new Error(`unexpected reply type ${rep.t}`)
+  }
+  if (conn === 'resumed') {
+    // A new TCP connection per request, resumed with a ticket, the request as early data.
+    const store = new ResumptionStore()
+    const o = { host: HOST, port, serverKey, resumption: store }
+    return {
+      open: async () => {},
+      once: async () => {
+        const { channel, reply } = await connectAndRequest(o, TIME_REQ)
+        channel.close()
+        check(reply)
+      },
+      close: () => store.clear(),
+      counters: () => ({ resumed: store.resumed, resume_refused: store.refused }),
+    }
   }
   if (conn === 'new')
     return {
@@ -236,15 +253,18 @@ export function rawClient(port: number, conn: 'new' | 'reused', cert?: string): 
 async function runCase(
   kind: Kind,
   server: ServerProcess,
-  conn: 'new' | 'reused',
+  conn: 'new' | 'resumed' | 'reused',
   c: number,
   opts: BenchOptions,
   rep: number | undefined,
 ): Promise<void> {
   const client =
-    kind === 'transport' ? secureClient(server.port, server.serverKey, conn) : rawClient(server.port, conn, server.cert)
+    kind === 'transport'
+      ? secureClient(server.port, server.serverKey, conn)
+      : rawClient(server.port, conn === 'resumed' ? 'new' : conn, server.cert)
   const { r, fields } = await measureCase({ what: `${kind} conn=${conn} c=${c}`, client, server, conn, c, opts })
   if (kind === 'transport') fields.backend = server.backendName
+  Object.assign(fields, client.counters?.() ?? {})
   if (rep !== undefined) fields.rep = rep
   report(kind, fields)
   if (r.firstError) note(`${kind} conn=${conn} c=${c}: first error: ${r.firstError}`)
@@ -262,8 +282,8 @@ export async function run(opts: BenchOptions): Promise<void> {
     `transport: TIME_REQ -> fixed TIME_REP; server in a child process; per case up to ${opts.n} requests or ${opts.seconds} s; client backend=${backend().name}`,
   )
   for (const kind of ['transport', 'raw', 'tls'] as const) {
-    const cases = CONN_MODES.flatMap((conn) => CONCURRENCY.map((c) => ({ conn, c }))).filter((x) =>
-      wanted(opts, { kind, conn: x.conn, c: x.c }),
+    const cases = CONN_MODES.flatMap((conn) => CONCURRENCY.map((c) => ({ conn, c }))).filter(
+      (x) => (kind === 'transport' || x.conn !== 'resumed') && wanted(opts, { kind, conn: x.conn, c: x.c }),
     )
     if (cases.length === 0) continue
     let server: ServerProcess
