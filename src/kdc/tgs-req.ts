@@ -294,7 +294,8 @@ export function processTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionCont
 function answerTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionContext, g: TgsGathered): TgsRep {
   try {
     // The replay id is a hash of the sealed authenticator: only the session-key holder can make another.
-    const authId = Buffer.from(sha256(req.auth).subarray(0, 16)).toString('latin1')
+    const digest = sha256(req.auth)
+    const authId = Buffer.from(digest.buffer, digest.byteOffset, 16).toString('latin1')
     checkTgsReq(ctx, g, authId)
     const rep = issueTgsRep(ctx, g)
     ctx.log.security.log({
