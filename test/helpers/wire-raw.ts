@@ -255,3 +255,24 @@ export function asKrbError(m: Message): KrbError {
   if (m.t !== MsgType.KRB_ERROR) throw new Error(`expected KRB_ERROR, got t=${m.t}`)
   return m
 }
+
+/** A plain TCP server on 127.0.0.1 that does `onConnection` with each socket (never the protocol). */
+export async function fakeServer(onConnection: (s: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>()
+  const srv = net.createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => {})
+    s.on('close', () => sockets.delete(s))
+    onConnection(s)
+  })
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+  const { port } = srv.address() as net.AddressInfo
+  return {
+    port,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy()
+        srv.close(() => r())
+      }),
+  }
+}

@@ -9,6 +9,7 @@ import { krbError, plainFrame } from '../../src/wire/channel.js'
 import { type ChannelOptions, type ClientChannel, connectChannel } from '../../src/wire/client.js'
 import { frame } from '../../src/wire/frame-reader.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
+import { fakeServer } from '../helpers/wire-raw.js'
 import { Cmd, rejectionOf, startTestServer, type TestServer, timeReq } from '../helpers/wire-server.js'
 
 function expectTesseraCode(err: unknown, code: string): void {
@@ -16,26 +17,6 @@ function expectTesseraCode(err: unknown, code: string): void {
   expect((err as TesseraError).code).to.equal(code)
 }
 
-/** A plain TCP server on 127.0.0.1 that does `onConnection` with each socket (never the protocol). */
-async function fakeServer(onConnection: (s: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>()
-  const srv = net.createServer((s) => {
-    sockets.add(s)
-    s.on('error', () => {})
-    s.on('close', () => sockets.delete(s))
-    onConnection(s)
-  })
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const { port } = srv.address() as net.AddressInfo
-  return {
-    port,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy()
-        srv.close(() => r())
-      }),
-  }
-}
 
 /** A port on 127.0.0.1 that nothing listens on (bound, then released). */
 async function closedPort(): Promise<number> {

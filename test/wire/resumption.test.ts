@@ -4,7 +4,6 @@
  * raw hostile peers against a resuming server, the client's fallback to a full
  * handshake, and what travels in clear.
  */
-import net from 'node:net'
 import { expect } from 'chai'
 import { ErrorCode } from '../../proto/error-codes.js'
 import type { Message } from '../../proto/messages.js'
@@ -17,7 +16,7 @@ import { encode } from '../../src/wire/codec.js'
 import { frame } from '../../src/wire/frame-reader.js'
 import { type ClientTicket, type RefusalReason, ResumptionStore, TICKET_BYTES, TicketIssuer } from '../../src/wire/resumption.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
-import { asKrbError, framesOf, RawPeer, resumeHello, startRecordingProxy } from '../helpers/wire-raw.js'
+import { asKrbError, fakeServer, framesOf, RawPeer, resumeHello, startRecordingProxy } from '../helpers/wire-raw.js'
 import { Cmd, expectServed, rejectionOf, startTestServer, type TestServer, timeReq } from '../helpers/wire-server.js'
 
 /** A hand-driven monotonic clock, ms. */
@@ -877,23 +876,3 @@ describe('resumption over TCP', () => {
   })
 })
 
-/** A plain TCP server on 127.0.0.1 that does `onConnection` with each socket (never the protocol). */
-async function fakeServer(onConnection: (s: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>()
-  const srv = net.createServer((s) => {
-    sockets.add(s)
-    s.on('error', () => {})
-    s.on('close', () => sockets.delete(s))
-    onConnection(s)
-  })
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const { port } = srv.address() as net.AddressInfo
-  return {
-    port,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy()
-        srv.close(() => r())
-      }),
-  }
-}
