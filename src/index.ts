@@ -21,6 +21,8 @@ export {
 } from './client/kdc-client.js'
 export { checkTimeRep, type SyncTimeOptions, syncTime, type TimeSample } from './client/time-sync.js'
 export { type KdcAddress, loadRealmFile, parseRealmFile, type RealmFile, realmFileJson } from './krb/realm-file.js'
+// Transport resumption tickets, shareable between KdcClients (KdcClientOptions.resumption)
+export { ResumptionStore } from './wire/resumption.js'
 
 // Service side
 export {
@@ -31,7 +33,7 @@ export {
   type KeytabEntry,
   readKeytab,
   writeKeytab,
-} from './service/keytab.js'
+} from './krb/keytab.js'
 export {
   SecureSession,
   type SecureSessionClientOptions,

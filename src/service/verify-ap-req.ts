@@ -19,7 +19,7 @@ import type { PrincipalId } from '../db/types.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import { ReplayCache } from '../krb/replay-cache.js'
-import type { Keytab } from './keytab.js'
+import type { Keytab } from '../krb/keytab.js'
 
 /** Options of a ServiceVerifier. */
 export interface ServiceVerifierOptions {

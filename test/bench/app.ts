@@ -31,7 +31,7 @@ import { type Credentials, KdcClient } from '../../src/client/kdc-client.js'
 import { randomBytes } from '../../src/crypto/index.js'
 import { KrbProtocolError } from '../../src/errors.js'
 import { startKdc } from '../../src/kdc/kdc.js'
-import { Keytab } from '../../src/service/keytab.js'
+import { Keytab } from '../../src/krb/keytab.js'
 import { SESSION_OVERHEAD, SecureSession } from '../../src/service/session.js'
 import { ServiceVerifier, type VerifiedAp } from '../../src/service/verify-ap-req.js'
 import {

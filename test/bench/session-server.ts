@@ -10,7 +10,7 @@
  */
 import net from 'node:net'
 import { pathToFileURL } from 'node:url'
-import { Keytab } from '../../src/service/keytab.js'
+import { Keytab } from '../../src/krb/keytab.js'
 import { SecureSession } from '../../src/service/session.js'
 import { ServiceVerifier } from '../../src/service/verify-ap-req.js'
 import { serveIpc } from './load.js'

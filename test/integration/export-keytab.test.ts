@@ -6,7 +6,7 @@ import { expect } from 'chai'
 import { buildApReq } from '../../src/client/ap.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
 import { type RunningKdc, startKdc } from '../../src/kdc/kdc.js'
-import { readKeytab } from '../../src/service/keytab.js'
+import { readKeytab } from '../../src/krb/keytab.js'
 import { ServiceVerifier } from '../../src/service/verify-ap-req.js'
 
 describe('RunningKdc.exportKeytab', () => {

@@ -12,7 +12,7 @@ import { KdcClient, type KdcClientOptions } from '../../src/client/kdc-client.js
 import { buildApReq, verifyApRep } from '../../src/client/ap.js'
 import { syncTime } from '../../src/client/time-sync.js'
 import type { KeyVersion } from '../../src/db/types.js'
-import { Keytab } from '../../src/service/keytab.js'
+import { Keytab } from '../../src/krb/keytab.js'
 import { ServiceVerifier } from '../../src/service/verify-ap-req.js'
 import { ed25519KeyPair, randomBytes, sign } from '../../src/crypto/index.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../../src/errors.js'

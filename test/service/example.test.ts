@@ -13,7 +13,7 @@ import { ErrorCode } from '../../proto/error-codes.js'
 import { KrbProtocolError } from '../../src/errors.js'
 import { type RunningKdc, startKdc } from '../../src/kdc/kdc.js'
 import { loadRealmFile, realmFileJson } from '../../src/krb/realm-file.js'
-import { Keytab, writeKeytab } from '../../src/service/keytab.js'
+import { Keytab, writeKeytab } from '../../src/krb/keytab.js'
 import { rejection } from './helpers.js'
 
 const PASSWORD = 'Example password 42'

@@ -6,7 +6,7 @@ import path from 'node:path'
 import { type Credentials, KdcClient } from '../../src/client/kdc-client.js'
 import type { KeyVersion } from '../../src/db/types.js'
 import { type RunningKdc, startKdc } from '../../src/kdc/kdc.js'
-import { Keytab, type KeytabEntry, writeKeytab } from '../../src/service/keytab.js'
+import { Keytab, type KeytabEntry, writeKeytab } from '../../src/krb/keytab.js'
 import { FrameReader, frame } from '../../src/wire/frame-reader.js'
 
 export const USER = 'alice'

@@ -12,7 +12,7 @@ import {
   type KeytabEntry,
   readKeytab,
   writeKeytab,
-} from '../../src/service/keytab.js'
+} from '../../src/krb/keytab.js'
 import { decode, encode } from '../../src/wire/codec.js'
 import { rejection, thrown } from './helpers.js'
 

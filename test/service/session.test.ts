@@ -4,7 +4,7 @@ import { expect } from 'chai'
 import { ErrorCode } from '../../proto/error-codes.js'
 import type { Credentials } from '../../src/client/kdc-client.js'
 import { KrbProtocolError, type TesseraError, TesseraErrorCode } from '../../src/errors.js'
-import { readKeytab } from '../../src/service/keytab.js'
+import { readKeytab } from '../../src/krb/keytab.js'
 import { sealFrame } from '../../src/crypto/index.js'
 import {
   deriveSessionKeys,

@@ -10,7 +10,7 @@ import { randomKey } from '../../src/crypto/index.js'
 import { KrbProtocolError } from '../../src/errors.js'
 import { sealPart } from '../../src/krb/parts.js'
 import { ReplayCache } from '../../src/krb/replay-cache.js'
-import { Keytab, readKeytab, writeKeytab } from '../../src/service/keytab.js'
+import { Keytab, readKeytab, writeKeytab } from '../../src/krb/keytab.js'
 import { ServiceVerifier, type ServiceVerifierOptions } from '../../src/service/verify-ap-req.js'
 import { type Realm, SERVICE, startRealm, thrown } from './helpers.js'
 
