@@ -5,7 +5,7 @@
  * torn file), under a lock file so two processes updating at once do not lose entries.
  */
 import { constants } from 'node:fs'
-import { type FileHandle, open, rename, rm, stat, unlink } from 'node:fs/promises'
+import { type FileHandle, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { Ticket } from '../../proto/messages.js'
@@ -20,9 +20,23 @@ const MAGIC = Buffer.from('TSCC', 'ascii')
 const VERSION = 1
 const LOCK_STALE_MS = 10_000
 
-/** Where the cache lives when neither --ccache nor TESSERA_CCACHE says: $XDG_RUNTIME_DIR/tessera_ccache, else <tmpdir>/tessera_cc_<uid>. */
+/**
+ * Where the cache lives when neither --ccache nor TESSERA_CCACHE says:
+ * $XDG_RUNTIME_DIR/tessera_ccache (a per-user tmpfs on systemd machines), else
+ * $XDG_CACHE_HOME/tessera/ccache (default ~/.cache/tessera/ccache), else
+ * <tmpdir>/tessera_cc_<uid>. Not /tmp first, as MIT does: in a shared, sticky /tmp
+ * another user can create the file or its lock first and so deny us our own cache.
+ */
 export function defaultCcachePath(env: NodeJS.ProcessEnv): string {
   if (env.XDG_RUNTIME_DIR) return path.join(env.XDG_RUNTIME_DIR, 'tessera_ccache')
+  let home = env.HOME
+  if (!home)
+    try {
+      home = os.homedir()
+    } catch {
+      home = undefined
+    }
+  if (env.XDG_CACHE_HOME || home) return path.join(env.XDG_CACHE_HOME || path.join(home!, '.cache'), 'tessera', 'ccache')
   const uid = typeof process.getuid === 'function' ? process.getuid() : os.userInfo().username
   return path.join(os.tmpdir(), `tessera_cc_${uid}`)
 }
@@ -165,13 +179,21 @@ export class CredentialCache {
   private async withLock<T>(fn: () => Promise<T>): Promise<T> {
     const lock = `${this.file}.lock`
     const deadline = Date.now() + 5000
+    let madeDir = false
     for (;;) {
       try {
         const fh = await open(lock, 'wx', 0o600)
         await fh.close()
         break
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') bad(`cannot lock credential cache: ${(err as Error).message}`, err)
+        const code = (err as NodeJS.ErrnoException).code
+        if (code === 'ENOENT' && !madeDir) {
+          // First use of the default path (~/.cache/tessera): make the directory, private.
+          madeDir = true
+          await mkdir(path.dirname(this.file), { recursive: true, mode: 0o700 })
+          continue
+        }
+        if (code !== 'EEXIST') bad(`cannot lock credential cache: ${(err as Error).message}`, err)
         try {
           const s = await stat(lock)
           if (Date.now() - s.mtimeMs > LOCK_STALE_MS) await rm(lock, { force: true })

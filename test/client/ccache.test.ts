@@ -4,7 +4,7 @@ import { chmod, chown, readFile, readdir, rm, stat, symlink, writeFile } from 'n
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
-import { CredentialCache } from '../../src/client/ccache.js'
+import { CredentialCache, defaultCcachePath } from '../../src/client/ccache.js'
 import type { Credentials } from '../../src/client/kdc-client.js'
 import { TesseraError, TesseraErrorCode } from '../../src/errors.js'
 import { CLI_REALM, fakeCreds } from '../helpers/cli-creds.js'
@@ -121,6 +121,24 @@ describe('CredentialCache', () => {
     const raw = await readFile(file)
     expect(raw.subarray(0, 4).toString('ascii')).to.equal('TSCC')
     expect(raw[4]).to.equal(1)
+  })
+
+  it('creates a missing directory of its path, private (the default ~/.cache/tessera on first use)', async () => {
+    const deep = path.join(dir, 'home', '.cache', 'tessera', 'ccache')
+    const cc = new CredentialCache(deep)
+    const tgt = fakeCreds()
+    await cc.initialize(tgt)
+    expect((await stat(path.dirname(deep))).mode & 0o777).to.equal(0o700)
+    expect((await stat(deep)).mode & 0o777).to.equal(0o600)
+    sameCreds(await cc.find(tgt.sname, tgt.srealm), tgt)
+  })
+
+  it('defaults to the runtime dir, then the user cache dir, and to /tmp only with no home', () => {
+    expect(defaultCcachePath({ XDG_RUNTIME_DIR: '/run/user/7', HOME: '/home/a' })).to.equal('/run/user/7/tessera_ccache')
+    expect(defaultCcachePath({ HOME: '/home/a' })).to.equal('/home/a/.cache/tessera/ccache')
+    expect(defaultCcachePath({ HOME: '/home/a', XDG_CACHE_HOME: '/c' })).to.equal('/c/tessera/ccache')
+    // Never a shared, sticky /tmp while a home exists (another user could pre-create the file or its lock).
+    expect(defaultCcachePath({ HOME: '/home/a' }).startsWith('/tmp')).to.equal(false)
   })
 
   it('refuses a cache readable by others with TESSERA_CCACHE', async () => {
