@@ -24,3 +24,12 @@ export type MsgType = (typeof MsgType)[keyof typeof MsgType]
 
 /** Protocol version carried in every message (`v` field). */
 export const PROTOCOL_VERSION = 1
+
+/**
+ * Requests a client may send as early data in HS_RESUME (PROTOCOL.md §3.6). An active
+ * attacker can make a server handle an early request once more than its sender meant
+ * (by racing a copy ahead of it and making the client retry), so only requests that are
+ * safe to handle twice qualify: time queries, and AS/TGS requests (a second ticket is
+ * useless to anyone but the client). Never ADMIN_REQ.
+ */
+export const EARLY_DATA_TYPES: readonly number[] = [MsgType.AS_REQ, MsgType.TGS_REQ, MsgType.TIME_REQ]

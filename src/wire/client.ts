@@ -2,7 +2,7 @@
 import net from 'node:net'
 import { Limits } from '../../proto/limits.js'
 import type { KrbError, Message } from '../../proto/messages.js'
-import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
+import { EARLY_DATA_TYPES, MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { ErrorCode } from '../../proto/error-codes.js'
 import type { HsResume } from '../../proto/messages.js'
 import {
@@ -21,7 +21,7 @@ import {
 } from '../crypto/index.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { decodeMessage, plainFrame, SealedCodec } from './channel.js'
-import { encode } from './codec.js'
+import { withEncoded } from './codec.js'
 import { FrameReader } from './frame-reader.js'
 import { type ClientTicket, ResumptionStore } from './resumption.js'
 
@@ -238,27 +238,34 @@ export async function connectChannel(opts: ChannelOptions): Promise<ClientChanne
 }
 
 /**
- * Open a new connection and send `msg` on it. With a resumption ticket for this server
- * the request travels in HS_RESUME as early data: one round trip after TCP connect and
- * no X25519 on either side. Otherwise (or if the server refuses the ticket) it does a
- * full handshake and sends the request after it. Resolves with the open channel and the
- * reply (a KRB_ERROR reply resolves too).
+ * Open a new connection and send a request on it. With a resumption ticket for this
+ * server, and a request that may travel as early data (EARLY_DATA_TYPES: AS, TGS, time),
+ * the request goes in HS_RESUME: one round trip after TCP connect and no X25519 on either
+ * side. Otherwise it is sent after the handshake. If the server refuses the ticket, the
+ * client does a full handshake and sends the request again, built anew by `request` when
+ * it is a function: an attacker who raced a copy of the HS_RESUME ahead of ours may have
+ * had the first one handled, so a TGS request needs a fresh authenticator (else the KDC
+ * answers KRB_AP_ERR_REPEAT). Resolves with the open channel and the reply (a KRB_ERROR
+ * reply resolves too).
  */
 export async function connectAndRequest(
   opts: ChannelOptions,
-  msg: Message,
+  request: Message | (() => Message),
   reqOpts: RequestOptions = {},
 ): Promise<{ channel: ClientChannel; reply: Message }> {
-  const { channel, early } = await open(opts, msg, reqOpts)
+  const build = typeof request === 'function' ? request : () => request
+  const first = build()
+  const canEarly = EARLY_DATA_TYPES.includes(first.t)
+  const { channel, early, fellBack } = await open(opts, canEarly ? first : undefined, reqOpts)
   if (early) return { channel, reply: await early }
-  return { channel, reply: await channel.request(msg, reqOpts) }
+  return { channel, reply: await channel.request(fellBack ? build() : first, reqOpts) }
 }
 
 async function open(
   opts: ChannelOptions,
   earlyMsg: Message | undefined,
   reqOpts: RequestOptions,
-): Promise<{ channel: ClientChannel; early?: Promise<Message> }> {
+): Promise<{ channel: ClientChannel; early?: Promise<Message>; fellBack?: boolean }> {
   const store = opts.resumption
   const id = store && opts.serverKey?.length === 32 ? ResumptionStore.id(opts.host, opts.port, opts.serverKey) : ''
   const ticket = store?.get(id)
@@ -266,11 +273,12 @@ async function open(
   try {
     return await attempt(opts, ticket, earlyMsg, reqOpts)
   } catch (err) {
-    // An unauthenticated refusal can only cost us a full handshake: drop the ticket and do one.
+    // An unauthenticated refusal: drop the ticket and do a full handshake. The server did not
+    // act on our early request, but a copy raced ahead of it by an attacker may have been.
     if (err instanceof KrbProtocolError && err.code === ErrorCode.TSR_ERR_RESUME) {
       store!.refused++
       store!.delete(id)
-      return attempt(opts, undefined, undefined, reqOpts)
+      return { ...(await attempt(opts, undefined, undefined, reqOpts)), fellBack: earlyMsg !== undefined }
     }
     throw err
   }
@@ -303,7 +311,8 @@ function attempt(
       const age = store!.age(ticket)
       const { h, earlyKey } = resumeEarly(opts.serverKey, cr, age, ticket.tk, ticket.rms)
       const m: HsResume = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUME, tk: ticket.tk, cr, age }
-      if (earlyMsg) m.x = sealEarly(earlyKey, encode(earlyMsg))
+      // Sealed straight from the encoder's scratch (wiped after): no plaintext copy left behind.
+      if (earlyMsg) m.x = withEncoded(earlyMsg, (plain) => sealEarly(earlyKey, plain))
       wipe(earlyKey)
       hello = plainFrame(m)
       resume = { h, rms: ticket.rms }

@@ -8,7 +8,7 @@ import net from 'node:net'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { Limits } from '../../proto/limits.js'
 import type { HsResp, HsResume, HsResumed, Message } from '../../proto/messages.js'
-import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
+import { EARLY_DATA_TYPES, MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { validateMessage } from '../../proto/validate.js'
 import {
   confirmBox,
@@ -401,8 +401,10 @@ class ServerConnection {
     }
     const r = o.resumption.redeem(msg.tk, msg.cr, msg.age)
     if ('refused' in r) {
+      // The reason goes to our log only: in clear, it would tell anyone on the path whether a
+      // ticket is from this process, whether a recorded copy got through first, when we are full.
       o.logger.debug('resumption refused', { listener: o.name, peer: this.peer, reason: r.refused })
-      this.fail(ErrorCode.TSR_ERR_RESUME, `resumption refused (${r.refused}): do a full handshake`)
+      this.fail(ErrorCode.TSR_ERR_RESUME, 'resumption refused: do a full handshake')
       return
     }
     const { h, earlyKey } = resumeEarly(o.staticKey.publicKey, msg.cr, msg.age, msg.tk, r.rms)
@@ -430,6 +432,17 @@ class ServerConnection {
       early = decodeMessage(plain)
     } catch (err) {
       this.failWith(err)
+      return
+    }
+    // Early data may be handled twice (PROTOCOL.md §3.6): only requests for which that is
+    // harmless are acted on; anything else is answered MSG_TYPE and must come after the handshake.
+    if (!isHandshakeMessage(early) && !EARLY_DATA_TYPES.includes(early.t)) {
+      this.take(
+        early,
+        new KrbProtocolError(ErrorCode.KRB_AP_ERR_MSG_TYPE, 'MSG_TYPE', {
+          message: `message type ${early.t} is not accepted as early data; send it after the handshake`,
+        }),
+      )
       return
     }
     this.take(early)
@@ -476,8 +489,8 @@ class ServerConnection {
     this.take(msg)
   }
 
-  /** Queue one opened request for the handler. */
-  private take(msg: Message): void {
+  /** Queue one opened request for the handler (or, with `refusal`, answer that instead). */
+  private take(msg: Message, refusal?: KrbProtocolError): void {
     if (isHandshakeMessage(msg)) {
       this.fail(ErrorCode.TSR_ERR_HANDSHAKE, 'handshake message after the handshake')
       return
@@ -485,7 +498,7 @@ class ServerConnection {
     this.pending++
     // process() handles its own failures; the catch only keeps the chain alive.
     this.queue = this.queue
-      .then(() => this.process(msg))
+      .then(() => this.process(msg, refusal))
       .catch((err: unknown) => {
         const o = this.server.options
         o.logger.error('reply could not be sent', { listener: o.name, peer: this.peer, err: errText(err) })
@@ -493,10 +506,11 @@ class ServerConnection {
       })
   }
 
-  private async process(msg: Message): Promise<void> {
+  private async process(msg: Message, refusal?: KrbProtocolError): Promise<void> {
     const o = this.server.options
     let reply: Message
     try {
+      if (refusal) throw refusal
       reply = await this.server.handler(msg, this.ctx!)
     } catch (err) {
       if (err instanceof KrbProtocolError) {
