@@ -81,10 +81,14 @@ export function exchangeClient(target: Target, conn: ConnMode, next: (w: number)
     return {
       open: async () => {},
       once: async (w) => {
-        const x = next(w)
-        const { channel, reply } = await connectAndRequest(opts, x.req)
+        // A builder: after a refused resumption the retry gets a fresh request (authenticator).
+        let x: Exchange | undefined
+        const { channel, reply } = await connectAndRequest(opts, () => {
+          x = next(w)
+          return x.req
+        })
         channel.close()
-        x.check(reply)
+        x!.check(reply)
       },
       close: () => store.clear(),
       // Warm-up included: every connection but the first should resume.
