@@ -393,6 +393,8 @@ function room(n: number): void {
   if (at + n <= out.length) return
   const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, at + n))
   out.copy(bigger, 0, 0, at)
+  // What was written so far may be a sealed part's plaintext (keys): wipe the old scratch.
+  out.fill(0, 0, at)
   out = bigger
 }
 
