@@ -116,6 +116,14 @@ function int(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGE
 export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcConfig> = DEFAULT_KDC_CONFIG): KdcConfig {
   if (typeof input !== 'object' || input === null) bad('not an object')
   for (const k of Object.keys(input)) if (!KNOWN_TOP.has(k)) bad(`unknown setting "${k}"`)
+  // A typo in a nested key (limits.maxConection) must not be ignored either.
+  for (const group of ['ports', 'limits', 'resumption', 'log', 'kdf'] as const) {
+    const given = (input as Record<string, unknown>)[group]
+    if (given === undefined) continue
+    if (typeof given !== 'object' || given === null || Array.isArray(given)) bad(`${group} must be an object`)
+    const known = new Set(Object.keys(base[group] as object).concat(group === 'log' ? ['dir', 'level', 'console'] : []))
+    for (const k of Object.keys(given)) if (!known.has(k)) bad(`unknown setting "${group}.${k}"`)
+  }
   const c: KdcConfig = {
     ...base,
     ...(input as object),
