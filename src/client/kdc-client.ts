@@ -19,7 +19,7 @@ import { checkKdfParams, defaultSalt, passwordToKey, randomUint32, tryOpen } fro
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { KdcAddress, RealmFile } from '../krb/realm-file.js'
-import { type ClientChannel, connectChannel } from '../wire/client.js'
+import { type ChannelOptions, type ClientChannel, connectChannel, openWithRequest } from '../wire/client.js'
 import { ResumptionStore } from '../wire/resumption.js'
 import type { CredentialCache } from './ccache.js'
 import { krbErrorFromReply } from './errors.js'
@@ -380,8 +380,11 @@ export class KdcClient {
       for (let attempt = 0; attempt < 2; attempt++) {
         if (signal.aborted) throw this.abortError(signal, lastErr)
         let ch: ClientChannel
+        let early: Promise<Message> | undefined
         try {
-          ch = await raceSignal(this.channel(kdc, listener), signal)
+          const opened = this.openFor(kdc, listener, build, signal)
+          early = opened.reply
+          ch = await raceSignal(opened.channel, signal)
         } catch (err) {
           lastErr = err
           if (signal.aborted) throw this.abortError(signal, err)
@@ -394,7 +397,7 @@ export class KdcClient {
           throw err
         }
         try {
-          const reply = await ch.request(build(), { signal, timeoutMs: this.opts.timeoutMs })
+          const reply = await (early ?? ch.request(build(), { signal, timeoutMs: this.opts.timeoutMs }))
           // A KDC that is busy, shutting down or timing us out did not handle the request:
           // treat it like a failed connection and move on to the next KDC.
           if (reply.t === MsgType.KRB_ERROR && TRANSPORT_REFUSALS.has(reply.code)) {
@@ -446,10 +449,60 @@ export class KdcClient {
     return new TesseraError(TesseraErrorCode.TESSERA_ABORTED, 'operation aborted', { cause })
   }
 
-  // Shared by concurrent callers, so it is bounded by the connect timeout, not by one caller's signal.
-  private channel(kdc: KdcAddress, listener: Listener): Promise<ClientChannel> {
+  /**
+   * The channel for one request to `listener` of `kdc`. When there is no connection yet and
+   * the store holds a resumption ticket for it, the new connection resumes and carries the
+   * request in its first flight (PROTOCOL.md §3.6: one round trip after TCP connect, like
+   * MIT over TCP); `reply` is then already on its way. Admin requests never travel as
+   * early data.
+   */
+  private openFor(
+    kdc: KdcAddress,
+    listener: Listener,
+    build: () => Message,
+    signal: AbortSignal,
+  ): { channel: Promise<ClientChannel>; reply?: Promise<Message> } {
     const port = kdc[listener]
     const id = `${kdc.host}:${port}`
+    if (
+      this.channels.has(id) ||
+      listener === 'admin' ||
+      !this.resumption?.get(ResumptionStore.id(kdc.host, port, this.realm.transportKey))
+    )
+      return { channel: this.channel(kdc, listener) }
+    const { channel, reply } = openWithRequest(this.channelOptions(kdc, listener), build, { signal, timeoutMs: this.opts.timeoutMs })
+    this.register(id, channel)
+    return { channel, reply }
+  }
+
+  private channelOptions(kdc: KdcAddress, listener: Listener): ChannelOptions {
+    return {
+      host: kdc.host,
+      port: kdc[listener],
+      serverKey: this.realm.transportKey,
+      connectTimeoutMs: this.opts.connectTimeoutMs,
+      handshakeTimeoutMs: this.opts.connectTimeoutMs,
+      ...(this.resumption ? { resumption: this.resumption } : {}),
+    }
+  }
+
+  /** Share a connection being opened with later callers; forget it once it closes or fails. */
+  private register(id: string, p: Promise<ClientChannel>): void {
+    this.channels.set(id, p)
+    p.then(
+      (ch) =>
+        ch.onClose(() => {
+          if (this.channels.get(id) === p) this.channels.delete(id)
+        }),
+      () => {
+        if (this.channels.get(id) === p) this.channels.delete(id)
+      },
+    )
+  }
+
+  // Shared by concurrent callers, so it is bounded by the connect timeout, not by one caller's signal.
+  private channel(kdc: KdcAddress, listener: Listener): Promise<ClientChannel> {
+    const id = `${kdc.host}:${kdc[listener]}`
     const existing = this.channels.get(id)
     if (existing) {
       return existing.then(
@@ -464,23 +517,8 @@ export class KdcClient {
         },
       )
     }
-    const p = connectChannel({
-      host: kdc.host,
-      port,
-      serverKey: this.realm.transportKey,
-      connectTimeoutMs: this.opts.connectTimeoutMs,
-      handshakeTimeoutMs: this.opts.connectTimeoutMs,
-      ...(this.resumption ? { resumption: this.resumption } : {}),
-    })
-    this.channels.set(id, p)
-    p.then(
-      (ch) => ch.onClose(() => {
-        if (this.channels.get(id) === p) this.channels.delete(id)
-      }),
-      () => {
-        if (this.channels.get(id) === p) this.channels.delete(id)
-      },
-    )
+    const p = connectChannel(this.channelOptions(kdc, listener))
+    this.register(id, p)
     return p
   }
 

@@ -253,12 +253,37 @@ export async function connectAndRequest(
   request: Message | (() => Message),
   reqOpts: RequestOptions = {},
 ): Promise<{ channel: ClientChannel; reply: Message }> {
+  const o = openWithRequest(opts, request, reqOpts)
+  return { channel: await o.channel, reply: await o.reply }
+}
+
+/**
+ * {@link connectAndRequest} in two parts: `channel` resolves as soon as the handshake is
+ * done (other requests may be queued on it at once; they are answered after this one),
+ * `reply` with the reply. If the connection fails, both reject (`reply` never goes
+ * unhandled on its own).
+ */
+export function openWithRequest(
+  opts: ChannelOptions,
+  request: Message | (() => Message),
+  reqOpts: RequestOptions = {},
+): { channel: Promise<ClientChannel>; reply: Promise<Message> } {
   const build = typeof request === 'function' ? request : () => request
-  const first = build()
+  let first: Message
+  try {
+    first = build()
+  } catch (err) {
+    const failed = Promise.reject(err)
+    failed.catch(() => {})
+    return { channel: failed as Promise<never>, reply: failed as Promise<never> }
+  }
   const canEarly = EARLY_DATA_TYPES.includes(first.t)
-  const { channel, early, fellBack } = await open(opts, canEarly ? first : undefined, reqOpts)
-  if (early) return { channel, reply: await early }
-  return { channel, reply: await channel.request(fellBack ? build() : first, reqOpts) }
+  const ready = open(opts, canEarly ? first : undefined, reqOpts)
+  const reply = ready.then(({ channel, early, fellBack }) => early ?? channel.request(fellBack ? build() : first, reqOpts))
+  const channel = ready.then((r) => r.channel)
+  reply.catch(() => {})
+  channel.catch(() => {})
+  return { channel, reply }
 }
 
 async function open(

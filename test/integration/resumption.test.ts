@@ -10,9 +10,12 @@ import { resolveKdcConfig } from '../../src/kdc/config.js'
 import { type RunningKdc, startKdc } from '../../src/kdc/kdc.js'
 import { initRealmDir } from '../../src/kdc/realm.js'
 import type { SecurityEvent } from '../../src/log/logger.js'
+import { decodeMessage } from '../../src/wire/channel.js'
 import { connectAndRequest } from '../../src/wire/client.js'
 import { ResumptionStore } from '../../src/wire/resumption.js'
-import { startTestKdc, type TestKdc } from '../helpers/kdc-helpers.js'
+import { startTestKdc, type TestKdc, withKdcs } from '../helpers/kdc-helpers.js'
+import { framesOf, startRecordingProxy } from '../helpers/wire-raw.js'
+import { waitFor } from '../helpers/wire-server.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
 
 const SERVICE = 'HTTP/www.example.test'
@@ -46,6 +49,49 @@ describe('transport resumption (integration)', function () {
     await third.login('alice', 'pw-alice')
     expect(store.resumed, 'TGS and AS connections resumed').to.equal(2)
     expect(store.refused).to.equal(0)
+  })
+
+  it('a KdcClient reconnecting with a ticket sends its request in the first flight (early data), one frame each way', async () => {
+    t = await startTestKdc()
+    await t.kdc.addPrincipal(SERVICE)
+    await t.kdc.addPrincipal('alice', { password: 'pw-alice' })
+    const a = t.kdc.addresses
+    const asProxy = await startRecordingProxy(a.as.port)
+    const tgsProxy = await startRecordingProxy(a.tgs.port)
+    try {
+      const realm = withKdcs(t.kdc.realmFile, [{ host: '127.0.0.1', as: asProxy.port, tgs: tgsProxy.port, time: a.time.port, admin: a.admin.port }])
+      const store = new ResumptionStore()
+      const c1 = t.client({ resumption: store }, realm)
+      const tgt = await c1.login('alice', 'pw-alice')
+      await c1.getServiceTicket(tgt, SERVICE)
+      c1.close()
+      // A second client process (same store): both connections resume, the request inside.
+      const c2 = t.client({ resumption: store }, realm)
+      await c2.getServiceTicket(tgt, SERVICE)
+      await c2.login('alice', 'pw-alice')
+      c2.close()
+      // TGS: one request. AS: a password login asks twice (PREAUTH_REQUIRED tells the salt),
+      // the second request sealed on the resumed channel.
+      for (const [name, proxy, requests] of [
+        ['tgs', tgsProxy, 1],
+        ['as', asProxy, 2],
+      ] as const) {
+        await waitFor(() => proxy.connections.length === 2 && framesOf(proxy.connections[1]!.s2c).length > requests)
+        const second = proxy.connections[1]!
+        const sent = framesOf(second.c2s)
+        const hello = decodeMessage(sent[0]!)
+        expect(hello.t, name).to.equal(MsgType.HS_RESUME)
+        expect((hello as { x?: Uint8Array }).x, `${name}: the request travels as early data`).to.be.instanceOf(Uint8Array)
+        expect(sent, `${name}: no request besides the early one but the login's second`).to.have.length(requests)
+        const got = framesOf(second.s2c)
+        expect(decodeMessage(got[0]!).t, name).to.equal(MsgType.HS_RESUMED)
+        expect(got, `${name}: HS_RESUMED and the sealed replies`).to.have.length(1 + requests)
+      }
+      expect(store.resumed).to.equal(2)
+    } finally {
+      await asProxy.close()
+      await tgsProxy.close()
+    }
   })
 
   it('after a KDC restart the old tickets are refused; the client does a full handshake and is answered once', async () => {
