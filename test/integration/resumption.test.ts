@@ -13,7 +13,7 @@ import type { SecurityEvent } from '../../src/log/logger.js'
 import { decodeMessage } from '../../src/wire/channel.js'
 import { connectAndRequest } from '../../src/wire/client.js'
 import { ResumptionStore } from '../../src/wire/resumption.js'
-import { startTestKdc, type TestKdc, withKdcs } from '../helpers/kdc-helpers.js'
+import { closedPort, startTestKdc, type TestKdc, withKdcs } from '../helpers/kdc-helpers.js'
 import { framesOf, startRecordingProxy } from '../helpers/wire-raw.js'
 import { waitFor } from '../helpers/wire-server.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
@@ -92,6 +92,24 @@ describe('transport resumption (integration)', function () {
       await asProxy.close()
       await tgsProxy.close()
     }
+  })
+
+  it('fails over from a KDC that holds our ticket but is down, with no unhandled rejection', async () => {
+    t = await startTestKdc()
+    await t.kdc.addPrincipal('alice', { password: 'pw-alice' })
+    const dead = await closedPort()
+    const live = t.kdc.addresses
+    const realm = withKdcs(t.kdc.realmFile, [
+      { host: '127.0.0.1', as: dead, tgs: dead, time: dead, admin: dead },
+      { host: '127.0.0.1', as: live.as.port, tgs: live.tgs.port, time: live.time.port, admin: live.admin.port },
+    ])
+    const store = new ResumptionStore()
+    // A ticket for the dead address (as if that KDC had served us before it went away).
+    store.set(ResumptionStore.id('127.0.0.1', dead, realm.transportKey), randomBytes(84), randomBytes(32), 600)
+    const c = t.client({ resumption: store }, realm)
+    const tgt = await c.login('alice', 'pw-alice')
+    expect(tgt.cname).to.deep.equal(['alice'])
+    c.close()
   })
 
   it('after a KDC restart the old tickets are refused; the client does a full handshake and is answered once', async () => {
