@@ -752,6 +752,30 @@ describe('resumption over TCP', () => {
   })
 
   describe('client fallback', () => {
+    it('an attacker holding a ticket who floods resumptions fills the anti-replay memory; honest clients fall back and are served', async () => {
+      const { ts, issuer } = await resumingServer(new TicketIssuer({ windowMs: 60_000, maxRecent: 20 }))
+      const attacker = new ResumptionStore()
+      await ask(channelOpts(ts, attacker), 1)
+      const t = ticketOf(attacker, channelOpts(ts, attacker))
+      // 20 resumptions with fresh client randoms, each accepted (and remembered).
+      for (let i = 0; i < 20; i++) {
+        const hello = resumeHello(ts.key.publicKey, t)
+        const p = await RawPeer.connect(ts.port)
+        cleanups.push(() => p.destroy())
+        await p.send(hello.frame)
+        expect((await p.nextPlain()).t).to.equal(MsgType.HS_RESUMED)
+        p.destroy()
+      }
+      expect(issuer.rememberedRandoms).to.equal(20)
+      // An honest client with its own ticket: refused ('busy'), falls back, is answered once.
+      const honest = new ResumptionStore()
+      await ask(channelOpts(ts, honest), 2)
+      const before = ts.handled()
+      await ask(channelOpts(ts, honest), 3)
+      expect(honest.refused, 'its resumption was refused while the memory is full').to.equal(1)
+      expect(ts.handled() - before, 'answered once').to.equal(1)
+    })
+
     it('falls back to a full handshake on a bogus ticket, is answered once, and stores a real ticket', async () => {
       const { ts, issuer } = await resumingServer()
       const proxy = defer(await startRecordingProxy(ts.port))
