@@ -4,6 +4,7 @@ import path from 'node:path'
 import yargs from 'yargs'
 import { ticketFlagNames } from '../../proto/flags.js'
 import { CredentialCache, defaultCcachePath } from '../client/ccache.js'
+import { ResumptionStore, type StoredTicket } from '../wire/resumption.js'
 import { type Credentials, KdcClient } from '../client/kdc-client.js'
 import { syncTime } from '../client/time-sync.js'
 import { ErrorCode, KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
@@ -85,9 +86,17 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
   type Global = { 'realm-file'?: string | undefined; ccache?: string | undefined; 'connect-timeout'?: number | undefined }
   const realmFilePath = (a: Global) => a['realm-file'] ?? env.TESSERA_REALM_FILE ?? defaultRealmFilePath(env)
   const cache = (a: Global) => new CredentialCache(a.ccache ?? env.TESSERA_CCACHE ?? defaultCcachePath(env))
-  const client = async (a: Global) => {
+  // Transport resumption tickets live in the credential cache between commands, so a
+  // command after the first skips the key exchange and sends its request at once.
+  const client = async (a: Global, resume?: StoredTicket[]) => {
     const rf = await loadRealmFile(realmFilePath(a))
-    return new KdcClient(rf, a['connect-timeout'] !== undefined ? { connectTimeoutMs: a['connect-timeout'] * 1000 } : {})
+    const resumption = new ResumptionStore()
+    if (resume) resumption.import(resume)
+    const c = new KdcClient(rf, {
+      resumption,
+      ...(a['connect-timeout'] !== undefined ? { connectTimeoutMs: a['connect-timeout'] * 1000 } : {}),
+    })
+    return { c, resumption }
   }
   const needCache = async (a: Global) => {
     const cc = cache(a)
@@ -139,14 +148,17 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
           else if (stdin.isTTY) password = await promptHidden(`Password for ${principal}: `, stdin)
           else password = await readStdinLine(stdin)
           if (password.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, 'empty password')
-          const c = await client(a)
+          const cc = cache(a)
+          // A cache we cannot read (another user's, corrupt) is replaced by the login anyway.
+          const previous = await cc.load().catch(() => undefined)
+          const { c, resumption } = await client(a, previous?.resume)
           try {
             const tgt = await c.login(principal, password, {
               ...(a.lifetime ? { lifetimeMs: parseDuration(a.lifetime) } : {}),
               ...(a.renewable ? { renewableLifeMs: parseDuration(a.renewable) } : {}),
               ...(a.forwardable ? { forwardable: true } : {}),
             })
-            await cache(a).initialize(tgt)
+            await cc.initialize(tgt, resumption.export())
             out.write(`logged in as ${principal_(tgt)}; ticket valid until ${iso(tgt.endtime)}\n`)
           } finally {
             c.close()
@@ -199,10 +211,10 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
       (a) =>
         run(async () => {
           const { cc, contents } = await needCache(a)
-          const c = await client(a)
+          const { c, resumption } = await client(a, contents.resume)
           try {
             const st = await c.getServiceTicket(tgtOf(contents), a.service)
-            await cc.store(st)
+            await cc.store(st, resumption.export())
             out.write(`${principalString(st.sname, st.srealm)}: kvno = ${st.ticket.kvno}\n`)
           } finally {
             c.close()
@@ -217,10 +229,10 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
       (a) =>
         run(async () => {
           const { cc, contents } = await needCache(a)
-          const c = await client(a)
+          const { c, resumption } = await client(a, contents.resume)
           try {
             const tgt = await c.renew(tgtOf(contents))
-            await cc.store(tgt)
+            await cc.store(tgt, resumption.export())
             out.write(`renewed; ticket valid until ${iso(tgt.endtime)}\n`)
           } finally {
             c.close()
@@ -234,7 +246,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
       () => {},
       (a) =>
         run(async () => {
-          await client(a)
+          await loadRealmFile(realmFilePath(a))
           throw new TesseraError(
             TesseraErrorCode.TESSERA_CONFIG,
             'password change goes through the admin service, which this version of Tessera does not provide yet',
@@ -247,7 +259,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
       (y) => y.option('json', { type: 'boolean' }).option('samples', { type: 'number', default: 4 }),
       (a) =>
         run(async () => {
-          const c = await client(a)
+          const { c } = await client(a)
           try {
             const s = await syncTime(c, { samples: a.samples, apply: false })
             const r = {

@@ -14,6 +14,7 @@ import { randomBytes } from '../crypto/index.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { sameName } from '../krb/parts.js'
 import { decode, encode } from '../wire/codec.js'
+import type { StoredTicket } from '../wire/resumption.js'
 import type { Credentials } from './kdc-client.js'
 
 const MAGIC = Buffer.from('TSCC', 'ascii')
@@ -46,6 +47,24 @@ export interface CacheContents {
   crealm: string
   cname: string[]
   entries: Credentials[]
+  /** Transport resumption tickets (PROTOCOL.md §3.6), so the next command skips the key exchange. */
+  resume?: StoredTicket[]
+}
+
+/** The well-formed, unexpired resumption tickets of a cache; anything else is dropped (never fatal). */
+function checkResume(v: unknown, now: number): StoredTicket[] {
+  if (!Array.isArray(v)) return []
+  const out: StoredTicket[] = []
+  for (const e of v.slice(0, 64)) {
+    const o = e as Record<string, unknown>
+    if (typeof o !== 'object' || o === null) continue
+    if (typeof o.id !== 'string' || !(o.tk instanceof Uint8Array) || !(o.rms instanceof Uint8Array) || o.rms.length !== 32) continue
+    if (o.tk.length < 1 || o.tk.length > 256) continue
+    if (typeof o.receivedAtMs !== 'number' || typeof o.lifetimeS !== 'number') continue
+    if (o.receivedAtMs + o.lifetimeS * 1000 <= now) continue
+    out.push({ id: o.id, tk: new Uint8Array(o.tk), rms: new Uint8Array(o.rms), receivedAtMs: o.receivedAtMs, lifetimeS: o.lifetimeS })
+  }
+  return out
 }
 
 function bad(msg: string, cause?: unknown): never {
@@ -107,24 +126,42 @@ export class CredentialCache {
       bad(`credential cache ${this.file} is corrupt`)
     const now = this.now()
     const entries = raw.entries.map(checkEntry).filter((e) => e.endtime > now)
-    return { crealm: raw.crealm, cname: raw.cname as string[], entries }
+    const resume = checkResume(raw.resume, now)
+    return { crealm: raw.crealm, cname: raw.cname as string[], entries, ...(resume.length > 0 ? { resume } : {}) }
   }
 
-  /** Start a new cache for a fresh login (replaces everything). */
-  async initialize(tgt: Credentials): Promise<void> {
-    await this.withLock(async () => this.write({ crealm: tgt.crealm, cname: tgt.cname, entries: [tgt] }))
-  }
-
-  /** Add or replace the entry for creds' service. The cache must belong to the same client. */
-  async store(creds: Credentials): Promise<void> {
+  /**
+   * Replace the cache's resumption tickets (kept with the credentials, so only in an
+   * existing cache: after logout none are kept).
+   */
+  async saveResumption(resume: StoredTicket[]): Promise<void> {
     await this.withLock(async () => {
       const cur = await this.load()
-      if (!cur) return this.write({ crealm: creds.crealm, cname: creds.cname, entries: [creds] })
+      if (!cur) return
+      return this.write({ ...cur, resume })
+    })
+  }
+
+  /** Start a new cache for a fresh login (replaces everything), with the transport resumption tickets to keep, if any. */
+  async initialize(tgt: Credentials, resume?: StoredTicket[]): Promise<void> {
+    await this.withLock(async () =>
+      this.write({ crealm: tgt.crealm, cname: tgt.cname, entries: [tgt], ...(resume ? { resume } : {}) }),
+    )
+  }
+
+  /**
+   * Add or replace the entry for creds' service. The cache must belong to the same client.
+   * `resume`, if given, replaces the transport resumption tickets.
+   */
+  async store(creds: Credentials, resume?: StoredTicket[]): Promise<void> {
+    await this.withLock(async () => {
+      const cur = await this.load()
+      if (!cur) return this.write({ crealm: creds.crealm, cname: creds.cname, entries: [creds], ...(resume ? { resume } : {}) })
       if (cur.crealm !== creds.crealm || !sameName(cur.cname, creds.cname))
         bad('credential cache belongs to another principal; log in again')
       const entries = cur.entries.filter((e) => !(e.srealm === creds.srealm && sameName(e.sname, creds.sname)))
       entries.push(creds)
-      return this.write({ ...cur, entries })
+      return this.write({ ...cur, entries, ...(resume ? { resume } : {}) })
     })
   }
 
@@ -164,7 +201,13 @@ export class CredentialCache {
 
 
   private async write(c: CacheContents): Promise<void> {
-    const body = encode({ crealm: c.crealm, cname: c.cname, entries: c.entries.filter((e) => e.endtime > this.now()) })
+    const now = this.now()
+    const body = encode({
+      crealm: c.crealm,
+      cname: c.cname,
+      entries: c.entries.filter((e) => e.endtime > now),
+      ...(c.resume && c.resume.length > 0 ? { resume: checkResume(c.resume, now) } : {}),
+    })
     const tmp = `${this.file}.${process.pid}.${Buffer.from(randomBytes(6)).toString('hex')}.tmp`
     const fh = await open(tmp, 'wx', 0o600)
     try {

@@ -183,6 +183,17 @@ export class TicketIssuer {
   }
 }
 
+/** A ticket as kept outside the process (ResumptionStore.export / import). */
+export interface StoredTicket {
+  /** ResumptionStore.id of the server. */
+  id: string
+  tk: Uint8Array
+  rms: Uint8Array
+  /** When it was received, ms since the epoch (wall clock). */
+  receivedAtMs: number
+  lifetimeS: number
+}
+
 /** A ticket as a client holds it. */
 export interface ClientTicket {
   tk: Uint8Array
@@ -237,6 +248,40 @@ export class ResumptionStore {
       if (oldest !== undefined) this.delete(oldest)
     }
     this.tickets.set(id, { tk, rms, receivedAt: this.now(), lifetimeMs: lifetimeS * 1000 })
+  }
+
+  /**
+   * The unexpired tickets with their receipt time on the wall clock, for a store that
+   * outlives the process (kauth keeps them in the credential cache, 0600). The secrets
+   * are copied: the caller must keep them as secret as session keys.
+   */
+  export(wallNow: number = Date.now()): StoredTicket[] {
+    const out: StoredTicket[] = []
+    for (const [id, t] of this.tickets) {
+      if (this.now() - t.receivedAt > t.lifetimeMs - 1000) continue
+      out.push({
+        id,
+        tk: Uint8Array.from(t.tk),
+        rms: Uint8Array.from(t.rms),
+        receivedAtMs: Math.round(wallNow - (this.now() - t.receivedAt)),
+        lifetimeS: Math.round(t.lifetimeMs / 1000),
+      })
+    }
+    return out
+  }
+
+  /**
+   * Take tickets exported by another process. A ticket whose wall-clock age is negative
+   * (the clock went back) or past its lifetime is skipped; a wrong age only costs a
+   * refusal and a full handshake.
+   */
+  import(list: readonly StoredTicket[], wallNow: number = Date.now()): void {
+    for (const e of list) {
+      const ageMs = wallNow - e.receivedAtMs
+      if (!(ageMs >= 0) || ageMs > e.lifetimeS * 1000 - 1000) continue
+      if (this.tickets.size >= this.max && !this.tickets.has(e.id)) continue
+      this.tickets.set(e.id, { tk: Uint8Array.from(e.tk), rms: Uint8Array.from(e.rms), receivedAt: this.now() - ageMs, lifetimeMs: e.lifetimeS * 1000 })
+    }
   }
 
   /** Forget a server's ticket (refused, or the server changed). */

@@ -2,6 +2,7 @@
 import { chmod, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { expect } from 'chai'
+import { CredentialCache } from '../../src/client/ccache.js'
 import { Exit } from '../../src/cli/common.js'
 import {
   allPorts,
@@ -217,6 +218,26 @@ describe('kauth', function () {
       expect(st.flags).to.not.include('initial')
       const text = await runKauth(['list'], env)
       expect(text.stdout).to.contain(`${SERVICE}@${CLI_REALM}\n`)
+    })
+
+    it('keeps transport resumption tickets in the cache: the next command resumes instead of a new key exchange', async () => {
+      await login()
+      const afterLogin = (await new CredentialCache(ccache).load())!.resume ?? []
+      expect(afterLogin.map((t) => t.id.split('|')[1]), 'a ticket from the AS listener').to.deep.equal([String(k.kdc.addresses.as.port)])
+      expect(await runKauth(['ticket', SERVICE], env).then((r) => r.code)).to.equal(Exit.OK)
+      const afterTicket = (await new CredentialCache(ccache).load())!.resume ?? []
+      expect(afterTicket.map((t) => t.id.split('|')[1]).sort()).to.deep.equal(
+        [String(k.kdc.addresses.as.port), String(k.kdc.addresses.tgs.port)].sort(),
+      )
+      // A second ticket command resumes: a full handshake would have brought a new ticket.
+      expect(await runKauth(['ticket', SERVICE], env).then((r) => r.code)).to.equal(Exit.OK)
+      const again = (await new CredentialCache(ccache).load())!.resume ?? []
+      const tgsOf = (l: typeof again) => Buffer.from(l.find((t) => t.id.split('|')[1] === String(k.kdc.addresses.tgs.port))!.tk).toString('hex')
+      expect(tgsOf(again)).to.equal(tgsOf(afterTicket))
+      expect((await stat(ccache)).mode & 0o777).to.equal(0o600)
+      // And logout removes them with the rest.
+      expect((await runKauth(['logout'], env)).code).to.equal(Exit.OK)
+      expect(await new CredentialCache(ccache).load()).to.equal(undefined)
     })
 
     it('exits 1 naming an unknown service', async () => {

@@ -8,7 +8,7 @@ import { CredentialCache, defaultCcachePath } from '../../src/client/ccache.js'
 import type { Credentials } from '../../src/client/kdc-client.js'
 import { TesseraError, TesseraErrorCode } from '../../src/errors.js'
 import { CLI_REALM, fakeCreds } from '../helpers/cli-creds.js'
-import { encode } from '../../src/wire/codec.js'
+import { decode, encode } from '../../src/wire/codec.js'
 import { tempDir } from '../helpers/cli-kdc.js'
 
 const HOUR = 3600_000
@@ -139,6 +139,25 @@ describe('CredentialCache', () => {
     expect(defaultCcachePath({ HOME: '/home/a', XDG_CACHE_HOME: '/c' })).to.equal('/c/tessera/ccache')
     // Never a shared, sticky /tmp while a home exists (another user could pre-create the file or its lock).
     expect(defaultCcachePath({ HOME: '/home/a' }).startsWith('/tmp')).to.equal(false)
+  })
+
+  it('keeps resumption tickets across stores, drops malformed or expired ones without failing', async () => {
+    const now = Date.now()
+    const good = { id: 'h|1|aa', tk: new Uint8Array(84).fill(1), rms: new Uint8Array(32).fill(2), receivedAtMs: now - 1000, lifetimeS: 600 }
+    const cc = new CredentialCache(file)
+    const tgt = fakeCreds()
+    await cc.initialize(tgt, [good, { ...good, id: 'old', receivedAtMs: now - 700_000 }])
+    expect((await cc.load())!.resume!.map((t) => t.id)).to.deep.equal(['h|1|aa'])
+    await cc.store(fakeCreds({ service: ['HTTP', 'www'] }))
+    expect((await cc.load())!.resume!.map((t) => t.id), 'kept by a store without resume').to.deep.equal(['h|1|aa'])
+    // A hand-edited cache with garbage in `resume`: the credentials still load.
+    const raw = await readFile(file)
+    const body = decode(raw.subarray(5)) as Record<string, unknown>
+    body.resume = [{ id: 5 }, 'x', { ...good, rms: new Uint8Array(3) }]
+    await writeFile(file, Buffer.concat([raw.subarray(0, 5), encode(body)]), { mode: 0o600 })
+    const c = await cc.load()
+    expect(c!.entries).to.have.length(2)
+    expect(c!.resume).to.equal(undefined)
   })
 
   it('refuses a cache readable by others with TESSERA_CCACHE', async () => {

@@ -251,6 +251,33 @@ describe('ResumptionStore', () => {
     expect(store.size).to.equal(0)
   })
 
+  it('exports tickets with wall-clock receipt times and imports them into another process with their age', () => {
+    const c1 = fakeClock()
+    const a = new ResumptionStore(4, c1.now)
+    const ticket = tk()
+    const rms = randomBytes(32)
+    a.set('srv', ticket, rms, 600)
+    c1.t += 2000
+    const wall = 1_800_000_000_000
+    const exported = a.export(wall)
+    expect(exported).to.have.length(1)
+    expect(exported[0]!.receivedAtMs).to.equal(wall - 2000)
+    rms.fill(0) // the export is a copy
+    expect(exported[0]!.rms.some((b) => b !== 0)).to.equal(true)
+    // Another process, 3 s later on the wall clock.
+    const c2 = fakeClock()
+    const b = new ResumptionStore(4, c2.now)
+    b.import(exported, wall + 3000)
+    const t = b.get('srv')!
+    expect(Buffer.from(t.tk).equals(Buffer.from(ticket))).to.equal(true)
+    expect(b.age(t)).to.equal(5000)
+    // Expired, or received "in the future" (the clock went back): not taken.
+    const c = new ResumptionStore(4, fakeClock().now)
+    c.import(exported, wall + 600_000)
+    c.import([{ ...exported[0]!, id: 'future', receivedAtMs: wall + 10_000 }], wall)
+    expect(c.size).to.equal(0)
+  })
+
   it('states the age in whole ms, never negative', () => {
     const clock = fakeClock()
     const store = new ResumptionStore(4, clock.now)
