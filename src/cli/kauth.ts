@@ -162,6 +162,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
             out.write(`logged in as ${principal_(tgt)}; ticket valid until ${iso(tgt.endtime)}\n`)
           } finally {
             c.close()
+            resumption.clear() // wipes the secrets this process held
           }
           return Exit.OK
         }),
@@ -218,6 +219,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
             out.write(`${principalString(st.sname, st.srealm)}: kvno = ${st.ticket.kvno}\n`)
           } finally {
             c.close()
+            resumption.clear()
           }
           return Exit.OK
         }),
@@ -236,6 +238,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
             out.write(`renewed; ticket valid until ${iso(tgt.endtime)}\n`)
           } finally {
             c.close()
+            resumption.clear()
           }
           return Exit.OK
         }),

@@ -200,6 +200,23 @@ export class CredentialCache {
   }
 
 
+  /**
+   * A directory anyone may write to without the sticky bit lets anyone replace our cache
+   * between our checks and our use: refuse it. (A sticky /tmp is allowed: others cannot
+   * replace our files there, only take a name first.)
+   */
+  private async checkDir(): Promise<void> {
+    const dir = path.dirname(this.file)
+    let s: Awaited<ReturnType<typeof stat>>
+    try {
+      s = await stat(dir)
+    } catch {
+      return // made on first use (withLock)
+    }
+    if ((s.mode & 0o002) !== 0 && (s.mode & 0o1000) === 0)
+      bad(`the directory of credential cache ${this.file} is writable by everyone; refusing it`)
+  }
+
   private async write(c: CacheContents): Promise<void> {
     const now = this.now()
     const body = encode({
@@ -222,6 +239,7 @@ export class CredentialCache {
   private async withLock<T>(fn: () => Promise<T>): Promise<T> {
     const lock = `${this.file}.lock`
     const deadline = Date.now() + 5000
+    await this.checkDir()
     let madeDir = false
     for (;;) {
       try {

@@ -379,6 +379,8 @@ export class KdcClient {
     for (const kdc of this.kdcOrder(listener)) {
       for (let attempt = 0; attempt < 2; attempt++) {
         if (signal.aborted) throw this.abortError(signal, lastErr)
+        // close() during a call: no new connection, no request sent again.
+        if (this.closed) throw new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, 'client is closed', { cause: lastErr })
         let ch: ClientChannel
         let early: Promise<Message> | undefined
         try {
@@ -488,6 +490,11 @@ export class KdcClient {
 
   /** Share a connection being opened with later callers; forget it once it closes or fails. */
   private register(id: string, p: Promise<ClientChannel>): void {
+    if (this.closed) {
+      // Opened while close() ran: it must not outlive the client.
+      p.then((ch) => ch.close(), () => {})
+      return
+    }
     this.channels.set(id, p)
     p.then(
       (ch) =>

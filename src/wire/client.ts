@@ -151,27 +151,42 @@ export class ClientChannel {
     return p
   }
 
-  /** @internal Queue a reply slot for a request already sent (HS_RESUME early data), or about to be. */
+  /**
+   * @internal Queue a reply slot for a request already sent (HS_RESUME early data), or
+   * about to be. The slot is always taken: a reply is coming for it. If the caller has
+   * already given up (aborted signal), the channel is closed instead of leaving the reply
+   * to be taken for the next request's.
+   */
   expectReply(opts: RequestOptions = {}): Promise<Message> {
     if (this.closedError) return Promise.reject(this.closedReason())
     const { signal } = opts
-    if (signal?.aborted) return Promise.reject(abortError(signal))
     const timeoutMs = opts.timeoutMs ?? 10000
     return new Promise<Message>((resolve, reject) => {
-      // A late reply would desynchronise the ordered stream: a timed-out or aborted request ends the channel.
-      const timer = setTimeout(() => {
-        this.shutdown(new TesseraError(TesseraErrorCode.TESSERA_TIMEOUT, `no reply within ${timeoutMs} ms`))
-      }, timeoutMs)
-      const onAbort = () => this.shutdown(abortError(signal!))
-      signal?.addEventListener('abort', onAbort, { once: true })
-      this.pending.push({
+      const entry: Pending = {
         resolve,
         reject,
         cleanup: () => {
           clearTimeout(timer)
           signal?.removeEventListener('abort', onAbort)
         },
-      })
+      }
+      // A late reply would desynchronise the ordered stream: a timed-out or aborted request
+      // ends the channel. That request fails with its own reason; the others on the channel
+      // only lost their connection (TESSERA_CHANNEL_CLOSED, which callers may retry).
+      const end = (own: Error) => {
+        const i = this.pending.indexOf(entry)
+        if (i >= 0) {
+          this.pending.splice(i, 1)
+          entry.cleanup()
+          entry.reject(own)
+        }
+        this.shutdown(new TesseraError(TesseraErrorCode.TESSERA_CHANNEL_CLOSED, `connection closed: ${own.message} on another request`))
+      }
+      const timer = setTimeout(() => end(new TesseraError(TesseraErrorCode.TESSERA_TIMEOUT, `no reply within ${timeoutMs} ms`)), timeoutMs)
+      const onAbort = () => end(abortError(signal!))
+      this.pending.push(entry)
+      if (signal?.aborted) onAbort()
+      else signal?.addEventListener('abort', onAbort, { once: true })
     })
   }
 
@@ -271,6 +286,8 @@ export function openWithRequest(
   const build = typeof request === 'function' ? request : () => request
   let first: Message
   try {
+    // Given up already: send nothing (early data cannot be taken back).
+    if (reqOpts.signal?.aborted) throw abortError(reqOpts.signal)
     first = build()
   } catch (err) {
     const failed = Promise.reject(err)

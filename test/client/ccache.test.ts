@@ -1,6 +1,6 @@
 /** CredentialCache: round trip, file mode, refusals, expiry, destroy, concurrent writers. */
 import { spawn } from 'node:child_process'
-import { chmod, chown, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises'
+import { chmod, chown, mkdir, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
@@ -131,6 +131,17 @@ describe('CredentialCache', () => {
     expect((await stat(path.dirname(deep))).mode & 0o777).to.equal(0o700)
     expect((await stat(deep)).mode & 0o777).to.equal(0o600)
     sameCreds(await cc.find(tgt.sname, tgt.srealm), tgt)
+  })
+
+  it('refuses a directory anyone may write to without the sticky bit; a sticky one (like /tmp) is allowed', async () => {
+    const open = path.join(dir, 'open')
+    await mkdir(open)
+    await chmod(open, 0o777)
+    await rejectsWith(new CredentialCache(path.join(open, 'cc')).initialize(fakeCreds()), TesseraErrorCode.TESSERA_CCACHE)
+    expect(await readdir(open), 'nothing written').to.deep.equal([])
+    await chmod(open, 0o1777)
+    await new CredentialCache(path.join(open, 'cc')).initialize(fakeCreds())
+    expect(await readdir(open)).to.deep.equal(['cc'])
   })
 
   it('defaults to the runtime dir, then the user cache dir, and to /tmp only with no home', () => {
