@@ -17,18 +17,15 @@ import { randomBytes } from '../../src/crypto/index.js'
 import { open, seal } from '../../src/crypto/seal.js'
 import { TesseraError } from '../../src/errors.js'
 import { decodeMessage } from '../../src/wire/channel.js'
-import { type ChannelOptions, connectAndRequest, connectChannel } from '../../src/wire/client.js'
+import { connectAndRequest, connectChannel } from '../../src/wire/client.js'
 import { decode, encode, withEncoded } from '../../src/wire/codec.js'
 import { FrameReader, frame } from '../../src/wire/frame-reader.js'
-import { type ClientTicket, ResumptionStore, TICKET_BYTES, TicketIssuer } from '../../src/wire/resumption.js'
+import { ResumptionStore, TICKET_BYTES, } from '../../src/wire/resumption.js'
+import { expectEcho, useResumptionFixture } from '../helpers/resumption-fixture.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
 import { asKrbError, fakeServer, framesOf, RawPeer, resumeHello, startRecordingProxy } from '../helpers/wire-raw.js'
-import { Cmd, rejectionOf, startTestServer, type TestServer, timeReq, waitFor } from '../helpers/wire-server.js'
+import { Cmd, rejectionOf, startTestServer, timeReq, waitFor } from '../helpers/wire-server.js'
 
-function expectEcho(reply: Message, tag: number): void {
-  expect(reply.t, `got t=${reply.t}`).to.equal(MsgType.TIME_REP)
-  if (reply.t === MsgType.TIME_REP) expect(reply.nonce[2]).to.equal(tag)
-}
 
 function contains(haystack: Uint8Array, needle: Uint8Array): boolean {
   return Buffer.from(haystack.buffer, haystack.byteOffset, haystack.byteLength).indexOf(Buffer.from(needle)) !== -1
@@ -103,34 +100,7 @@ async function startRacingReplayProxy(targetPort: number): Promise<{ port: numbe
 
 describe('security review 2: transport resumption', () => {
   useProcessGuards()
-
-  const cleanups: (() => unknown)[] = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
-  function defer<T extends { close(): unknown }>(x: T): T {
-    cleanups.push(() => x.close())
-    return x
-  }
-  async function resumingServer(issuer = new TicketIssuer({ windowMs: 60_000 })) {
-    const ts = await startTestServer({ resumption: issuer })
-    cleanups.push(() => issuer.close())
-    cleanups.push(() => ts.close())
-    return { ts, issuer }
-  }
-  function channelOpts(ts: TestServer, store?: ResumptionStore, port = ts.port): ChannelOptions {
-    return { host: '127.0.0.1', port, serverKey: ts.key.publicKey, handshakeTimeoutMs: 2000, ...(store ? { resumption: store } : {}) }
-  }
-  async function ask(opts: ChannelOptions, tag: number): Promise<void> {
-    const { channel, reply } = await connectAndRequest(opts, timeReq(Cmd.ECHO, 0, tag), { timeoutMs: 2000 })
-    channel.close()
-    expectEcho(reply, tag)
-  }
-  function ticketOf(store: ResumptionStore, opts: ChannelOptions): ClientTicket {
-    const t = store.get(ResumptionStore.id(opts.host, opts.port, opts.serverKey))
-    if (!t) throw new Error('the store holds no ticket for this server')
-    return t
-  }
+  const { cleanups, defer, resumingServer, channelOpts, ask, ticketOf } = useResumptionFixture()
 
   // Found by this review: an on-path attacker who races a copy of HS_RESUME ahead of the
   // original gets the copy's early request handled, the original refused as a replay, and

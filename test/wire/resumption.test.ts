@@ -15,6 +15,7 @@ import { type ChannelOptions, connectAndRequest, connectChannel } from '../../sr
 import { encode } from '../../src/wire/codec.js'
 import { frame } from '../../src/wire/frame-reader.js'
 import { type ClientTicket, type RefusalReason, ResumptionStore, TICKET_BYTES, TicketIssuer } from '../../src/wire/resumption.js'
+import { expectEcho, useResumptionFixture } from '../helpers/resumption-fixture.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
 import { asKrbError, fakeServer, framesOf, RawPeer, resumeHello, startRecordingProxy } from '../helpers/wire-raw.js'
 import { Cmd, expectServed, rejectionOf, startTestServer, type TestServer, timeReq } from '../helpers/wire-server.js'
@@ -30,10 +31,6 @@ function refusal(r: ReturnType<TicketIssuer['redeem']>): RefusalReason | 'accept
 }
 
 /** Expect a TIME_REP echoing the nonce of timeReq(Cmd.ECHO, 0, tag). */
-function expectEcho(reply: Message, tag: number): void {
-  expect(reply.t, `got t=${reply.t}`).to.equal(MsgType.TIME_REP)
-  if (reply.t === MsgType.TIME_REP) expect(reply.nonce[2]).to.equal(tag)
-}
 
 function contains(haystack: Buffer, needle: Uint8Array): boolean {
   return haystack.indexOf(Buffer.from(needle)) !== -1
@@ -317,36 +314,7 @@ describe('ResumptionStore', () => {
 
 describe('resumption over TCP', () => {
   useProcessGuards()
-
-  const cleanups: (() => unknown)[] = []
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c()
-  })
-  function defer<T extends { close(): unknown }>(x: T): T {
-    cleanups.push(() => x.close())
-    return x
-  }
-  function channelOpts(ts: TestServer, store?: ResumptionStore, port = ts.port): ChannelOptions {
-    return { host: '127.0.0.1', port, serverKey: ts.key.publicKey, handshakeTimeoutMs: 2000, ...(store ? { resumption: store } : {}) }
-  }
-  async function resumingServer(issuer = new TicketIssuer({ windowMs: 60_000 })): Promise<{ ts: TestServer; issuer: TicketIssuer }> {
-    const ts = await startTestServer({ resumption: issuer })
-    // Closed in this order: the server first, then its issuer (as the KDC does).
-    cleanups.push(() => issuer.close())
-    cleanups.push(() => ts.close())
-    return { ts, issuer }
-  }
-  /** connectAndRequest an echo with `tag`; check the reply; close the channel. */
-  async function ask(opts: ChannelOptions, tag: number): Promise<void> {
-    const { channel, reply } = await connectAndRequest(opts, timeReq(Cmd.ECHO, 0, tag), { timeoutMs: 2000 })
-    channel.close()
-    expectEcho(reply, tag)
-  }
-  function ticketOf(store: ResumptionStore, opts: ChannelOptions): ClientTicket {
-    const t = store.get(ResumptionStore.id(opts.host, opts.port, opts.serverKey))
-    if (!t) throw new Error('the store holds no ticket for this server')
-    return t
-  }
+  const { cleanups, defer, resumingServer, channelOpts, ask, ticketOf } = useResumptionFixture()
   /** A ticket for `ts` from an honest full handshake. */
   async function ticketFrom(ts: TestServer): Promise<ClientTicket> {
     const store = new ResumptionStore()
