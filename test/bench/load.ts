@@ -129,6 +129,16 @@ export function exchangeClient(target: Target, conn: ConnMode, next: (w: number)
   }
 }
 
+/** Poll a server's stats until it holds no connection (from earlier cases), at most timeoutMs; returns what is left. */
+export async function settleConnections(stats: () => Promise<{ connections: number }>, timeoutMs = 5000): Promise<number> {
+  const t0 = nowMs()
+  for (;;) {
+    const { connections } = await stats()
+    if (connections === 0 || nowMs() - t0 > timeoutMs) return connections
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
 /** What one closed-loop run produced. */
 export interface DriveResult {
   completed: number
@@ -268,13 +278,8 @@ export class ChildServer<Ready> {
     return m as unknown as ServerStats
   }
 
-  async settle(timeoutMs = 5000): Promise<number> {
-    const t0 = nowMs()
-    for (;;) {
-      const { connections } = await this.stats()
-      if (connections === 0 || nowMs() - t0 > timeoutMs) return connections
-      await new Promise((r) => setTimeout(r, 50))
-    }
+  settle(timeoutMs = 5000): Promise<number> {
+    return settleConnections(() => this.stats(), timeoutMs)
   }
 
   /** Ask the child to exit (so that --cpu-prof writes its profile) and wait for it. */

@@ -28,12 +28,11 @@ import {
   type BenchOptions,
   machineNote,
   note,
-  nowMs,
   optionsFromEnv,
   report,
   wanted,
 } from './common.js'
-import { type LoadClient as Client, measureCase } from './load.js'
+import { type LoadClient as Client, measureCase, settleConnections } from './load.js'
 import type { ServerCommand, ServerReport } from './transport-server.js'
 
 /** Concurrency levels measured. c=256 with conn=new stays under the server's maxConnectionsPerPeer (512). */
@@ -91,13 +90,8 @@ export class ServerProcess {
   }
 
   /** Wait (up to timeoutMs) until the server holds no connection from earlier cases. */
-  async settle(timeoutMs = 5000): Promise<number> {
-    const t0 = nowMs()
-    for (;;) {
-      const { connections } = await this.stats()
-      if (connections === 0 || nowMs() - t0 > timeoutMs) return connections
-      await new Promise((r) => setTimeout(r, 50))
-    }
+  settle(timeoutMs = 5000): Promise<number> {
+    return settleConnections(() => this.stats(), timeoutMs)
   }
 
   async stop(): Promise<void> {
