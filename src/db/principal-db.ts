@@ -22,7 +22,17 @@ import {
   samePrincipal,
 } from './names.js'
 import { checkPolicy, checkPolicyName } from './policy.js'
-import type { FailureOutcome, KeyVersion, Policy, PrincipalId, PrincipalRecord, RealmRecord } from './types.js'
+import type {
+  AttemptOutcome,
+  FailureOutcome,
+  KeyVersion,
+  LockoutState,
+  Policy,
+  PreauthCheck,
+  PrincipalId,
+  PrincipalRecord,
+  RealmRecord,
+} from './types.js'
 
 export { DEFAULT_POLICY } from './policy.js'
 
@@ -128,6 +138,42 @@ function deepFreeze<T>(o: T): T {
   return o
 }
 
+/** Cached in place of a record for a name the store does not hold (unknown names are served from memory as known ones are). */
+const ABSENT = Object.freeze({}) as Readonly<PrincipalRecord>
+
+/** What the decoy write of {@link PrincipalDb.decoyFailure} stores (the size of a small counter record). */
+const DECOY_VALUE = new Uint8Array(64)
+
+const COUNTER_FIELDS = ['failureCount', 'failureWindowStart', 'lastFailure', 'lockedUntil', 'lastSuccess'] as const
+
+/** The lockout counters of a record. */
+function pickCounters(r: LockoutState): LockoutState {
+  const c: LockoutState = { failureCount: r.failureCount }
+  if (r.failureWindowStart !== undefined) c.failureWindowStart = r.failureWindowStart
+  if (r.lastFailure !== undefined) c.lastFailure = r.lastFailure
+  if (r.lockedUntil !== undefined) c.lockedUntil = r.lockedUntil
+  if (r.lastSuccess !== undefined) c.lastSuccess = r.lastSuccess
+  return c
+}
+
+/** `r` with the counters of `c` (absent fields removed); mutates and returns `r`. */
+function applyCounters<T extends LockoutState>(r: T, c: LockoutState): T {
+  for (const f of COUNTER_FIELDS) {
+    if (c[f] === undefined) delete r[f]
+    else (r as LockoutState)[f] = c[f] as number
+  }
+  return r
+}
+
+function sameCounters(a: LockoutState, b: LockoutState): boolean {
+  return COUNTER_FIELDS.every((f) => a[f] === b[f])
+}
+
+/** When a lockout that starts at `now` ends. */
+function lockEnd(now: number, policy: Policy): number {
+  return policy.lockoutDurationMs > 0 ? Math.min(now + policy.lockoutDurationMs, Number.MAX_SAFE_INTEGER) : Number.MAX_SAFE_INTEGER
+}
+
 /** Programmer mistakes in a record about to be written. */
 function checkRecordShape(rec: PrincipalRecord): void {
   if (rec.attributes === null || typeof rec.attributes !== 'object') throw new TypeError('record attributes must be an object')
@@ -183,6 +229,15 @@ export class PrincipalDb {
   readonly #loads = new Map<string, Load>()
   readonly #mutex = new KeyedMutex()
   readonly #policies = new Map<string, Readonly<Policy>>()
+  /** Lockout counters, authoritative while open (see attemptPreauth). */
+  readonly #counters = new Map<string, LockoutState>()
+  readonly #counterLoads = new Map<string, Promise<void>>()
+  /** Keys whose counters wait for the next group commit, and those in the one running. */
+  readonly #dirty = new Set<string>()
+  readonly #flushingKeys = new Set<string>()
+  #decoy = false
+  #nextCommit: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined
+  #committing: Promise<void> | undefined
   readonly #trackLastSuccess: boolean
   readonly #now: () => number
   readonly #where: string
@@ -258,8 +313,10 @@ export class PrincipalDb {
   async #close(): Promise<void> {
     this.#closing = true
     // Let calls already running (say a failure count being written) finish before the store closes.
-    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight])
+    while (this.#inflight.size > 0 || this.#committing !== undefined)
+      await Promise.allSettled([...this.#inflight, this.#committing])
     this.#cache.clear()
+    this.#counters.clear()
     this.#loads.clear()
     this.#policies.clear()
     try {
@@ -329,7 +386,8 @@ export class PrincipalDb {
   /** The cached record, synchronously, or undefined when it is not in the cache (use {@link get}). */
   peek(id: PrincipalId): Readonly<PrincipalRecord> | undefined {
     if (this.#closing) return undefined
-    return this.#cache.get(principalKey(id))
+    const hit = this.#cache.get(principalKey(id))
+    return hit === ABSENT ? undefined : hit
   }
 
   /**
@@ -339,14 +397,15 @@ export class PrincipalDb {
    */
   peekByKey(key: string): Readonly<PrincipalRecord> | undefined {
     if (this.#closing) return undefined
-    return this.#cache.get(key)
+    const hit = this.#cache.get(key)
+    return hit === ABSENT ? undefined : hit
   }
 
   get(id: PrincipalId): Promise<Readonly<PrincipalRecord> | undefined> {
     this.#assertOpen()
     const key = principalKey(id)
     const hit = this.#cache.get(key)
-    if (hit !== undefined) return Promise.resolve(hit)
+    if (hit !== undefined) return Promise.resolve(hit === ABSENT ? undefined : hit)
     const running = this.#loads.get(key)
     if (running !== undefined) return running.promise
     // principalKey is injective on strings, but LevelDB sees UTF-8 bytes, and an ill-formed
@@ -357,7 +416,12 @@ export class PrincipalDb {
     load.promise = (async () => {
       try {
         const raw = await this.#get(this.#principals, key)
-        if (raw === undefined) return undefined
+        if (raw === undefined) {
+          // Remembered as absent (until a write of this name), so that an unknown name costs
+          // what a known one costs: a lookup in memory, not one in the store every time.
+          if (!load.stale && !this.#closing) this.#cache.set(key, ABSENT)
+          return undefined
+        }
         const rec = deepFreeze(this.#unsealPrincipal(this.#decodePrincipal(raw), key))
         // A load that overlapped a write may have read the old value: return it, never cache it.
         if (!load.stale && !this.#closing) this.#cache.set(key, rec)
@@ -381,6 +445,7 @@ export class PrincipalDb {
     await this.#locked(key, async () => {
       if ((await this.#get(this.#principals, key)) !== undefined)
         throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `principal ${formatPrincipal(rec)} already exists`)
+      this.#counters.delete(key)
       const ops: BatchOp[] = [{ type: 'put', sublevel: this.#principals, key, value: this.#encodePrincipal(rec, key) }]
       await this.#withPolicy(rec.policy, async () => {
         if (rec.policy !== undefined) ops.push(this.#refOp('put', rec.policy, key))
@@ -403,12 +468,22 @@ export class PrincipalDb {
       const raw = await this.#get(this.#principals, key)
       if (raw === undefined) notFound(id)
       const rec = this.#unsealPrincipal(this.#decodePrincipal(raw), key)
+      // The in-memory lockout counters are the authority: mutate sees them, and what it
+      // sets (an unlock) becomes the authority.
+      const live = this.#counters.get(key)
+      if (live !== undefined) applyCounters(rec, live)
+      const before = pickCounters(rec)
       const oldPolicy = rec.policy
       await mutate(rec)
       if (!samePrincipal(rec, id)) throw new RangeError('update() must not change the principal name')
       checkRecordShape(rec)
       rec.modifiedAt = this.#now()
       rec.modifiedBy = by
+      const latest = this.#counters.get(key)
+      if (latest !== undefined) {
+        if (sameCounters(before, rec)) applyCounters(rec, latest)
+        else this.#counters.set(key, pickCounters(rec))
+      }
       const ops: BatchOp[] = [{ type: 'put', sublevel: this.#principals, key, value: this.#encodePrincipal(rec, key) }]
       const newPolicy = rec.policy
       if (newPolicy === oldPolicy) {
@@ -436,6 +511,7 @@ export class PrincipalDb {
       const ops: BatchOp[] = [{ type: 'del', sublevel: this.#principals, key }]
       if (typeof s.policy === 'string') ops.push(this.#refOp('del', s.policy, key))
       await this.#batch(ops, [key])
+      this.#counters.delete(key)
     })
   }
 
@@ -480,88 +556,241 @@ export class PrincipalDb {
   // ---- lockout ----
 
   /**
-   * Count one failed pre-authentication at time `now`. Serialized per principal and written
-   * (synced) before it resolves, so N concurrent calls count N failures. The count restarts at
-   * 1 when the window (`failureCountIntervalMs` from the window start; 0 = no expiry) has
-   * passed or an earlier lockout has expired. When it reaches `maxFailures` (> 0) the
-   * principal is locked until `now + lockoutDurationMs` (0 = until unlock(), stored as
-   * Number.MAX_SAFE_INTEGER). A principal already locked is not counted again (no write).
-   * Without a policy failures are counted but never lock.
+   * Decide one pre-authentication attempt atomically with the principal's lockout state
+   * (MIT's lockout rules: a locked principal is refused before its password is tried).
+   *
+   * The counters live in memory while the database is open and are the authority: `check`
+   * (which must be synchronous: it opens the encrypted timestamp) runs only after the
+   * counters were found below `policy.maxFailures`, and its outcome is counted before any
+   * other attempt for the principal is decided, so however many attempts run concurrently,
+   * at most `maxFailures` wrong passwords are ever tried per counting window, and none is
+   * tried once the limit is reached, the right one included. The outcome resolves once the
+   * new counters are durable (one group-committed, synced batch shared by every attempt of
+   * the moment, so concurrent failures do not queue behind each other's writes); a restart
+   * reads them back. Counting rules: the window restarts at the first failure after
+   * `failureCountIntervalMs` (0 = never) or after an expired lockout; at `maxFailures` (> 0)
+   * the principal is locked until `now + lockoutDurationMs` (0 = until unlock(), stored as
+   * Number.MAX_SAFE_INTEGER); a success clears the counters. Without a policy failures are
+   * counted but never lock. Throws TesseraError(TESSERA_NOT_FOUND) if there is no such principal.
    */
-  async recordFailure(id: PrincipalId, now: number, policy: Policy | undefined): Promise<FailureOutcome> {
+  attemptPreauth(
+    id: PrincipalId,
+    now: number,
+    policy: Policy | undefined,
+    check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
+  ): Promise<AttemptOutcome> {
     this.#assertOpen()
     checkPrincipalId(id)
     if (!Number.isFinite(now)) throw new RangeError('now must be a finite number')
-    const key = principalKey(id)
-    return this.#locked(key, async () => {
-      const raw = await this.#get(this.#principals, key)
-      if (raw === undefined) notFound(id)
-      // Works on the stored form: the counters are in clear, the sealed keys are left untouched.
-      const s = this.#decodePrincipal(raw)
-      if (s.lockedUntil !== undefined && s.lockedUntil > now)
-        return { failureCount: s.failureCount, lockedUntil: s.lockedUntil, lockedNow: false }
-      let count = s.failureCount
-      let start = s.failureWindowStart
-      if (s.lockedUntil !== undefined) {
-        // The lockout has expired: the next failure opens a new window.
-        delete s.lockedUntil
-        count = 0
-      }
-      const interval = policy?.failureCountIntervalMs ?? 0
-      if (count === 0 || start === undefined || (interval > 0 && now - start >= interval)) {
-        count = 0
-        start = now
-      }
-      count += 1
-      s.failureCount = count
-      s.failureWindowStart = start
-      s.lastFailure = now
-      let lockedNow = false
-      if (policy !== undefined && policy.maxFailures > 0 && count >= policy.maxFailures) {
-        s.lockedUntil =
-          policy.lockoutDurationMs > 0 ? Math.min(now + policy.lockoutDurationMs, Number.MAX_SAFE_INTEGER) : Number.MAX_SAFE_INTEGER
-        lockedNow = true
-      }
-      await this.#batch([{ type: 'put', sublevel: this.#principals, key, value: encode(s) }], [key])
-      const out: FailureOutcome = { failureCount: count, lockedNow }
-      if (s.lockedUntil !== undefined) out.lockedUntil = s.lockedUntil
-      return out
-    })
+    return this.#track(this.#attempt(id, principalKey(id), now, policy, check))
+  }
+
+  async #attempt(
+    id: PrincipalId,
+    key: string,
+    now: number,
+    policy: Policy | undefined,
+    check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
+  ): Promise<AttemptOutcome> {
+    const rec = await this.get(id)
+    if (rec === undefined) notFound(id)
+    let c = this.#counters.get(key)
+    while (c === undefined) {
+      await this.#loadCounters(key, id)
+      c = this.#counters.get(key)
+    }
+    // From here to the commit nothing awaits: the attempts of one principal are decided one
+    // at a time, each seeing the counts of all those decided before it.
+    if (c.lockedUntil !== undefined && c.lockedUntil > now) return { outcome: 'locked', lockedUntil: c.lockedUntil }
+    const before = pickCounters(c)
+    if (c.lockedUntil !== undefined) {
+      // The lockout has expired: the next failure opens a new window.
+      delete c.lockedUntil
+      c.failureCount = 0
+      delete c.failureWindowStart
+    }
+    const interval = policy?.failureCountIntervalMs ?? 0
+    if (c.failureWindowStart !== undefined && interval > 0 && now - c.failureWindowStart >= interval) {
+      c.failureCount = 0
+      delete c.failureWindowStart
+    }
+    const max = policy !== undefined && policy.maxFailures > 0 ? policy.maxFailures : 0
+    if (max > 0 && c.failureCount >= max) {
+      // Counted up to the limit without a lock (the policy was tightened since): lock now, try nothing.
+      c.lockedUntil = lockEnd(now, policy!)
+      await this.#commitCounters(key)
+      return { outcome: 'locked', lockedUntil: c.lockedUntil }
+    }
+    const verdict = check(rec)
+    if (verdict.ok) {
+      c.failureCount = 0
+      delete c.failureWindowStart
+      // A login that clears counters (or any login, with trackLastSuccess) is written; a
+      // clean one costs no write.
+      if (this.#trackLastSuccess || !sameCounters(before, c)) {
+        c.lastSuccess = now
+        await this.#commitCounters(key)
+      } else this.#forgetCleanCounters(key)
+      return { outcome: 'ok' }
+    }
+    if (c.failureCount === 0 || c.failureWindowStart === undefined) c.failureWindowStart = now
+    c.failureCount += 1
+    c.lastFailure = now
+    let lockedNow = false
+    if (max > 0 && c.failureCount >= max) {
+      c.lockedUntil = lockEnd(now, policy!)
+      lockedNow = true
+    }
+    const out: AttemptOutcome = { outcome: 'failed', reason: verdict.reason, failureCount: c.failureCount, lockedNow }
+    if (c.lockedUntil !== undefined) out.lockedUntil = c.lockedUntil
+    await this.#commitCounters(key)
+    return out
   }
 
   /**
-   * A successful login at `now`. Writes only when there are failure counters to reset (an
-   * expired lockout is cleared with them) or when `trackLastSuccess` is on; `lastSuccess` is
-   * set whenever it writes. So a normal login costs no write. An active lockout is left as
-   * it is and returned: the caller must refuse the login (checked under the principal's lock).
+   * Wait for the same group-committed, synced write a failed attempt on an existing
+   * principal waits for, without changing anything: a failed attempt on an unknown name
+   * calls it so that both answer after the same work.
    */
-  async recordSuccess(id: PrincipalId, now: number): Promise<{ lockedUntil?: number }> {
-    checkPrincipalId(id)
-    const cached = await this.get(id)
-    if (cached === undefined) notFound(id)
-    const dirty = (r: { failureCount: number; failureWindowStart?: number }) => r.failureCount !== 0 || r.failureWindowStart !== undefined
-    // Nothing counted, nothing locked: a successful login costs no write.
-    if (!dirty(cached) && cached.lockedUntil === undefined && !this.#trackLastSuccess) return {}
-    const key = principalKey(id)
-    return this.#locked(key, async () => {
-      const raw = await this.#get(this.#principals, key)
-      if (raw === undefined) notFound(id)
-      const s = this.#decodePrincipal(raw)
-      // Decided under the principal's lock, so a lockout written by a parallel failure is seen.
-      if (s.lockedUntil !== undefined && s.lockedUntil > now) return { lockedUntil: s.lockedUntil }
-      const reset = dirty(s) || s.lockedUntil !== undefined
-      if (!reset && !this.#trackLastSuccess) return {}
-      if (reset) {
-        s.failureCount = 0
-        delete s.failureWindowStart
-        delete s.lockedUntil
-      }
-      s.lastSuccess = now
-      await this.#batch([{ type: 'put', sublevel: this.#principals, key, value: encode(s) }], [key])
-      return {}
-    })
+  decoyFailure(): Promise<void> {
+    this.#assertOpen()
+    return this.#track(this.#commitCounters(undefined))
   }
 
+  /** The lockout counters as the KDC decides by them now (memory first, then the store). */
+  async lockoutState(id: PrincipalId): Promise<LockoutState | undefined> {
+    this.#assertOpen()
+    checkPrincipalId(id)
+    const key = principalKey(id)
+    const c = this.#counters.get(key)
+    if (c !== undefined) return { ...c }
+    const rec = await this.get(id)
+    return rec === undefined ? undefined : pickCounters(rec)
+  }
+
+  /**
+   * Count one failed pre-authentication at time `now` (see {@link attemptPreauth}, whose
+   * rules it follows, as a failure that needs no password check). A principal already
+   * locked is not counted again.
+   */
+  async recordFailure(id: PrincipalId, now: number, policy: Policy | undefined): Promise<FailureOutcome> {
+    const out = await this.attemptPreauth(id, now, policy, () => ({ ok: false, reason: 'recorded' }))
+    if (out.outcome === 'failed') {
+      const r: FailureOutcome = { failureCount: out.failureCount, lockedNow: out.lockedNow }
+      if (out.lockedUntil !== undefined) r.lockedUntil = out.lockedUntil
+      return r
+    }
+    const st = (await this.lockoutState(id))!
+    return { failureCount: st.failureCount, lockedUntil: (out as { lockedUntil: number }).lockedUntil, lockedNow: false }
+  }
+
+  /** Record a successful login: clears the counters unless locked (then `lockedUntil` is returned). */
+  async recordSuccess(id: PrincipalId, now: number): Promise<{ lockedUntil?: number }> {
+    const out = await this.attemptPreauth(id, now, undefined, () => ({ ok: true }))
+    return out.outcome === 'locked' ? { lockedUntil: out.lockedUntil } : {}
+  }
+
+  /** Load the counters of `key` from the store into memory (one read however many callers wait). */
+  #loadCounters(key: string, id: PrincipalId): Promise<void> {
+    let p = this.#counterLoads.get(key)
+    if (p === undefined) {
+      p = (async () => {
+        try {
+          const raw = await this.#get(this.#principals, key)
+          if (this.#counters.has(key)) return
+          if (raw === undefined) notFound(id)
+          this.#counters.set(key, pickCounters(this.#decodePrincipal(raw)))
+        } finally {
+          this.#counterLoads.delete(key)
+        }
+      })()
+      this.#counterLoads.set(key, p)
+    }
+    return p
+  }
+
+  /** Drop counters that hold nothing and have no write pending: the store has the same. */
+  #forgetCleanCounters(key: string): void {
+    const c = this.#counters.get(key)
+    if (c === undefined || this.#dirty.has(key) || this.#flushingKeys.has(key)) return
+    if (c.failureCount === 0 && c.failureWindowStart === undefined && c.lockedUntil === undefined && !this.#trackLastSuccess)
+      this.#counters.delete(key)
+  }
+
+  /**
+   * Make the counters of `key` (undefined: nothing, a decoy) durable: joins the next group
+   * commit and resolves when it is written. One commit runs at a time; everything that
+   * arrives meanwhile goes into the next one.
+   */
+  #commitCounters(key: string | undefined): Promise<void> {
+    if (key === undefined) this.#decoy = true
+    else this.#dirty.add(key)
+    let next = this.#nextCommit
+    if (next === undefined) {
+      let resolve!: () => void
+      let reject!: (e: unknown) => void
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res
+        reject = rej
+      })
+      next = { promise, resolve, reject }
+      this.#nextCommit = next
+      if (this.#committing === undefined) this.#startCommit()
+    }
+    return next.promise
+  }
+
+  #startCommit(): void {
+    const batch = this.#nextCommit!
+    this.#nextCommit = undefined
+    const keys = [...this.#dirty].sort()
+    this.#dirty.clear()
+    this.#decoy = false
+    for (const k of keys) this.#flushingKeys.add(k)
+    this.#committing = this.#writeCounters(keys)
+      .then(batch.resolve, batch.reject)
+      .finally(() => {
+        for (const k of keys) this.#flushingKeys.delete(k)
+        this.#committing = undefined
+        if (this.#nextCommit !== undefined) this.#startCommit()
+      })
+  }
+
+  /** One synced batch with the current counters of `keys`, each written under its principal's lock. */
+  async #writeCounters(keys: string[]): Promise<void> {
+    const ops: BatchOp[] = []
+    const written: string[] = []
+    const step = async (i: number): Promise<void> => {
+      if (i < keys.length) {
+        const key = keys[i]!
+        return this.#mutex.run(key, async () => {
+          const raw = await this.#get(this.#principals, key)
+          const c = this.#counters.get(key)
+          if (raw !== undefined && c !== undefined) {
+            const s = applyCounters(this.#decodePrincipal(raw), c)
+            ops.push({ type: 'put', sublevel: this.#principals, key, value: encode(s) })
+            written.push(key)
+          }
+          await step(i + 1)
+        })
+      }
+      if (ops.length === 0) {
+        // Nothing real to write (only failures on unknown names): the same read and synced write.
+        await this.#get(this.#meta, 'lockout-decoy')
+        ops.push({ type: 'put', sublevel: this.#meta, key: 'lockout-decoy', value: DECOY_VALUE })
+      }
+      await this.#guard('write', () => this.#db.batch(ops, SYNC))
+      // Cached copies keep serving (no reload from the store after every failure); their
+      // counters are brought up to date for readers of get().
+      for (const key of written) {
+        const hit = this.#cache.get(key)
+        const c = this.#counters.get(key)
+        if (hit !== undefined && hit !== ABSENT && c !== undefined) this.#cache.set(key, deepFreeze(applyCounters({ ...hit }, c)))
+        this.#forgetCleanCounters(key)
+      }
+    }
+    await step(0)
+  }
 
   /** Clear a lockout and the failure counters (an admin action: sets modifiedAt/modifiedBy). */
   async unlock(id: PrincipalId, by: string): Promise<void> {

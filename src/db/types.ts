@@ -100,3 +100,22 @@ export interface FailureOutcome {
   /** True when this very failure caused the lockout. */
   lockedNow: boolean
 }
+
+/** The lockout counters of a principal (the fields of PrincipalRecord the KDC keeps for itself). */
+export interface LockoutState {
+  failureCount: number
+  failureWindowStart?: number
+  lastFailure?: number
+  lockedUntil?: number
+  lastSuccess?: number
+}
+
+/** What the password check inside PrincipalDb.attemptPreauth found. */
+export type PreauthCheck = { ok: true } | { ok: false; reason: string }
+
+/** Outcome of PrincipalDb.attemptPreauth. */
+export type AttemptOutcome =
+  /** Locked: the password was not tried. */
+  | { outcome: 'locked'; lockedUntil: number }
+  | { outcome: 'ok' }
+  | { outcome: 'failed'; reason: string; failureCount: number; lockedNow: boolean; lockedUntil?: number }

@@ -63,46 +63,57 @@ function preauthHint(ctx: KdcContext, req: AsReq, key: KeyVersion | undefined) {
  * under the client's current key and is within the skew marks the request
  * pre-authenticated. Returns true when pre-authenticated, false when the request
  * carried no pre-auth and the principal does not require it.
+ *
+ * The password is tried inside the database's lockout decision (PrincipalDb.attemptPreauth):
+ * however many guesses arrive at once, at most the policy's maxFailures are ever tried, and
+ * none once the principal is locked. Unknown principal and wrong password look the same: the
+ * same work (a key opening, the same group-committed synced write), the same answer, no
+ * sooner than preauthFailureFloorMs after the request arrived.
  */
 async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionContext, arrived: number): Promise<boolean> {
   const { req, client } = g
-  const key = client ? currentKey(client) : undefined
   const requires = client ? client.attributes.requiresPreauth !== false : true
   if (req.padata.length === 0) {
     if (!requires) return false
     const err = new KrbProtocolError(ErrorCode.KDC_ERR_PREAUTH_REQUIRED, 'PREAUTH_REQUIRED', {
       message: 'pre-authentication required',
     })
-    err.edata = preauthHint(ctx, req, key)
+    err.edata = preauthHint(ctx, req, client ? currentKey(client) : undefined)
     throw err
   }
   const types = req.padata.map((p) => p.type)
   const wellFormed =
     types.length === 1 && types[0] === PaType.PA_ENC_TIMESTAMP && req.padata[0]!.value.length > 0
-  // Unknown principal and wrong password must look the same: same work, same answer, same minimum delay.
-  const plain = tryOpen(key?.key ?? DUMMY_KEY, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, req.padata[0]?.value ?? new Uint8Array(0))
-  let reason: string | undefined
+  const value = req.padata[0]?.value ?? new Uint8Array(0)
   let ts: { ts: number; us: number } | undefined
-  if (!client) reason = 'unknown client principal'
-  else if (!wellFormed) reason = 'pre-auth data missing, duplicated or of an unsupported type'
-  else if (plain === null) reason = 'wrong key (bad password)'
-  else {
-    try {
-      ts = openPart(key!.key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, PaEncTs, req.padata[0]!.value)
-    } catch {
-      reason = 'malformed encrypted timestamp'
+  let reason: string | undefined
+  if (!client) {
+    tryOpen(DUMMY_KEY, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, value)
+    reason = 'unknown client principal'
+    await ctx.db.decoyFailure()
+  } else {
+    const policy = client.policy ? await ctx.db.getPolicy(client.policy) : undefined
+    const out = await ctx.db.attemptPreauth({ realm: client.realm, components: client.components }, ctx.now(), policy, (rec) => {
+      const key = currentKey(rec).key
+      const plain = tryOpen(key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, value)
+      if (!wellFormed) return { ok: false, reason: 'pre-auth data missing, duplicated or of an unsupported type' }
+      if (plain === null) return { ok: false, reason: 'wrong key (bad password)' }
+      try {
+        ts = openPart(key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, PaEncTs, value)
+      } catch {
+        return { ok: false, reason: 'malformed encrypted timestamp' }
+      }
+      return { ok: true }
+    })
+    if (out.outcome === 'locked') refuseLocked(ctx, g, conn)
+    if (out.outcome === 'failed') {
+      reason = out.reason
+      if (out.lockedNow)
+        ctx.log.security.log({ event: 'lockout', client: g.clientName, peer: conn.peer, outcome: 'info', reason: 'too many failures' })
     }
   }
   if (reason) {
-    let lockedNow = false
-    if (client) {
-      const policy = client.policy ? await ctx.db.getPolicy(client.policy) : undefined
-      const out = await ctx.db.recordFailure({ realm: client.realm, components: client.components }, ctx.now(), policy)
-      lockedNow = out.lockedNow
-    }
     ctx.log.security.log({ event: 'as', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'fail', reason })
-    if (lockedNow)
-      ctx.log.security.log({ event: 'lockout', client: g.clientName, peer: conn.peer, outcome: 'info', reason: 'too many failures' })
     const wait = ctx.config.preauthFailureFloorMs - (ctx.now() - arrived)
     if (wait > 0) await new Promise((r) => setTimeout(r, wait))
     fail(ErrorCode.KDC_ERR_PREAUTH_FAILED, 'PREAUTH_FAILED', 'pre-authentication failed: wrong password or unknown principal')
@@ -226,10 +237,6 @@ export async function processAsReq(ctx: KdcContext, req: AsReq, conn: Connection
   checkClientStatus(ctx, g, conn)
   const preauthenticated = await checkPreauth(ctx, g, conn, arrived)
   checkPrincipals(ctx, g, conn)
-  if (preauthenticated) {
-    const { lockedUntil } = await ctx.db.recordSuccess({ realm: g.client!.realm, components: g.client!.components }, ctx.now())
-    if (lockedUntil !== undefined) refuseLocked(ctx, g, conn)
-  }
   const rep = issueAsRep(ctx, g, preauthenticated)
   ctx.log.security.log({
     event: 'as',

@@ -189,8 +189,8 @@ function checkTgsReq(ctx: KdcContext, g: TgsGathered, authId: string): void {
   const { client, service } = g
   if (!client) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DELETED', 'client principal no longer exists')
   if (client.attributes.disabled) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DISABLED', 'account disabled')
-  if (client.lockedUntil !== undefined && client.lockedUntil > now)
-    refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_LOCKED', 'account locked')
+  // A lockout stops password guessing; it does not end sessions already authenticated
+  // (as MIT's KDC): otherwise anyone could log a user out by guessing wrong three times.
   if (client.expiresAt !== undefined && client.expiresAt <= now) refuse(ErrorCode.KDC_ERR_NAME_EXP, 'CLIENT_EXPIRED', 'account expired')
   if (!service) refuse(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'S_PRINCIPAL_UNKNOWN', `unknown service ${g.serviceName}`)
   if (service.attributes.disabled || service.attributes.allowService === false)

@@ -145,14 +145,16 @@ describe('TGS exchange (integration)', function () {
       expect(openPart(serviceKey.key, KeyUsage.KDC_REP_TICKET, EncTicketPart, renewed.ticket.enc).cname).to.deep.equal(['alice'])
     })
 
-    it('refuses a TGT of a principal locked out since login with KDC_ERR_CLIENT_REVOKED', async () => {
+    it('keeps serving the TGT of a principal locked out since login (a lockout stops guessing, not sessions, as in MIT)', async () => {
       await t.kdc.addPrincipal('dave', { password: 'pw-dave' })
       const c = t.client({ now: clock.now })
       const tgt = await c.login('dave', 'pw-dave')
       await t.kdc.db.update(id('dave'), (r) => {
         r.lockedUntil = Date.now() + HOUR
       }, 'test')
-      await expectKrb(c.getServiceTicket(tgt, SERVICE), ErrorCode.KDC_ERR_CLIENT_REVOKED)
+      const st = await c.getServiceTicket(tgt, SERVICE)
+      expect(st.sname).to.deep.equal(SERVICE.split('/'))
+      await expectKrb(c.login('dave', 'pw-dave'), ErrorCode.KDC_ERR_CLIENT_REVOKED)
     })
 
     it('refuses a TGT of a principal disabled since login with KDC_ERR_CLIENT_REVOKED', async () => {
