@@ -5,12 +5,12 @@ import { KeyUsage } from '../../proto/key-usage.js'
 import { type AsRep, type AsReq, EncKdcRepPart, EncTicketPart, PaEncTs } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { DEFAULT_KDF_PARAMS, defaultSalt, randomKey, tryOpen } from '../crypto/index.js'
-import { isValidPrincipalId } from '../db/names.js'
+import { formatName, isValidPrincipalId } from '../db/names.js'
 import type { KeyVersion, PrincipalRecord } from '../db/types.js'
 import { KrbProtocolError } from '../errors.js'
 import { openPart, principalString, sealPart } from '../krb/parts.js'
 import type { ConnectionContext } from '../wire/server.js'
-import { currentKey, type KdcContext } from './context.js'
+import { acceptsTickets, currentKey, isNeverClient, type KdcContext, notATargetText } from './context.js'
 import { computeTimes } from './policy.js'
 
 interface AsGathered {
@@ -38,6 +38,8 @@ async function gatherAsReq(ctx: KdcContext, req: AsReq): Promise<AsGathered> {
     if (req.padata.length === 0) fail(ErrorCode.KDC_ERR_C_PRINCIPAL_UNKNOWN, 'BAD_NAME', 'not a valid principal name')
     return { req, client: undefined, service: undefined, clientName, serviceName }
   }
+  if (isNeverClient(req.cname))
+    fail(ErrorCode.KDC_ERR_POLICY, 'NOT_A_CLIENT', `${formatName(req.cname)} is a service of the KDC and cannot log in`)
   if (!isValidPrincipalId({ realm, components: req.sname }))
     fail(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'BAD_NAME', 'not a valid service name')
   const [client, service] = await Promise.all([
@@ -158,8 +160,8 @@ function checkPrincipals(ctx: KdcContext, g: AsGathered, conn: ConnectionContext
   if (client.passwordExpiresAt !== undefined && client.passwordExpiresAt <= now && !isChangepw(g))
     refuse(ErrorCode.KDC_ERR_KEY_EXPIRED, 'KEY_EXPIRED', 'password expired; change it with kauth passwd', 'password expired')
   if (!service) refuse(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'S_PRINCIPAL_UNKNOWN', `unknown service ${g.serviceName}`, 'unknown service')
-  if (service!.attributes.disabled || service!.attributes.allowService === false)
-    refuse(ErrorCode.KDC_ERR_POLICY, 'SERVICE_NOT_ALLOWED', `${g.serviceName} does not accept tickets`, 'service disabled')
+  if (!acceptsTickets(service!))
+    refuse(ErrorCode.KDC_ERR_POLICY, 'SERVICE_NOT_ALLOWED', notATargetText(service!, g.serviceName), 'service does not accept tickets')
   if (service!.expiresAt !== undefined && service!.expiresAt <= now)
     refuse(ErrorCode.KDC_ERR_SERVICE_EXP, 'SERVICE_EXPIRED', `${g.serviceName} has expired`, 'service expired')
 }

@@ -53,3 +53,38 @@ export function keyByKvno(p: PrincipalRecord, kvno: number, now: number): KeyVer
   if (k.retiresAt !== undefined && k.retiresAt <= now) return undefined
   return k
 }
+
+/**
+ * Whether tickets may be issued with `p` as their service. `allowService` decides when set;
+ * unset, a principal whose current key comes from a password is no ticket target: every
+ * ticket sealed with that key would be an offline guessing oracle for the password
+ * ("Kerberoasting"). Services (random keys, krbtgt, kadmin/*) are.
+ */
+export function acceptsTickets(p: PrincipalRecord): boolean {
+  if (p.attributes.disabled) return false
+  if (p.attributes.allowService !== undefined) return p.attributes.allowService
+  const k = p.keys[p.keys.length - 1]
+  return k !== undefined && k.kdf === undefined
+}
+
+/** The refusal text for a service that accepts no tickets. */
+export function notATargetText(p: PrincipalRecord, name: string): string {
+  if (p.attributes.disabled || p.attributes.allowService === false) return `${name} does not accept tickets`
+  return `${name} does not accept tickets: its key comes from a password (a user, not a service)`
+}
+
+/**
+ * kadmin/admin and kadmin/changepw: tickets for them come only from an AS exchange (a
+ * password typed again, the INITIAL flag), never from a TGT, as MIT creates them.
+ */
+export function isInitialOnly(components: readonly string[]): boolean {
+  return components.length === 2 && components[0] === 'kadmin' && (components[1] === 'admin' || components[1] === 'changepw')
+}
+
+/**
+ * Names that can never log in as a client (krbtgt/*, kadmin/*): an AS request for one is
+ * refused before anything is looked up or counted.
+ */
+export function isNeverClient(components: readonly string[]): boolean {
+  return components[0] === 'krbtgt' || components[0] === 'kadmin'
+}

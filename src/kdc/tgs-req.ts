@@ -18,7 +18,7 @@ import type { PrincipalId, PrincipalRecord } from '../db/types.js'
 import { KrbProtocolError } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { ConnectionContext } from '../wire/server.js'
-import { currentKey, type KdcContext, keyByKvno, type OpenedTicket, tgsName } from './context.js'
+import { acceptsTickets, currentKey, isInitialOnly, type KdcContext, keyByKvno, notATargetText, type OpenedTicket, tgsName } from './context.js'
 import { computeTimes } from './policy.js'
 
 interface TgsGathered {
@@ -193,8 +193,9 @@ function checkTgsReq(ctx: KdcContext, g: TgsGathered, authId: string): void {
   // (as MIT's KDC): otherwise anyone could log a user out by guessing wrong three times.
   if (client.expiresAt !== undefined && client.expiresAt <= now) refuse(ErrorCode.KDC_ERR_NAME_EXP, 'CLIENT_EXPIRED', 'account expired')
   if (!service) refuse(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'S_PRINCIPAL_UNKNOWN', `unknown service ${g.serviceName}`)
-  if (service.attributes.disabled || service.attributes.allowService === false)
-    refuse(ErrorCode.KDC_ERR_POLICY, 'SERVICE_NOT_ALLOWED', `${g.serviceName} does not accept tickets`)
+  if (!acceptsTickets(service)) refuse(ErrorCode.KDC_ERR_POLICY, 'SERVICE_NOT_ALLOWED', notATargetText(service, g.serviceName))
+  if (isInitialOnly(service.components))
+    refuse(ErrorCode.KDC_ERR_POLICY, 'INITIAL_ONLY', `tickets for ${g.serviceName} come only from a login with the password (AS), not from a TGT`)
   if (service.expiresAt !== undefined && service.expiresAt <= now)
     refuse(ErrorCode.KDC_ERR_SERVICE_EXP, 'SERVICE_EXPIRED', `${g.serviceName} has expired`)
 }
