@@ -4,7 +4,7 @@ import type { AbstractBatchOptions, AbstractLevel, AbstractSublevel } from 'abst
 import { Level } from 'level'
 import { MemoryLevel } from 'memory-level'
 import { KeyUsage } from '../../proto/key-usage.js'
-import { seal, tryOpen, wipe } from '../crypto/index.js'
+import { hkdf, hmacSha256, type KdfParams, seal, tryOpen, wipe } from '../crypto/index.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { decode, encode } from '../wire/codec.js'
 import { KeyedMutex } from './mutex.js'
@@ -141,6 +141,12 @@ function deepFreeze<T>(o: T): T {
 /** Cached in place of a record for a name the store does not hold (unknown names are served from memory as known ones are). */
 const ABSENT = Object.freeze({}) as Readonly<PrincipalRecord>
 
+const RANDOM_KEY = 'random'
+
+function kdfKey(k: Readonly<KdfParams>): string {
+  return `${k.alg}:${k.N}:${k.r}:${k.p}`
+}
+
 /** What the decoy write of {@link PrincipalDb.decoyFailure} stores (the size of a small counter record). */
 const DECOY_VALUE = new Uint8Array(64)
 
@@ -229,6 +235,11 @@ export class PrincipalDb {
   readonly #loads = new Map<string, Load>()
   readonly #mutex = new KeyedMutex()
   readonly #policies = new Map<string, Readonly<Policy>>()
+  /** How many principals' current keys use each KDF parameter set (key: kdfKey()); random keys under RANDOM_KEY. */
+  readonly #kdfCensus = new Map<string, { kdf: KdfParams | undefined; count: number }>()
+  #censusReady: Promise<void> | undefined
+  /** Keys the per-name choice of {@link kdfHint} (derived from the master key: stable across restarts, unknown outside). */
+  readonly #hintKey: Uint8Array
   /** Lockout counters, authoritative while open (see attemptPreauth). */
   readonly #counters = new Map<string, LockoutState>()
   readonly #counterLoads = new Map<string, Promise<void>>()
@@ -254,6 +265,7 @@ export class PrincipalDb {
     this.#policyRefs = sub('policy-refs')
     this.#meta = sub('meta')
     this.#masterKey = copyBytes(opts.masterKey)
+    this.#hintKey = hkdf(this.#masterKey, new Uint8Array(0), 'tessera kdf hint v1', 32)
     this.#cache = new LruCache(opts.cacheSize ?? DEFAULT_PRINCIPAL_DB_OPTIONS.cacheSize)
     this.#trackLastSuccess = opts.trackLastSuccess ?? DEFAULT_PRINCIPAL_DB_OPTIONS.trackLastSuccess
     this.#now = opts.now ?? Date.now
@@ -293,6 +305,9 @@ export class PrincipalDb {
       await pdb.#guard('open', () => db.open())
       await pdb.#checkMasterKey()
       await pdb.#loadPolicies()
+      // Counted in the background: only the pre-auth hint for unknown names waits for it.
+      pdb.#censusReady = pdb.#track(pdb.#takeCensus())
+      pdb.#censusReady.catch(() => {})
     } catch (err) {
       await pdb.close().catch(() => {})
       throw err
@@ -325,6 +340,7 @@ export class PrincipalDb {
       throw this.#wrap(err, 'close')
     } finally {
       wipe(this.#masterKey)
+      wipe(this.#hintKey)
     }
   }
 
@@ -451,6 +467,7 @@ export class PrincipalDb {
         if (rec.policy !== undefined) ops.push(this.#refOp('put', rec.policy, key))
         await this.#batch(ops, [key])
       })
+      this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
     })
   }
 
@@ -473,6 +490,7 @@ export class PrincipalDb {
       const live = this.#counters.get(key)
       if (live !== undefined) applyCounters(rec, live)
       const before = pickCounters(rec)
+      const oldKdf = rec.keys[rec.keys.length - 1]?.kdf
       const oldPolicy = rec.policy
       await mutate(rec)
       if (!samePrincipal(rec, id)) throw new RangeError('update() must not change the principal name')
@@ -495,6 +513,8 @@ export class PrincipalDb {
           await this.#batch(ops, [key])
         })
       }
+      this.#census(oldKdf, -1)
+      this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
       return rec
     })
   }
@@ -512,6 +532,7 @@ export class PrincipalDb {
       if (typeof s.policy === 'string') ops.push(this.#refOp('del', s.policy, key))
       await this.#batch(ops, [key])
       this.#counters.delete(key)
+      this.#census(s.keys[s.keys.length - 1]?.kdf, -1)
     })
   }
 
@@ -551,6 +572,57 @@ export class PrincipalDb {
       }),
     )
     return n
+  }
+
+  // ---- pre-auth hints ----
+
+  /**
+   * The KDF parameters the pre-auth hint gives for a name no principal has: one of the sets
+   * the current keys of the realm use (a random key counting as `configKdf`, which is what
+   * its hint shows), chosen per name by a keyed hash, in proportion to how many principals use
+   * each. So an unknown name's hint is stable, and drawn from the same distribution as those
+   * of existing principals: raising the KDF parameters tells nobody which names are old.
+   */
+  async kdfHint(id: PrincipalId, configKdf: Readonly<KdfParams>): Promise<KdfParams> {
+    this.#assertOpen()
+    await this.#censusReady
+    const sets = new Map<string, { kdf: Readonly<KdfParams>; count: number }>()
+    const add = (kdf: Readonly<KdfParams>, count: number) => {
+      const k = kdfKey(kdf)
+      const e = sets.get(k)
+      if (e) e.count += count
+      else sets.set(k, { kdf, count })
+    }
+    for (const e of this.#kdfCensus.values()) if (e.count > 0) add(e.kdf ?? configKdf, e.count)
+    if (sets.size === 0) return { ...configKdf }
+    const ordered = [...sets.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map((e) => e[1])
+    const total = ordered.reduce((n, e) => n + e.count, 0)
+    const h = hmacSha256(this.#hintKey, new TextEncoder().encode(principalKey(id)))
+    const x = (h[0]! * 2 ** 40 + h[1]! * 2 ** 32 + ((h[2]! << 24) >>> 0) + (h[3]! << 16) + (h[4]! << 8) + h[5]!) % total
+    let acc = 0
+    for (const e of ordered) {
+      acc += e.count
+      if (x < acc) return { ...e.kdf }
+    }
+    return { ...ordered[ordered.length - 1]!.kdf }
+  }
+
+  async #takeCensus(): Promise<void> {
+    await this.#guard('open', async () => {
+      for await (const raw of this.#principals.values()) {
+        const s = this.#decodePrincipal(raw)
+        this.#census(s.keys[s.keys.length - 1]?.kdf, 1)
+      }
+    })
+  }
+
+  /** Count `delta` principals whose current key uses `kdf` (undefined: random key). */
+  #census(kdf: KdfParams | undefined, delta: number): void {
+    // A change made while the scan runs may be counted twice: it only shifts the weights.
+    const k = kdf === undefined ? RANDOM_KEY : kdfKey(kdf)
+    const e = this.#kdfCensus.get(k)
+    if (e) e.count += delta
+    else this.#kdfCensus.set(k, { kdf: kdf === undefined ? undefined : { ...kdf }, count: delta })
   }
 
   // ---- lockout ----

@@ -53,10 +53,13 @@ async function gatherAsReq(ctx: KdcContext, req: AsReq): Promise<AsGathered> {
  * The pre-auth hint for a principal, identical in shape for unknown principals. No kvno:
  * it would tell a principal whose password changed from one that does not exist.
  */
-function preauthHint(ctx: KdcContext, req: AsReq, key: KeyVersion | undefined) {
+async function preauthHint(ctx: KdcContext, req: AsReq, client: PrincipalRecord | undefined) {
+  const configKdf = ctx.config.kdf ?? DEFAULT_KDF_PARAMS
+  const key = client ? currentKey(client) : undefined
   return {
     salt: key?.salt ?? defaultSalt(req.realm, req.cname.join('/')),
-    kdf: key?.kdf ?? { ...(ctx.config.kdf ?? DEFAULT_KDF_PARAMS) },
+    // Unknown names: one of the parameter sets in use, chosen per name (PrincipalDb.kdfHint).
+    kdf: key ? (key.kdf ?? { ...configKdf }) : await ctx.db.kdfHint({ realm: req.realm, components: req.cname }, configKdf),
   }
 }
 
@@ -80,7 +83,7 @@ async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionCont
     const err = new KrbProtocolError(ErrorCode.KDC_ERR_PREAUTH_REQUIRED, 'PREAUTH_REQUIRED', {
       message: 'pre-authentication required',
     })
-    err.edata = preauthHint(ctx, req, client ? currentKey(client) : undefined)
+    err.edata = await preauthHint(ctx, req, client)
     throw err
   }
   const types = req.padata.map((p) => p.type)

@@ -69,6 +69,33 @@ describe('security review 4: ticket targets and initial-only services', function
     })
   })
 
+  describe('pre-auth hints once the KDF parameters are raised', () => {
+    it('gives unknown names, stably per name, hints drawn from the parameter sets existing principals use', async () => {
+      const ch = await t.channel('as')
+      const hint = async (name: string) =>
+        expectKrbError(await ch.request(asReq([name])), ErrorCode.KDC_ERR_PREAUTH_REQUIRED).edata!.kdf as { N: number }
+      const oldN = t.kdc.config.kdf.N
+      // The operator raises the parameters: new passwords get N x 4, existing users keep theirs.
+      const raised = { ...t.kdc.config.kdf, N: oldN * 4 }
+      t.kdc.config.kdf = raised
+      try {
+        expect((await hint('alice')).N, 'an existing user keeps the parameters of its key').to.equal(oldN)
+        const seen = new Map<number, number>()
+        for (let i = 0; i < 120; i++) {
+          const name = `nobody-${i}`
+          const n = (await hint(name)).N
+          expect((await hint(name)).N, 'stable per name').to.equal(n)
+          seen.set(n, (seen.get(n) ?? 0) + 1)
+        }
+        // Users' keys use oldN; service keys (random) hint the current config, as a known service does.
+        expect([...seen.keys()].sort()).to.deep.equal([oldN, raised.N].sort())
+        expect(seen.get(oldN), 'old parameters given to unknown names too').to.be.greaterThan(10)
+      } finally {
+        t.kdc.config.kdf = { ...t.kdc.config.kdf, N: oldN }
+      }
+    })
+  })
+
   describe('names that can never log in as a client', () => {
     for (const name of [['krbtgt', REALM], ['kadmin', 'admin'], ['kadmin', 'changepw']]) {
       it(`refuses an AS request as ${name.join('/')} before trying a key or counting a failure`, async () => {
