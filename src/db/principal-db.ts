@@ -667,6 +667,15 @@ export class PrincipalDb {
     const rec = await this.get(id)
     if (rec === undefined) notFound(id)
     let c = this.#counters.get(key)
+    if (c === undefined) {
+      // A cached record is current (every write drops it, a load that overlapped a write is
+      // not cached): its counters need no read of their own.
+      const cached = this.#cache.get(key)
+      if (cached !== undefined && cached !== ABSENT) {
+        c = pickCounters(cached)
+        this.#counters.set(key, c)
+      }
+    }
     while (c === undefined) {
       await this.#loadCounters(key, id)
       c = this.#counters.get(key)
