@@ -42,7 +42,7 @@ function checkComponent(c: unknown, i: number): void {
   const which = `component ${i + 1}`
   if (typeof c !== 'string') badName(`${which} is not a string`)
   if (c.length === 0) badName(`${which} is empty`)
-  if (Buffer.byteLength(c, 'utf8') > MAX_COMPONENT_BYTES) badName(`${which} is longer than ${MAX_COMPONENT_BYTES} UTF-8 bytes`)
+  if (Buffer.byteLength(c, 'utf8') > MAX_COMPONENT_BYTES) badName(`${which} is longer than ${MAX_COMPONENT_BYTES} bytes`)
   if (FORBIDDEN.test(c)) badName(`${which} contains "/", "@" or "\\" (escapes are not supported)`)
   if (CONTROL.test(c)) badName(`${which} contains a control character`)
   if (LONE_SURROGATE.test(c)) badName(`${which} contains an unpaired surrogate`)
