@@ -18,7 +18,16 @@
  */
 import { writeFileSync } from 'node:fs'
 import type { TSchema } from '@sinclair/typebox'
-import { ErrorData, InnerSchemas, KdfParamsSchema, MessageSchemas, PaData, PrincipalName, Ticket } from './messages.js'
+import {
+  ErrorData,
+  InnerSchemas,
+  KdfParamsSchema,
+  MessageSchemas,
+  NAME_COMPONENT_FORMAT,
+  PaData,
+  PrincipalName,
+  Ticket,
+} from './messages.js'
 import { MsgType, PROTOCOL_VERSION } from './msg-types.js'
 import { isMain } from './is-main.js'
 
@@ -52,7 +61,8 @@ function convert(schema: unknown, refs: Map<unknown, string>, self: unknown): Js
     return out
   }
   const out: Record<string, Json> = {}
-  for (const k of Object.keys(s)) out[k] = convert(s[k], refs, undefined)
+  // Our own string format is not JSON Schema's: its bound is stated as x-maxUtf8Bytes instead.
+  for (const k of Object.keys(s)) if (!(k === 'format' && s[k] === NAME_COMPONENT_FORMAT)) out[k] = convert(s[k], refs, undefined)
   // TypeBox omits `required` when every property is optional; spell it out.
   if (s.type === 'object' && s.properties && !s.required) out.required = []
   return out
@@ -82,7 +92,8 @@ export function buildJsonSchema(): Record<string, Json> {
       'Sealed inner parts and shared parts are under $defs. ' +
       'Convention: a schema {"type":"string","x-msgpack":"bin","minBytes":n,"maxBytes":m} is a byte string, ' +
       'sent as a MessagePack bin (never str) of n..m bytes; JSON renderings of messages write it as lowercase hex. ' +
-      'Integers never exceed 2^53-1. Absent optional fields are omitted, never nil.',
+      'Integers never exceed 2^53-1. Absent optional fields are omitted, never nil. ' +
+      'A string schema with "x-maxUtf8Bytes": n (principal-name components) holds at most n bytes once UTF-8 encoded.',
     oneOf: messageRefs,
     $defs: defs,
   }

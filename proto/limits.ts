@@ -6,6 +6,11 @@ export const Limits = {
   MAX_DEPTH: 16,
   /** Most entries accepted in one map or array. */
   MAX_CONTAINER_ENTRIES: 1024,
+  /**
+   * Longest principal-name component, in UTF-8 bytes (PROTOCOL.md §7.4): checked by the
+   * schema on the wire and by the principal-name rules (src/db/names.ts) everywhere else.
+   */
+  MAX_NAME_COMPONENT_BYTES: 255,
   /** Default clock skew accepted between client and server, ms. */
   MAX_CLOCK_SKEW_MS: 5 * 60 * 1000,
 } as const

@@ -34,6 +34,9 @@ export function validate<T extends TSchema>(schema: T, value: unknown): Static<T
   const c = checker(schema)
   if (c.Check(value)) return value
   const first = c.Errors(value).First()
+  // A name component too long in characters or in bytes gets the one message of its one limit.
+  if (first?.schema['x-maxUtf8Bytes'] !== undefined && typeof first.value === 'string' && first.value.length > 0)
+    throw new SchemaError(first.path, `name component longer than ${first.schema['x-maxUtf8Bytes']} UTF-8 bytes`)
   throw new SchemaError(first?.path ?? '', first?.message ?? 'invalid')
 }
 

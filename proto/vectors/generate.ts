@@ -117,6 +117,15 @@ const KEYS = {
 }
 const SMALL_KDF = { alg: 'scrypt', N: 1024, r: 8, p: 1 } as const
 
+/**
+ * The `text` of the example KRB_ERRORs: what Tessera's KDC sends for these codes. Texts are
+ * informative only (PROTOCOL.md §9); test/proto/vectors.test.ts checks these against a daemon.
+ */
+export const DAEMON_TEXTS = {
+  PREAUTH_REQUIRED: 'pre-authentication required',
+  SKEW: 'clock skew too great',
+} as const
+
 // ---------------------------------------------------------------- files
 
 type VectorFile = { description: string; [k: string]: unknown }
@@ -191,27 +200,30 @@ function codec(): VectorFile {
         v,
         t: MsgType.KRB_ERROR,
         code: ErrorCode.KDC_ERR_PREAUTH_REQUIRED,
-        text: 'PREAUTH_REQUIRED',
+        text: DAEMON_TEXTS.PREAUTH_REQUIRED,
         stime: T0,
-        edata: { salt: `${REALM}alice`, kdf: { alg: 'scrypt', N: 32768, r: 8, p: 1 }, kvno: 1 },
+        edata: { salt: `${REALM}alice`, kdf: { alg: 'scrypt', N: 32768, r: 8, p: 1 } },
       },
     ],
-    ['KRB_ERROR SKEW', { v, t: MsgType.KRB_ERROR, code: ErrorCode.KRB_AP_ERR_SKEW, text: 'SKEW', stime: 2 ** 53 - 1 }],
+    ['KRB_ERROR SKEW', { v, t: MsgType.KRB_ERROR, code: ErrorCode.KRB_AP_ERR_SKEW, text: DAEMON_TEXTS.SKEW, stime: 2 ** 53 - 1 }],
     ['TIME_REQ', { v, t: MsgType.TIME_REQ, nonce: seq(32, 0x50) }],
   ]
   // Encodings Tessera never sends but a receiver must accept, with the value they decode to.
-  const canonicalSkew = hex(encode({ v, t: MsgType.KRB_ERROR, code: 37, text: 'SKEW', stime: T0 }))
+  const skewText = DAEMON_TEXTS.SKEW
+  const canonicalSkew = hex(encode({ v, t: MsgType.KRB_ERROR, code: 37, text: skewText, stime: T0 }))
+  const skewTextFix = hex(encode(skewText))
+  const skewTextStr8 = `d9${skewText.length.toString(16).padStart(2, '0')}${skewTextFix.slice(2)}`
   const stimeI64 = `d3${hex(u64be(T0))}`
   const stimeU64 = `cf${hex(u64be(T0))}`
-  const skewValue = { v, t: MsgType.KRB_ERROR, code: 37, text: 'SKEW', stime: T0 }
+  const skewValue = { v, t: MsgType.KRB_ERROR, code: 37, text: skewText, stime: T0 }
   const accepted: [string, string, unknown][] = [
     ['stime as uint64 (0xcf) instead of int64', canonicalSkew.replace(stimeI64, stimeU64), skewValue],
     ['code as uint32 (0xce) instead of fixint', canonicalSkew.replace('a4636f646525', 'a4636f6465ce00000025'), skewValue],
-    ['text as str8 (0xd9) instead of fixstr', canonicalSkew.replace('a4534b4557', 'd904534b4557'), skewValue],
+    ['text as str8 (0xd9) instead of fixstr', canonicalSkew.replace(skewTextFix, skewTextStr8), skewValue],
     ['map16 header for 5 entries', canonicalSkew.replace(/^85/, 'de0005'), skewValue],
     [
       'fields in another order',
-      hex(encode({ stime: T0, text: 'SKEW', code: 37, t: MsgType.KRB_ERROR, v })),
+      hex(encode({ stime: T0, text: skewText, code: 37, t: MsgType.KRB_ERROR, v })),
       skewValue,
     ],
   ]
@@ -510,9 +522,9 @@ function handshakeVector(): VectorFile {
       v,
       t: MsgType.KRB_ERROR,
       code: ErrorCode.KDC_ERR_PREAUTH_REQUIRED,
-      text: 'PREAUTH_REQUIRED',
+      text: DAEMON_TEXTS.PREAUTH_REQUIRED,
       stime: T0,
-      edata: { salt: `${REALM}alice`, kdf: SMALL_KDF, kvno: 1 },
+      edata: { salt: `${REALM}alice`, kdf: SMALL_KDF },
     },
     timeRep().message,
   ]
@@ -715,9 +727,9 @@ async function exchanges(): Promise<VectorFile> {
     v,
     t: MsgType.KRB_ERROR,
     code: ErrorCode.KDC_ERR_PREAUTH_REQUIRED,
-    text: 'PREAUTH_REQUIRED',
+    text: DAEMON_TEXTS.PREAUTH_REQUIRED,
     stime: T0,
-    edata: { salt: defaultSalt(REALM, 'alice'), kdf: SMALL_KDF, kvno: 1 },
+    edata: { salt: defaultSalt(REALM, 'alice'), kdf: SMALL_KDF },
   })
   const paTs = sealedStep('PA-ENC-TIMESTAMP value', 'PaEncTs', 'client', KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, seq(24, 0x11), { ts: T0 + 1000, us: 500 })
   messageStep('AS_REQ with PA-ENC-TIMESTAMP', { ...asReq0, padata: [{ type: PaType.PA_ENC_TIMESTAMP, value: paTs }] })
@@ -743,7 +755,18 @@ async function exchanges(): Promise<VectorFile> {
     srealm: REALM,
     sname: krbtgt,
   })
-  messageStep('AS_REP', { v, t: MsgType.AS_REP, crealm: REALM, cname: alice, kvno: 1, ticket: tgt, enc: asEnc })
+  // alice's key is password-derived, so the AS_REP repeats its salt and kdf (§6).
+  messageStep('AS_REP', {
+    v,
+    t: MsgType.AS_REP,
+    crealm: REALM,
+    cname: alice,
+    kvno: 1,
+    salt: defaultSalt(REALM, 'alice'),
+    kdf: SMALL_KDF,
+    ticket: tgt,
+    enc: asEnc,
+  })
 
   // TGS
   const tgsAuth = sealedStep('TGS_REQ TgsAuthenticator', 'TgsAuthenticator', 'tgtSession', KeyUsage.TGS_REQ_AUTH, seq(24, 0x14), {

@@ -1,12 +1,13 @@
 /** Principal names: parsing, formatting, validation, the injective database key, and password quality. */
+import { Limits } from '../../proto/limits.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { DEFAULT_POLICY } from './policy.js'
 import type { Policy, PrincipalId } from './types.js'
 
 /** Most components in a principal name. */
 export const MAX_COMPONENTS = 8
-/** Longest component, UTF-8 bytes. */
-export const MAX_COMPONENT_BYTES = 255
+/** Longest component, UTF-8 bytes: the wire schema's limit too (PROTOCOL.md §7.4). */
+export const MAX_COMPONENT_BYTES: number = Limits.MAX_NAME_COMPONENT_BYTES
 /** Longest whole principal name as formatted (`a/b@REALM`), UTF-8 bytes. */
 export const MAX_PRINCIPAL_BYTES = 1024
 /** Longest realm name, characters (ASCII only, so also bytes). */

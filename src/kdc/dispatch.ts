@@ -39,26 +39,28 @@ function isThenable(x: Message | PromiseLike<Message>): x is PromiseLike<Message
   return typeof (x as Partial<PromiseLike<Message>>).then === 'function'
 }
 
+/** The request type each listener serves (PROTOCOL.md §1). */
+const SERVED: Readonly<Record<ListenerName, number>> = {
+  as: MsgType.AS_REQ,
+  tgs: MsgType.TGS_REQ,
+  time: MsgType.TIME_REQ,
+  admin: MsgType.ADMIN_REQ,
+}
+
 function route(ctx: KdcContext, listener: ListenerName, extra: ExtraHandlers, msg: Message, conn: ConnectionContext): Message | Promise<Message> {
-  switch (listener) {
-    case 'as':
-      if (msg.t === MsgType.AS_REQ) return processAsReq(ctx, msg, conn)
-      break
-    case 'tgs':
-      if (msg.t === MsgType.TGS_REQ) return processTgsReq(ctx, msg, conn)
-      break
-    default: {
-      const h = extra[listener]
-      if (!h)
-        throw new KrbProtocolError(ErrorCode.TSR_ERR_NOT_IMPLEMENTED, 'NOT_IMPLEMENTED', {
-          message: `the ${listener} service is not implemented by this KDC yet`,
-        })
-      return h(msg, conn)
-    }
-  }
-  throw new KrbProtocolError(ErrorCode.KRB_AP_ERR_MSG_TYPE, 'MSG_TYPE', {
-    message: `message type ${msg.t} is not served on the ${listener} listener`,
-  })
+  // Another listener's message is MSG_TYPE on every listener, implemented or not (§1).
+  if (msg.t !== SERVED[listener])
+    throw new KrbProtocolError(ErrorCode.KRB_AP_ERR_MSG_TYPE, 'MSG_TYPE', {
+      message: `message type ${msg.t} is not served on the ${listener} listener`,
+    })
+  if (listener === 'as' && msg.t === MsgType.AS_REQ) return processAsReq(ctx, msg, conn)
+  if (listener === 'tgs' && msg.t === MsgType.TGS_REQ) return processTgsReq(ctx, msg, conn)
+  const h = extra[listener]
+  if (!h)
+    throw new KrbProtocolError(ErrorCode.TSR_ERR_NOT_IMPLEMENTED, 'NOT_IMPLEMENTED', {
+      message: `the ${listener} service is not implemented by this KDC yet`,
+    })
+  return h(msg, conn)
 }
 
 /** The KrbProtocolError a failure is answered with. */

@@ -1,6 +1,8 @@
 /** Ticket lifetime and renewal rules shared by AS and TGS (RFC 4120 §3.1.3, MIT kdc_util.c kdc_get_ticket_endtime). */
+import { ErrorCode } from '../../proto/error-codes.js'
 import { KdcOption } from '../../proto/flags.js'
 import type { PrincipalRecord } from '../db/types.js'
+import { KrbProtocolError } from '../errors.js'
 import type { KdcContext } from './context.js'
 
 /** Inputs of computeTimes. */
@@ -21,9 +23,18 @@ export interface TimesRequest {
   renewableAllowed?: boolean
 }
 
-/** Ticket times: end = min(request, every principal's max life, realm max, cap); renew-till likewise. */
+/**
+ * Ticket times: end = min(request, every principal's max life, realm max, cap); renew-till likewise.
+ * Throws KrbProtocolError(KDC_ERR_NEVER_VALID) when the requested end is not in the future.
+ */
 export function computeTimes(ctx: KdcContext, r: TimesRequest): { endtime: number; renewTill: number | undefined } {
   const c = ctx.config
+  // A till already past asks for a ticket that is never valid: refuse it (MIT: KDC_ERR_NEVER_VALID)
+  // rather than issue one that expires at once.
+  if (r.till !== 0 && r.till <= r.now)
+    throw new KrbProtocolError(ErrorCode.KDC_ERR_NEVER_VALID, 'NEVER_VALID', {
+      message: 'the requested end time (till) is not in the future; send till = 0 for the default life',
+    })
   const wanted = r.till === 0 ? r.now + c.defaultTicketLifeMs : r.till
   let end = Math.min(wanted, r.now + c.maxTicketLifeMs)
   for (const p of r.principals) end = Math.min(end, r.now + p.maxLife)

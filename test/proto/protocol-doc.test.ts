@@ -47,7 +47,7 @@ function limits(s: Node): string {
   if (s['x-msgpack'] === 'bin') return s.minBytes === s.maxBytes ? `${s.minBytes} bytes` : `${s.minBytes}..${s.maxBytes} bytes`
   if (s.type === 'integer') return `0..${pow(s.maximum as number)}`
   if (s.type === 'string') return s.minLength ? `${s.minLength}..${s.maxLength} chars` : `≤ ${s.maxLength} chars`
-  if (s.$ref === '#/$defs/PrincipalName') return '1..8 components of 1..255 chars'
+  if (s.$ref === '#/$defs/PrincipalName') return '1..8 components of 1..255 UTF-8 bytes'
   if (s.type === 'array') return `${s.minItems ?? 0}..${s.maxItems} items`
   if (s.type === 'object' && s.patternProperties) return `≤ ${s.maxProperties} entries`
   return ''
@@ -56,6 +56,93 @@ function limits(s: Node): string {
 /** Rows of every table whose first cells are `| n | NAME |`. */
 function hasRow(cells: string[]): boolean {
   return doc.includes(`| ${cells.join(' | ')} |`)
+}
+
+/** Section numbers of the document's headings: "## 8. Exchanges" -> 8, "### 8.1 AS" -> 8.1, "#### 14.3.1 …" -> 14.3.1. */
+function headingNumbers(): Set<string> {
+  return new Set([...doc.matchAll(/^#{2,4} (\d+(?:\.\d+)*)\.? /gm)].map((m) => m[1]!))
+}
+
+/** Every "§N.M" of the document that refers to this document (not to an RFC's section), with its line. */
+function sectionRefs(): { ref: string; line: number; context: string }[] {
+  const out: { ref: string; line: number; context: string }[] = []
+  const lines = doc.split('\n')
+  lines.forEach((text, i) => {
+    for (const m of text.matchAll(/§(\d+(?:\.\d+)*)/g)) {
+      const before = text.slice(0, m.index)
+      // "RFC 4120 §3.2.3", "RFC 7748 §5.2 and §6.1", "RFC 8446 §8, E.5": another document's sections.
+      if (/RFC \d+,? (?:§[\d.]+(?:,| and| or)? )*$/.test(before)) continue
+      out.push({ ref: m[1]!, line: i + 1, context: text.trim() })
+    }
+  })
+  return out
+}
+
+/** The text of the section whose heading starts with `prefix` (e.g. "### 9.2"), up to the next heading of any level. */
+function sectionText(prefix: string): string {
+  const at = doc.indexOf(`\n${prefix}`)
+  expect(at, `no heading ${prefix}`).to.be.greaterThan(-1)
+  const rest = doc.slice(at + 1)
+  const end = rest.slice(1).search(/\n#{2,4} /)
+  return end < 0 ? rest : rest.slice(0, end + 1)
+}
+
+describe('proto/PROTOCOL.md cross-references', () => {
+  it('names an existing heading in every §N.M reference', () => {
+    const headings = headingNumbers()
+    expect(headings.size).to.be.greaterThan(30)
+    const refs = sectionRefs()
+    expect(refs.length).to.be.greaterThan(50)
+    const dangling = refs.filter((r) => !headings.has(r.ref)).map((r) => `line ${r.line}: §${r.ref} in "${r.context}"`)
+    expect(dangling, dangling.join('\n')).to.deep.equal([])
+  })
+
+  it('lists in its contents exactly the numbered top-level sections, in order', () => {
+    const contents = sectionText('## Contents')
+    const listed = [...contents.matchAll(/^(\d+)\. /gm)].map((m) => m[1])
+    const top = [...doc.matchAll(/^## (\d+)\. /gm)].map((m) => m[1])
+    expect(listed).to.deep.equal(top)
+    // Sub-sections the contents name ("resumption, §3.6") exist too: checked with every other reference above.
+  })
+
+  it('numbers sub-sections under an existing parent, without gaps', () => {
+    const nums = [...headingNumbers()]
+    for (const n of nums) {
+      const parts = n.split('.')
+      if (parts.length === 1) continue
+      const parent = parts.slice(0, -1).join('.')
+      expect(nums, `parent of ${n}`).to.include(parent)
+      const last = Number(parts.at(-1))
+      if (last > 1) expect(nums, `${n} follows ${parent}.${last - 1}`).to.include(`${parent}.${last - 1}`)
+    }
+  })
+
+  it('points the SecureSession handshake at the AP checks of §14.2 and AdminBody.args at no empty section', () => {
+    expect(sectionText('#### 14.3.1')).to.include("§14.2's table")
+    expect(sectionText('#### 14.3.1')).to.not.match(/of §2\b/)
+    const adminBody = fieldTable('AdminBody').find((r) => r[0] === '`args`')!
+    expect(adminBody[4]).to.not.include('§13')
+  })
+
+  it('lists in §9.2 every code that §9.1 marks "closes", and no code that stays open', () => {
+    const closing = fieldTableAfter('### 9.1')
+      .filter((r) => r[4]!.includes('closes'))
+      .map((r) => r[0]!)
+    expect(closing).to.include.members(['61', '100', '101', '102', '103', '105', '106', '108'])
+    const bullet = sectionText('### 9.2').split('\n- ')[1]!
+    expect(bullet).to.match(/^\*\*Errors that close\*\*/)
+    for (const code of closing) expect(bullet, `§9.2 names ${code}`).to.include(`(${code})`)
+    const staysOpen = fieldTableAfter('### 9.1').filter((r) => r[4] === 'stays open').map((r) => r[0]!)
+    for (const code of staysOpen) expect(bullet, `§9.2 does not list ${code} as closing`).to.not.include(`(${code})`)
+  })
+})
+
+/** The rows of the first table after the heading starting with `heading`. */
+function fieldTableAfter(heading: string): string[][] {
+  const lines = sectionText(heading).split('\n')
+  const rows: string[][] = []
+  for (const line of lines) if (line.startsWith('|')) rows.push(line.split('|').slice(1, -1).map((c) => c.trim()))
+  return rows.slice(2)
 }
 
 describe('proto/PROTOCOL.md', () => {

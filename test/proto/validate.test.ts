@@ -1,8 +1,4 @@
-/**
- * proto/validate.ts against the contract of PROTOCOL.md §4 and §7. The tests marked
- * "current behaviour" pin behaviour that differs from the intent of the contract
- * (see PROTOCOL.md §13); they are meant to fail, and be updated, when it is fixed.
- */
+/** proto/validate.ts against the contract of PROTOCOL.md §4 and §7. */
 import { expect } from 'chai'
 import { AdminBody, InnerSchemas, MessageSchemas } from '../../proto/messages.js'
 import { MsgType } from '../../proto/msg-types.js'
@@ -87,5 +83,34 @@ describe('inner parts', () => {
     const plain = Buffer.from(encode({ ...adminBody, args: {} }))
     const body = Buffer.concat([plain.subarray(0, -1), Buffer.from('81a95f5f70726f746f5f5f01', 'hex')]) // args: { "__proto__": 1 }
     expect(() => decode(body)).to.throw().with.property('code', 'TESSERA_DECODE')
+  })
+})
+
+describe('principal-name components (PROTOCOL.md §7.4: at most 255 UTF-8 bytes)', () => {
+  const withName = (c: string) => ({ ...adminBody, cname: [c] })
+
+  for (const [label, c] of [
+    ['255 ASCII characters', 'a'.repeat(255)],
+    ['85 three-byte characters (255 bytes)', '\u4e00'.repeat(85)],
+    ['63 emoji and 3 ASCII (255 bytes)', `${'\u{1F600}'.repeat(63)}abc`],
+  ] as const)
+    it(`accepts ${label}`, () => {
+      validate(AdminBody, withName(c))
+    })
+
+  for (const [label, c] of [
+    ['256 ASCII characters', 'a'.repeat(256)],
+    ['254 ASCII and one two-byte character (256 bytes, 255 characters)', `${'a'.repeat(254)}é`],
+    ['127 emoji (508 bytes, 254 UTF-16 units)', '\u{1F600}'.repeat(127)],
+    ['128 emoji (512 bytes, 256 UTF-16 units)', '\u{1F600}'.repeat(128)],
+  ] as const)
+    it(`refuses ${label} with the one message of the one limit`, () => {
+      const err = rejects(AdminBody, withName(c))
+      expect(err.path).to.equal('/cname/0')
+      expect(err.message).to.equal('/cname/0: name component longer than 255 UTF-8 bytes')
+    })
+
+  it('refuses an empty component with the ordinary message', () => {
+    expect(rejects(AdminBody, withName('')).message).to.not.match(/UTF-8/)
   })
 })

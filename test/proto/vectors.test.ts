@@ -9,7 +9,9 @@ import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { expect } from 'chai'
 import { ErrorCode } from '../../proto/error-codes.js'
-import { InnerSchemas, type Message } from '../../proto/messages.js'
+import { PaType } from '../../proto/flags.js'
+import { KeyUsage } from '../../proto/key-usage.js'
+import { type AsReq, InnerSchemas, type Message, PaEncTs } from '../../proto/messages.js'
 import { MsgType } from '../../proto/msg-types.js'
 import { validate, validateMessage } from '../../proto/validate.js'
 import { fromJsonValue, generateAll, renderVectorFile, toJsonValue } from '../../proto/vectors/generate.js'
@@ -26,6 +28,7 @@ import {
   openFrame,
   openTicketBox,
   passwordToKey,
+  randomKey,
   resumeEarly,
   resumeKeys,
   seal,
@@ -47,7 +50,10 @@ import { FrameReader, frame } from '../../src/wire/frame-reader.js'
 import type { TicketIssuer } from '../../src/wire/resumption.js'
 import { SecureServer } from '../../src/wire/server.js'
 import { ServedClock, processTimeReq } from '../../src/kdc/time-req.js'
+import { DEFAULT_POLICY } from '../../src/db/policy.js'
+import { sealPart } from '../../src/krb/parts.js'
 import { timeSignatureInput } from '../../src/krb/time-sig.js'
+import { expectKrbError, expectType, tgsReq, useTestKdc } from '../helpers/kdc-helpers.js'
 import { refEncode } from './msgpack-ref.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: vector files are free-form JSON
@@ -646,5 +652,112 @@ describe('proto/vectors', () => {
 
   it('leaves the initially active backend in place', () => {
     expect(backend().name).to.equal(initial)
+  })
+})
+
+/** Every KRB_ERROR example in the vector files, with where it is. */
+function exampleErrors(): [string, J][] {
+  const out: [string, J][] = []
+  for (const m of codec.messages as J[]) if (m.value.t === MsgType.KRB_ERROR) out.push([`codec.json ${m.name}`, m.value])
+  for (const f of hs.frames as J[]) if (f.message.t === MsgType.KRB_ERROR) out.push([`handshake.json frame ${f.direction} ${f.counter}`, f.message])
+  for (const s of exchanges.steps as J[]) if (s.kind === 'message' && s.message.t === MsgType.KRB_ERROR) out.push([`exchanges.json ${s.name}`, s.message])
+  return out
+}
+
+const exchangeMessage = (name: string): J => (exchanges.steps as J[]).find((s) => s.kind === 'message' && s.name === name)!.message
+
+describe('proto/vectors against a running KDC (what the daemon sends has the shape of the examples)', function () {
+  this.timeout(20000)
+  // The realm, principal, password and KDF of exchanges.json.
+  const t = useTestKdc({ realm: 'EXAMPLE.COM' })
+  const alice = ['alice']
+  let clientKey: Uint8Array
+
+  before(async () => {
+    await t.kdc.addPrincipal('alice', { password: 'password' })
+    clientKey = unhex(exchanges.keys.client)
+  })
+
+  const asReqFor = (cname: string[], over: Partial<AsReq> = {}): AsReq => ({
+    v: 1,
+    t: MsgType.AS_REQ,
+    cname,
+    realm: 'EXAMPLE.COM',
+    sname: ['krbtgt', 'EXAMPLE.COM'],
+    till: 0,
+    nonce: 7,
+    options: 0,
+    padata: [],
+    ...over,
+  })
+  const encTs = (ts: number) => [
+    { type: PaType.PA_ENC_TIMESTAMP, value: sealPart(clientKey, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, PaEncTs, { ts, us: 0 }) },
+  ]
+
+  it('covers KRB_ERROR examples in codec.json, handshake.json and exchanges.json', () => {
+    const files = new Set(exampleErrors().map(([where]) => where.split(' ')[0]))
+    expect([...files]).to.have.members(['codec.json', 'handshake.json', 'exchanges.json'])
+  })
+
+  it('answers PREAUTH_REQUIRED with the edata of the examples: salt and kdf, no kvno (§8.1), for a known and an unknown principal', async () => {
+    const ch = await t.channel('as')
+    const vector = exchangeMessage('KRB_ERROR KDC_ERR_PREAUTH_REQUIRED with pre-auth hints')
+    const known = expectKrbError(await ch.request(asReqFor(alice)), ErrorCode.KDC_ERR_PREAUTH_REQUIRED)
+    expect(toJsonValue(known.edata)).to.deep.equal(vector.edata)
+    const unknown = expectKrbError(await ch.request(asReqFor(['nobody'])), ErrorCode.KDC_ERR_PREAUTH_REQUIRED)
+    expect(Object.keys(unknown.edata ?? {})).to.have.members(Object.keys(vector.edata))
+    for (const [where, m] of exampleErrors())
+      if (m.code === ErrorCode.KDC_ERR_PREAUTH_REQUIRED) {
+        expect(m.edata, where).to.not.have.property('kvno')
+        expect(Object.keys(m.edata), where).to.have.members(['salt', 'kdf'])
+      }
+  })
+
+  it('sends an AS_REP for a password-derived key with the fields of the AS_REP example, salt and kdf included (§6)', async () => {
+    const ch = await t.channel('as')
+    const rep = expectType(await ch.request(asReqFor(alice, { padata: encTs(t.kdc.context.now()) })), MsgType.AS_REP)
+    const vector = exchangeMessage('AS_REP')
+    expect(Object.keys(rep)).to.have.members(Object.keys(vector))
+    expect(rep.salt).to.equal(vector.salt)
+    expect(toJsonValue(rep.kdf)).to.deep.equal(vector.kdf)
+  })
+
+  it('uses the example texts for PREAUTH_REQUIRED and SKEW (texts are informative only, §9)', async () => {
+    const ch = await t.channel('as')
+    const seen = new Map<number, string>()
+    seen.set(ErrorCode.KDC_ERR_PREAUTH_REQUIRED, expectKrbError(await ch.request(asReqFor(alice)), ErrorCode.KDC_ERR_PREAUTH_REQUIRED).text)
+    const skewed = await ch.request(asReqFor(alice, { padata: encTs(t.kdc.context.now() - 3600_000) }))
+    seen.set(ErrorCode.KRB_AP_ERR_SKEW, expectKrbError(skewed, ErrorCode.KRB_AP_ERR_SKEW).text)
+    // The TGS words its skew refusal the same way.
+    const tgt = await t.client().login('alice', 'password')
+    const tgs = await t.channel('tgs')
+    const tgsSkew = await tgs.request(tgsReq(tgt, ['krbtgt', 'EXAMPLE.COM'], { ctime: t.kdc.context.now() - 3600_000 }))
+    expect(expectKrbError(tgsSkew, ErrorCode.KRB_AP_ERR_SKEW).text).to.equal(seen.get(ErrorCode.KRB_AP_ERR_SKEW))
+    const examples = exampleErrors()
+    expect(examples.length).to.be.at.least(4)
+    for (const [where, m] of examples) expect(m.text, where).to.equal(seen.get(m.code))
+  })
+
+  it('sends the texts that PROTOCOL.md §9.3 quotes', async () => {
+    const doc = readFileSync(new URL('../../proto/PROTOCOL.md', import.meta.url), 'utf8')
+    const section = doc.slice(doc.indexOf('\n### 9.3'), doc.indexOf('\n## 10.'))
+    const quoted = [...section.matchAll(/^\| (\d+) \| `([^`]+)`/gm)].map((m) => [Number(m[1]), m[2]!] as const)
+    expect(quoted.map(([code]) => code)).to.have.members([25, 37, 24, 18, 100])
+    await t.kdc.db.putPolicy({ ...DEFAULT_POLICY, name: 'one-try', maxFailures: 1 })
+    await t.kdc.addPrincipal('locked-out', { password: 'the-password', policy: 'one-try' })
+    const ch = await t.channel('as')
+    const wrongKey = [{ type: PaType.PA_ENC_TIMESTAMP, value: sealPart(randomKey(), KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, PaEncTs, { ts: 1, us: 0 }) }]
+    const texts = new Map<number, string>([
+      [25, expectKrbError(await ch.request(asReqFor(alice)), 25).text],
+      [37, expectKrbError(await ch.request(asReqFor(alice, { padata: encTs(t.kdc.context.now() - 3600_000) })), 37).text],
+      [24, expectKrbError(await ch.request(asReqFor(['locked-out'], { padata: wrongKey })), 24).text],
+      [18, expectKrbError(await ch.request(asReqFor(['locked-out'])), 18).text],
+    ])
+    for (const [code, text] of quoted) if (code !== 100) expect(texts.get(code), `§9.3 text of ${code}`).to.equal(text)
+    // 100 closes the connection: on its own channel.
+    const bad = await t.channel('as')
+    const malformed = expectKrbError(await bad.request(asReqFor(['\u{1F600}'.repeat(128)])), ErrorCode.TSR_ERR_MALFORMED)
+    expect(malformed.text.startsWith(quoted.find(([c]) => c === 100)![1])).to.equal(true)
+    expect(section).to.include(malformed.text.slice('invalid message: '.length))
   })
 })
