@@ -347,12 +347,19 @@ export class KdcClient {
     }
   }
 
-  /** After a skew error: measure the offset with the signed time service; fall back to the error's server time. */
+  /**
+   * After a skew error: measure the offset with the signed time service, unless it disagrees
+   * with the error's server time (the clock the exchanges judge by, authenticated by the
+   * transport): then the error's time decides (PROTOCOL.md §8.4: after a KDC host clock step
+   * back, the time service slews while the exchanges follow the host clock).
+   */
   private async resync(serverTime: number, signal: AbortSignal): Promise<void> {
+    const fromError = this.clockOffsetMs + (serverTime - this.now())
     try {
-      await syncTime(this, { samples: 2, signal })
+      const s = await syncTime(this, { samples: 2, signal, apply: false })
+      this.clockOffsetMs = Math.abs(s.offsetMs - fromError) <= this.realm.maxClockSkewMs / 2 ? s.offsetMs : fromError
     } catch {
-      this.clockOffsetMs += serverTime - this.now()
+      this.clockOffsetMs = fromError
     }
   }
 

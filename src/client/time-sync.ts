@@ -1,7 +1,7 @@
 /** Authenticated time sync: several signed exchanges with the time listener, NTP four-timestamp method. */
 import type { Message, TimeRep } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
-import { constantTimeEqual, randomBytes, verify } from '../crypto/index.js'
+import { constantTimeEqual, randomBytes, randomUint32, verify } from '../crypto/index.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { timeSignatureInput } from '../krb/time-sig.js'
 import type { KdcClient } from './kdc-client.js'
@@ -21,6 +21,15 @@ export interface TimeSample {
   verified: true
   /** Exchanges made. */
   samples: number
+  /** The time service's own uncertainty radius in the chosen sample, ms. */
+  radiusMs: number
+  /**
+   * Where the offset comes from: `time`, the signed time service; `exchange`, the clock the
+   * AS/TGS judge by (a KRB_ERROR's server time), used when the time service's radius exceeds
+   * half the realm's skew: it is then slewing after a step back of the KDC host clock and
+   * its time is not the one logins are judged by (PROTOCOL.md §8.4).
+   */
+  source: 'time' | 'exchange'
 }
 
 /** Options of syncTime. */
@@ -32,6 +41,11 @@ export interface SyncTimeOptions {
   signal?: AbortSignal
   /** Monotonic clock in ms, used to time each exchange. @default performance.now */
   monoMs?: () => number
+  /**
+   * Read the exchanges' clock when the time service's radius exceeds half the skew (see
+   * TimeSample.source). false: report the time service's figures whatever its radius. @default true
+   */
+  exchangeFallback?: boolean
 }
 
 /** Check one TIME_REP against our nonce and the realm key; throws TESSERA_TIME on anything wrong. */
@@ -72,6 +86,54 @@ export async function syncTime(client: KdcClient, opts: SyncTimeOptions = {}): P
     if (!best || delay < best.delay) best = { offset, delay: Math.max(0, delay), radius: r.radius / 1000, server: t3 }
   }
   const b = best!
-  if (opts.apply ?? true) client.clockOffsetMs = b.offset
-  return { offsetMs: b.offset, delayMs: b.delay, boundMs: b.delay / 2 + b.radius, serverTimeMs: b.server, verified: true, samples: n }
+  const sample: TimeSample = {
+    offsetMs: b.offset,
+    delayMs: b.delay,
+    boundMs: b.delay / 2 + b.radius,
+    serverTimeMs: b.server,
+    verified: true,
+    samples: n,
+    radiusMs: b.radius,
+    source: 'time',
+  }
+  if ((opts.exchangeFallback ?? true) && b.radius > client.realm.maxClockSkewMs / 2) {
+    const ex = await exchangeClock(client, mono, localWall, signal)
+    sample.offsetMs = ex.offset
+    sample.delayMs = ex.delay
+    sample.boundMs = ex.delay / 2 + 1
+    sample.serverTimeMs = ex.server
+    sample.source = 'exchange'
+  }
+  if (opts.apply ?? true) client.clockOffsetMs = sample.offsetMs
+  return sample
+}
+
+/**
+ * Read the clock the exchanges judge by: an AS_REQ naming krbtgt/REALM as the client, which
+ * every KDC refuses before any lookup (12 KDC_ERR_POLICY, §8.1) with a KRB_ERROR whose
+ * `stime` is that clock; the transport authenticates it.
+ */
+async function exchangeClock(client: KdcClient, mono: () => number, localWall: () => number, signal: AbortSignal) {
+  const realm = client.realm.realm
+  const m1 = mono()
+  const t1 = localWall()
+  const rep = await client.send(
+    'as',
+    (): Message => ({
+      v: PROTOCOL_VERSION,
+      t: MsgType.AS_REQ,
+      cname: ['krbtgt', realm],
+      realm,
+      sname: ['krbtgt', realm],
+      till: 0,
+      nonce: randomUint32(),
+      options: 0,
+      padata: [],
+    }),
+    signal,
+  )
+  const t4 = t1 + (mono() - m1)
+  if (rep.t !== MsgType.KRB_ERROR) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, `unexpected reply type ${rep.t} to the clock probe`)
+  // stime has millisecond resolution: the server read it somewhere between t1 and t4.
+  return { offset: rep.stime - (t1 + t4) / 2, delay: t4 - t1, server: rep.stime }
 }

@@ -23,7 +23,12 @@ export interface ReplayCacheOptions {
   maxClientShare?: number
   /** Bucket width, ms. @default 10000 */
   bucketMs?: number
+  /** Monotonic clock, ms (detects a wall clock stepped back since the start). @default performance.now */
+  monoMs?: () => number
 }
+
+/** A wall clock behind the monotonic one by more than this since the start was stepped back. */
+const STEP_BACK_MS = 1000
 
 /** Result of checking an authenticator. */
 export type ReplayVerdict = 'fresh' | 'replay' | 'cold' | 'full'
@@ -44,12 +49,34 @@ export class ReplayCache {
   private readonly bucketMs: number
   private readonly now: () => number
   private lastSweep = 0
+  private readonly monoMs: () => number
+  private readonly startMono: number
+  /** Authenticators dated before this are 'cold': startedAt, moved back by a wall clock step back. */
+  private coldBefore: number
 
   constructor(private readonly opts: ReplayCacheOptions) {
     this.now = opts.now ?? Date.now
     this.maxEntries = opts.maxEntries ?? 2_000_000
     this.bucketMs = opts.bucketMs ?? 10_000
     this.startedAt = this.now()
+    this.monoMs = opts.monoMs ?? (() => performance.now())
+    this.startMono = this.monoMs()
+    this.coldBefore = this.startedAt
+  }
+
+  /**
+   * Whether `ctime` predates this cache. If the wall clock was stepped back since the start
+   * (NTP correcting a clock that ran fast), the start is moved back with it, measured on the
+   * monotonic clock: otherwise every honest authenticator would be 'cold' until the wall
+   * clock caught up with the old start. The price, stated in docs/security.md: an
+   * authenticator a previous process accepted within the step before this start is no
+   * longer known to be cold.
+   */
+  private isCold(ctime: number, now: number): boolean {
+    if (ctime >= this.coldBefore) return false
+    const back = this.startedAt + (this.monoMs() - this.startMono) - now
+    if (back > STEP_BACK_MS) this.coldBefore = Math.min(this.coldBefore, this.startedAt - back)
+    return ctime < this.coldBefore
   }
 
   /** Entries held now. */
@@ -69,7 +96,7 @@ export class ReplayCache {
   check(id: string, ctime: number, client = ''): ReplayVerdict {
     // `client` (e.g. "alice@REALM") enables the fair share; '' is nobody's and unlimited.
     const now = this.now()
-    if (ctime < this.startedAt) return 'cold'
+    if (this.isCold(ctime, now)) return 'cold'
     if (now - this.lastSweep >= this.bucketMs) this.sweep(now)
     const expires = ctime + this.opts.maxClockSkewMs
     const bucketId = Math.floor(expires / this.bucketMs)

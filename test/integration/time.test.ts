@@ -313,13 +313,18 @@ describe('time service (integration)', function () {
         hostOffsetMs = -HOUR
         let last = before.serverTimeMs
         for (let i = 0; i < 5; i++) {
-          const s = await syncTime(c, { samples: 1, apply: false })
+          const s = await syncTime(c, { samples: 1, apply: false, exchangeFallback: false })
+          expect(s.source).to.equal('time')
           expect(s.serverTimeMs).to.be.greaterThan(last)
           last = s.serverTimeMs
           // The served clock did not follow the host back: it stays near real time, slewing.
           expect(Math.abs(s.offsetMs)).to.be.below(1000)
           expect(s.boundMs).to.be.at.least(HOUR - 1000)
         }
+        // By default the client notices the radius and reads the exchanges' clock instead.
+        const s = await syncTime(c, { samples: 1, apply: false })
+        expect(s.source).to.equal('exchange')
+        expect(s.radiusMs).to.be.at.least(HOUR - 1000)
       } finally {
         await kdc.close()
       }

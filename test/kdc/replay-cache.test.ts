@@ -36,6 +36,26 @@ describe('ReplayCache', () => {
     expect(rc.check('x', T0 + 59_000)).to.equal('fresh')
   })
 
+  it('moves the cold boundary back with a wall clock stepped back since the start (else every honest authenticator is cold)', () => {
+    const mono = { t: 0 }
+    const { rc, clock } = cache({ monoMs: () => mono.t })
+    mono.t = 10_000
+    clock.t = T0 + 10_000
+    expect(rc.check('a', clock.t)).to.equal('fresh')
+    // NTP steps the wall clock back by 1 h; the monotonic clock goes on.
+    mono.t = 20_000
+    clock.t = T0 + 20_000 - 3600_000
+    expect(rc.check('b', clock.t)).to.equal('fresh')
+    expect(rc.check('b', clock.t)).to.equal('replay')
+    expect(rc.check('a', T0 + 10_000), 'seen before the step').to.equal('replay')
+    // what predates the start, on the stepped clock, is still cold
+    expect(rc.check('c', T0 - 3600_000 - 1)).to.equal('cold')
+    // a wall clock merely behind by less than a second is no step
+    const j = cache({ monoMs: () => mono.t })
+    mono.t += 500
+    expect(j.rc.check('d', T0 - 1)).to.equal('cold')
+  })
+
   it('remembers an entry for as long as its authenticator passes the skew check', () => {
     const { rc, clock } = cache()
     expect(rc.check('a', T0)).to.equal('fresh')
