@@ -7,13 +7,19 @@
  *
  * Every test here failed on the code reviewed (the commit before its fix).
  */
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import net from 'node:net'
+import path from 'node:path'
 import { expect } from 'chai'
-import type { HsResume } from '../../proto/messages.js'
+import type { ApReq, HsResume } from '../../proto/messages.js'
 import { MsgType } from '../../proto/msg-types.js'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { checkConfirm, randomBytes, resumeKeys } from '../../src/crypto/index.js'
-import { TesseraError, TesseraErrorCode } from '../../src/errors.js'
+import { buildApReq } from '../../src/client/ap.js'
+import type { Credentials } from '../../src/client/kdc-client.js'
+import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../../src/errors.js'
+import { Keytab, readKeytab } from '../../src/krb/keytab.js'
+import { ServiceVerifier, type ServiceVerifierOptions } from '../../src/service/verify-ap-req.js'
 import { decodeMessage, plainFrame, SealedCodec } from '../../src/wire/channel.js'
 import { connectChannel, openWithRequest } from '../../src/wire/client.js'
 import { FrameReader } from '../../src/wire/frame-reader.js'
@@ -22,6 +28,7 @@ import { expectEcho, useResumptionFixture } from '../helpers/resumption-fixture.
 import { useProcessGuards } from '../helpers/wire-guards.js'
 import { asKrbError, RawPeer, resumeHello } from '../helpers/wire-raw.js'
 import { Cmd, rejectionOf, timeReq, waitFor } from '../helpers/wire-server.js'
+import { type Realm, startRealm } from '../service/helpers.js'
 
 /**
  * A relay on 127.0.0.1 in front of `targetPort` that hands the client's first frame (the
@@ -267,4 +274,177 @@ describe('security review 4: the resumption forward-secrecy window is 2 x lifeti
     issuer.close()
     expect(clock.pending()).to.equal(0)
   })
+})
+
+describe('security review 4: an AP_REQ accepted before a service restart is refused after it (issue 9 item 4)', function () {
+  this.timeout(20000)
+  const MIN = 60_000
+  const SKEW = 5 * MIN
+  let realm: Realm
+  let creds: Credentials
+  before(async () => {
+    realm = await startRealm()
+    creds = await realm.ticket()
+  })
+  after(async () => {
+    await realm?.close()
+  })
+
+  /** The service's clock, ms (starts at the real time: the tickets are real). */
+  const clock = { t: 0 }
+  const now = () => clock.t
+  const logged: string[] = []
+  const logger = { warn: (msg: string) => logged.push(msg) }
+  const verifiers: ServiceVerifier[] = []
+  beforeEach(() => {
+    clock.t = Date.now()
+    logged.length = 0
+  })
+  afterEach(() => {
+    for (const v of verifiers.splice(0)) v.close()
+  })
+  function service(opts: Omit<ServiceVerifierOptions, 'now' | 'logger'>): ServiceVerifier {
+    const v = new ServiceVerifier({ now, logger, ...opts })
+    verifiers.push(v)
+    return v
+  }
+  /** A verifier that started long enough ago that no start rule applies any more. */
+  function runningService(opts: Omit<ServiceVerifierOptions, 'now' | 'logger'>): ServiceVerifier {
+    const t = clock.t
+    clock.t = t - 2 * SKEW
+    const v = service(opts)
+    clock.t = t
+    return v
+  }
+  /** An AP_REQ made at service time `at` by a client whose clock is `aheadMs` ahead of the service's. */
+  const apReq = (aheadMs: number, at = clock.t) => buildApReq(creds, { now: () => at + aheadMs }).req
+
+  /** The verdict of verifying `req` at service time `at`: 'accepted', or the error's status. */
+  function verdictAt(v: ServiceVerifier, req: ApReq, at: number): string {
+    clock.t = at
+    try {
+      v.verify(req)
+      return 'accepted'
+    } catch (err) {
+      expect(err).to.be.instanceOf(KrbProtocolError)
+      return (err as KrbProtocolError).status
+    }
+  }
+
+  /** Every moment after the restart at which the recorded AP_REQ would still pass the skew check. */
+  function replayTimes(accepted: number, restart: number, ctime: number): number[] {
+    const out = [restart, restart + 1000, ctime - 1, ctime, ctime + 1, ctime + MIN, ctime + SKEW - 1, ctime + SKEW]
+    return out.filter((t) => t >= restart && Math.abs(t - ctime) <= SKEW && t > accepted)
+  }
+
+  for (const aheadMs of [4 * MIN, 2_000, 500, SKEW]) {
+    it(`keytab from a file: a client ${aheadMs / 1000} s ahead, accepted, then replayed after a restart at any time within the skew, is refused`, async () => {
+      const file = await realm.keytabFile(`ahead-${aheadMs}.keytab`)
+      const before = service({ keytab: await readKeytab(file) })
+      const req = apReq(aheadMs)
+      const accepted = clock.t
+      expect(verdictAt(before, req, accepted)).to.equal('accepted')
+      expect(verdictAt(before, req, accepted + 1)).to.equal('REPEAT')
+      const st = await stat(`${file}.rcache`)
+      expect(st.mode & 0o777).to.equal(0o600)
+      // The restart: a new process (a new verifier over the same keytab file), 50 ms later.
+      const restart = accepted + 50
+      clock.t = restart
+      const after = service({ keytab: await readKeytab(file) })
+      for (const t of replayTimes(accepted, restart, accepted + aheadMs))
+        expect(verdictAt(after, req, t), `replayed at ctime ${t - accepted - aheadMs} ms`).to.be.oneOf(['REPEAT', 'REPLAY_COLD'])
+      // An honest client is served from the next millisecond on.
+      expect(verdictAt(after, apReq(0, restart), restart)).to.equal('REPLAY_COLD')
+      expect(verdictAt(after, apReq(0, restart + 1), restart + 1)).to.equal('accepted')
+    })
+
+    it(`in-memory keytab (no replay file): a client ${aheadMs / 1000} s ahead, accepted, then replayed after a restart at any time within the skew, is refused`, () => {
+      const keytab = new Keytab([realm.entry(realm.serviceKey)])
+      const before = runningService({ keytab })
+      const req = apReq(aheadMs)
+      const accepted = clock.t
+      expect(verdictAt(before, req, accepted)).to.equal('accepted')
+      const restart = accepted + 50
+      clock.t = restart
+      const after = service({ keytab: new Keytab([realm.entry(realm.serviceKey)]) })
+      for (const t of replayTimes(accepted, restart, accepted + aheadMs))
+        expect(verdictAt(after, req, t), `replayed at ctime ${t - accepted - aheadMs} ms`).to.be.oneOf(['REPEAT', 'REPLAY_COLD'])
+    })
+  }
+
+  it('in-memory keytab: the price is that authenticators dated within the skew after the start are refused as cold (documented)', () => {
+    clock.t += 10_000
+    const start = clock.t
+    const v = service({ keytab: new Keytab([realm.entry(realm.serviceKey)]) })
+    for (const at of [start, start + 1000, start + SKEW]) expect(verdictAt(v, apReq(0, at), at)).to.equal('REPLAY_COLD')
+    expect(verdictAt(v, apReq(0, start + SKEW + 1), start + SKEW + 1)).to.equal('accepted')
+    expect(verdictAt(v, apReq(-MIN, start + SKEW + MIN), start + SKEW + MIN)).to.equal('REPLAY_COLD')
+    expect(verdictAt(v, apReq(-MIN, start + SKEW + MIN + 1), start + SKEW + MIN + 1)).to.equal('accepted')
+  })
+
+  it('replayCacheFile: false with a keytab file behaves as in memory; an explicit path is used with an in-memory keytab', async () => {
+    const file = await realm.keytabFile('explicit.keytab')
+    const start = clock.t
+    const none = service({ keytab: await readKeytab(file), replayCacheFile: false })
+    expect(verdictAt(none, apReq(0, start + 1000), start + 1000)).to.equal('REPLAY_COLD')
+    expect(((await rejectionOf(stat(`${file}.rcache`))) as NodeJS.ErrnoException).code).to.equal('ENOENT')
+    const own = path.join(realm.dir, 'own.rcache')
+    clock.t = start
+    const v = service({ keytab: new Keytab([realm.entry(realm.serviceKey)]), replayCacheFile: own })
+    const req = apReq(3 * MIN, start + 1000)
+    expect(verdictAt(v, req, start + 1000)).to.equal('accepted')
+    expect((await stat(own)).mode & 0o777).to.equal(0o600)
+    clock.t = start + 2000
+    const again = service({ keytab: new Keytab([realm.entry(realm.serviceKey)]), replayCacheFile: own })
+    expect(verdictAt(again, req, start + 3 * MIN)).to.equal('REPEAT')
+  })
+
+  it('a corrupt replay file (garbage records, a torn last record) is read past: a warning, valid records still refuse their replay, honest clients are served', async () => {
+    const file = await realm.keytabFile('corrupt.keytab')
+    const rcache = `${file}.rcache`
+    const first = service({ keytab: await readKeytab(file) })
+    const req = apReq(4 * MIN)
+    const accepted = clock.t
+    expect(verdictAt(first, req, accepted)).to.equal('accepted')
+    first.close()
+    const good = await readFile(rcache)
+    // Garbage lines around the good record, and a torn record at the end.
+    await writeFile(
+      rcache,
+      Buffer.concat([
+        good,
+        Buffer.from('zz not a record\n\n0123 1\nffffffffffffffffffffffffffffffff 99999999999999999999999\n'),
+        randomBytes(64).map((b) => (b === 10 ? 11 : b)),
+        Buffer.from('\nabcdef0123456789abcdef0123456789 17'),
+      ]),
+    )
+    clock.t = accepted + 50
+    const after = service({ keytab: await readKeytab(file) })
+    expect(logged.join('\n')).to.match(/replay file/i)
+    expect(verdictAt(after, req, accepted + 4 * MIN + 10)).to.equal('REPEAT')
+    expect(verdictAt(after, apReq(0, accepted + 2000), accepted + 2000)).to.equal('accepted')
+    // The file was rewritten without the junk.
+    expect((await readFile(rcache)).toString('latin1')).to.not.match(/zz not a record/)
+  })
+
+  for (const [what, make] of [
+    ['random bytes (no header)', (f: string) => writeFile(f, randomBytes(4096))],
+    ['an empty file', (f: string) => writeFile(f, '')],
+    ['a directory', (f: string) => mkdir(f)],
+    ['too large (21 MB)', (f: string) => writeFile(f, `tessera-rcache-v1\n${'00112233445566778899aabbccddeeff 1\n'.repeat(600_000)}`)],
+  ] as const) {
+    it(`a replay file that is ${what} does not stop the service: a warning, then the safe start (cold within the skew), then service`, async () => {
+      const file = await realm.keytabFile(`bad-${what.replace(/\W+/g, '-')}.keytab`)
+      const before = runningService({ keytab: await readKeytab(file), replayCacheFile: false })
+      const req = apReq(4 * MIN)
+      const accepted = clock.t
+      expect(verdictAt(before, req, accepted)).to.equal('accepted')
+      await make(`${file}.rcache`)
+      clock.t = accepted + 50
+      const after = service({ keytab: await readKeytab(file) })
+      expect(logged.join('\n')).to.match(/replay file/i)
+      for (const t of replayTimes(accepted, accepted + 50, accepted + 4 * MIN)) expect(verdictAt(after, req, t)).to.be.oneOf(['REPEAT', 'REPLAY_COLD'])
+      expect(verdictAt(after, apReq(0, accepted + 51 + SKEW), accepted + 51 + SKEW)).to.equal('accepted')
+    })
+  }
 })
