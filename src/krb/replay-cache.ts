@@ -12,8 +12,9 @@
  * a `file`, those are appended to it, synced, before they are accepted, and loaded at
  * start. Without a file, `aheadMarginMs: maxClockSkewMs` covers them too (the skew check
  * bounds how far ahead they were), at the price of refusing everything dated within the
- * skew after the start. In both restart-safe modes "before the start" includes the
- * start's own millisecond, for a cache re-created in the millisecond of an acceptance.
+ * skew after the start. (A restart takes far longer than a millisecond; a cache
+ * re-created within the millisecond of an acceptance by another cache of the same
+ * process is not covered: share one cache between the verifiers of a process.)
  */
 import { closeSync, constants as fsc, fdatasyncSync, fstatSync, fsyncSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
@@ -101,9 +102,8 @@ export class ReplayCache {
       // What the previous process persisted is not known: cover all it may have accepted.
       if (!this.journal.load(this.startedAt)) margin = Math.max(margin, opts.maxClockSkewMs)
     }
-    // A previous process accepted, unrecorded, only ctime <= (its last acceptance <= our start) + margin.
-    const restartSafe = opts.file !== undefined || opts.aheadMarginMs !== undefined
-    this.coldBefore = restartSafe ? this.startedAt + margin + 1 : this.startedAt
+    // A previous process accepted, unrecorded, only ctime <= (its last acceptance < our start) + margin.
+    this.coldBefore = this.startedAt + margin
   }
 
   /** Release the replay file (the cache still works in memory; nothing more is persisted). */

@@ -242,7 +242,7 @@ export class ServiceVerifier {
       refuse(
         ErrorCode.KRB_AP_ERR_SKEW,
         'REPLAY_COLD',
-        this.replayCache.coldBefore > this.replayCache.startedAt + 1
+        this.replayCache.coldBefore > this.replayCache.startedAt
           ? `this service keeps no replay file, so until ${new Date(this.replayCache.coldBefore).toISOString()} it cannot tell an authenticator from one accepted before it started; retry then`
           : 'the authenticator predates the service start; retry with a fresh one',
       )

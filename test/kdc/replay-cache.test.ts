@@ -140,7 +140,7 @@ describe('ReplayCache replay file', () => {
     const file = path.join(dir, 'svc.rcache')
     const clock = { t: T0 }
     const rc = new ReplayCache({ maxClockSkewMs: SKEW, now: () => clock.t, file, logger: quiet })
-    expect(rc.check('at-start', T0)).to.equal('cold') // the start's own millisecond
+    expect(rc.check('before-start', T0 - 1)).to.equal('cold')
     clock.t = T0 + 10
     expect(rc.check('present', T0 + 10)).to.equal('fresh')
     expect(rc.check('behind', T0 + 5)).to.equal('fresh')
