@@ -16,6 +16,7 @@ import {
 } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { checkKdfParams, defaultSalt, passwordToKey, randomUint32, tryOpen } from '../crypto/index.js'
+import { checkPrincipalId } from '../db/names.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { KdcAddress, RealmFile } from '../krb/realm-file.js'
@@ -100,7 +101,10 @@ function splitPrincipal(name: string, realm: string): { realm: string; component
   const r = at >= 0 ? name.slice(at + 1) : realm
   const n = at >= 0 ? name.slice(0, at) : name
   if (n.length === 0 || r.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_NAME, `bad principal name "${name}"`)
-  return { realm: r, components: n.split('/') }
+  const id = { realm: r, components: n.split('/') }
+  // The KDC's own rules (PROTOCOL.md §7.4), so that a look-alike name fails here, with the reason.
+  checkPrincipalId(id)
+  return id
 }
 
 function isConnectFailure(err: unknown): boolean {

@@ -30,6 +30,7 @@ import { useProcessGuards } from '../helpers/wire-guards.js'
 import { asKrbError, RawPeer, resumeHello } from '../helpers/wire-raw.js'
 import { Cmd, rejectionOf, timeReq, waitFor } from '../helpers/wire-server.js'
 import { type Realm, startRealm, thrown } from '../service/helpers.js'
+import { ADMIN_PASSWORD, asReq, expectKrbError, useTestKdc } from '../helpers/kdc-helpers.js'
 
 /**
  * A relay on 127.0.0.1 in front of `targetPort` that hands the client's first frame (the
@@ -501,5 +502,46 @@ describe('security review 4: a mutual-auth AP_REP answers one AP_REQ only (issue
     // A clock stepped back by more than a second is followed (not pushed ahead of it).
     const back = buildApReq(creds, { now: () => T - 10_000 })
     expect(back.ctime).to.equal(T - 10_000)
+  })
+})
+
+describe('security review 4: look-alike principal names (issue 9 item 10)', () => {
+  useProcessGuards()
+  const t = useTestKdc()
+
+  for (const [what, cname] of [
+    ['"ad\\u200Bmin" (zero-width space)', ['ad\u200bmin']],
+    ['"admin\\u00AD" (soft hyphen)', ['admin\u00ad']],
+    ['"\\uFEFFadmin" (byte order mark)', ['\ufeffadmin']],
+    ['"admin\\u{E0041}" (tag character)', ['admin\u{e0041}']],
+    ['"admin/\\u2028x" (line separator)', ['admin', '\u2028x']],
+  ] as const) {
+    it(`the KDC answers an AS_REQ for ${what} with KDC_ERR_C_PRINCIPAL_UNKNOWN (6, bad name) and keeps serving`, async () => {
+      const ch = await t.channel('as')
+      expectKrbError(await ch.request(asReq([...cname])), ErrorCode.KDC_ERR_C_PRINCIPAL_UNKNOWN)
+      // The same connection, and the real admin, still work.
+      const m = await ch.request(asReq(['admin']))
+      expectKrbError(m, ErrorCode.KDC_ERR_PREAUTH_REQUIRED)
+    })
+  }
+
+  it('the client refuses such a name itself, before sending anything, with TESSERA_BAD_NAME naming the code point', async () => {
+    const c = t.client()
+    const err = await rejectionOf(c.login('ad\u200bmin', ADMIN_PASSWORD))
+    expect(err, String(err)).to.be.instanceOf(TesseraError)
+    expect((err as TesseraError).code).to.equal(TesseraErrorCode.TESSERA_BAD_NAME)
+    expect((err as TesseraError).message).to.match(/invisible or line-separator character U\+200B at position 3/)
+    // and the admin logs in
+    expect((await c.login('admin', ADMIN_PASSWORD)).cname).to.deep.equal(['admin'])
+  })
+
+  it('no principal with such a name can be created', async () => {
+    const err = await rejectionOf(t.kdc.addPrincipal('ad\u200bmin', { password: 'correct horse battery staple 7' }))
+    expect((err as TesseraError).code).to.equal(TesseraErrorCode.TESSERA_BAD_NAME)
+  })
+
+  it('logs no internal error for them', () => {
+    const bad = t.opsErrors.filter((l) => /internal error|not a valid message/.test(l))
+    expect(bad, bad.join('\n')).to.deep.equal([])
   })
 })
