@@ -25,10 +25,11 @@ import { decodeMessage, plainFrame, SealedCodec } from '../../src/wire/channel.j
 import { connectChannel, openWithRequest } from '../../src/wire/client.js'
 import { FrameReader } from '../../src/wire/frame-reader.js'
 import { ResumptionStore, TicketIssuer } from '../../src/wire/resumption.js'
+import { peerBucket } from '../../src/wire/server.js'
 import { expectEcho, useResumptionFixture } from '../helpers/resumption-fixture.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
 import { asKrbError, RawPeer, resumeHello } from '../helpers/wire-raw.js'
-import { Cmd, rejectionOf, timeReq, waitFor } from '../helpers/wire-server.js'
+import { Cmd, rejectionOf, startTestServer, type TestServer, timeReq, waitFor } from '../helpers/wire-server.js'
 import { type Realm, startRealm, thrown } from '../service/helpers.js'
 import { ADMIN_PASSWORD, asReq, expectKrbError, useTestKdc } from '../helpers/kdc-helpers.js'
 
@@ -543,5 +544,56 @@ describe('security review 4: look-alike principal names (issue 9 item 10)', () =
   it('logs no internal error for them', () => {
     const bad = t.opsErrors.filter((l) => /internal error|not a valid message/.test(l))
     expect(bad, bad.join('\n')).to.deep.equal([])
+  })
+})
+
+describe('security review 4: the per-peer connection cap counts an IPv6 /64 as one peer (design point)', () => {
+  useProcessGuards()
+  for (const [address, bucket] of [
+    ['192.0.2.7', '192.0.2.7'],
+    ['::ffff:192.0.2.7', '192.0.2.7'],
+    ['::FFFF:192.0.2.7', '192.0.2.7'],
+    ['::ffff:c000:207', '192.0.2.7'],
+    ['0:0:0:0:0:ffff:192.0.2.7', '192.0.2.7'],
+    ['2001:db8:1:2:3:4:5:6', '2001:db8:1:2::/64'],
+    ['2001:db8:1:2::1', '2001:db8:1:2::/64'],
+    ['2001:DB8:1:2:ffff:ffff:ffff:ffff', '2001:db8:1:2::/64'],
+    ['2001:db8::1', '2001:db8:0:0::/64'],
+    ['2001:0db8:0000:0000:0000:0000:0000:0001', '2001:db8:0:0::/64'],
+    ['::1', '0:0:0:0::/64'],
+    ['fe80::1%eth0', 'fe80:0:0:0::/64'],
+    ['::192.0.2.7', '0:0:0:0::/64'],
+    ['not an address', 'not an address'],
+    ['1:2:3:4:5:6:7:8:9', '1:2:3:4:5:6:7:8:9'],
+  ] as const) {
+    it(`puts ${address} in bucket ${bucket}`, () => {
+      expect(peerBucket(address)).to.equal(bucket)
+    })
+  }
+
+  it('puts every address of one /64 in one bucket and neighbouring /64s in others', () => {
+    const b = peerBucket('2001:db8:aa:bb::1')
+    for (const a of ['2001:db8:aa:bb::2', '2001:db8:aa:bb:1234:5678:9abc:def0', '2001:db8:aa:bb:ffff::']) expect(peerBucket(a)).to.equal(b)
+    for (const a of ['2001:db8:aa:bc::1', '2001:db8:ab:bb::1']) expect(peerBucket(a)).to.not.equal(b)
+  })
+
+  it('a SecureServer on ::1 caps connections from [::1] with TSR_ERR_BUSY', async function () {
+    let ts: TestServer
+    try {
+      ts = await startTestServer({ host: '::1', maxConnectionsPerPeer: 2 })
+    } catch {
+      this.skip() // no IPv6 loopback here
+    }
+    try {
+      const opts = { host: '::1', port: ts.port, serverKey: ts.key.publicKey, handshakeTimeoutMs: 2000 }
+      const a = await connectChannel(opts)
+      const b = await connectChannel(opts)
+      const err = await rejectionOf(connectChannel(opts))
+      expect((err as KrbProtocolError).code).to.equal(ErrorCode.TSR_ERR_BUSY)
+      a.close()
+      b.close()
+    } finally {
+      await ts.close()
+    }
   })
 })
