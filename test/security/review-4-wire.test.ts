@@ -11,21 +11,24 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import { expect } from 'chai'
-import type { ApReq, HsResume } from '../../proto/messages.js'
-import { MsgType } from '../../proto/msg-types.js'
+import { KeyUsage } from '../../proto/key-usage.js'
+import { type ApReq, EncKdcRepPart, type HsResume, type Message, TgsAuthenticator } from '../../proto/messages.js'
+import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { ErrorCode } from '../../proto/error-codes.js'
-import { checkConfirm, randomBytes, resumeKeys } from '../../src/crypto/index.js'
+import { checkConfirm, type KdfParams, passwordToKey, randomBytes, randomKey, resumeKeys, x25519KeyPair } from '../../src/crypto/index.js'
 import { buildApReq, verifyApRep } from '../../src/client/ap.js'
-import type { Credentials } from '../../src/client/kdc-client.js'
+import { type Credentials, KdcClient, type KdcClientOptions } from '../../src/client/kdc-client.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../../src/errors.js'
 import { Keytab, readKeytab } from '../../src/krb/keytab.js'
+import { openPart, sealPart } from '../../src/krb/parts.js'
+import type { RealmFile } from '../../src/krb/realm-file.js'
 import { ReplayCache } from '../../src/krb/replay-cache.js'
 import { ServiceVerifier, type ServiceVerifierOptions } from '../../src/service/verify-ap-req.js'
 import { decodeMessage, plainFrame, SealedCodec } from '../../src/wire/channel.js'
 import { connectChannel, openWithRequest } from '../../src/wire/client.js'
 import { FrameReader } from '../../src/wire/frame-reader.js'
 import { ResumptionStore, TicketIssuer } from '../../src/wire/resumption.js'
-import { peerBucket } from '../../src/wire/server.js'
+import { peerBucket, SecureServer } from '../../src/wire/server.js'
 import { expectEcho, useResumptionFixture } from '../helpers/resumption-fixture.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
 import { asKrbError, RawPeer, resumeHello } from '../helpers/wire-raw.js'
@@ -595,5 +598,142 @@ describe('security review 4: the per-peer connection cap counts an IPv6 /64 as o
     } finally {
       await ts.close()
     }
+  })
+})
+
+/**
+ * A stub KDC on one port (every listener) for realm STUB.TEST that knows one password: it
+ * asks for pre-authentication with `kdf`, then answers AS and TGS requests with replies
+ * sealed correctly, but with the realms `tamper` gives.
+ */
+async function startStubKdc(o: { kdf?: KdfParams; srealm?: string; ticketRealm?: string; tgsSrealm?: string } = {}) {
+  const REALM = 'STUB.TEST'
+  const PASSWORD = 'stub password 7!'
+  const salt = `${REALM}alice`
+  const kdf = o.kdf ?? { alg: 'scrypt', N: 1024, r: 8, p: 1 }
+  const sessionKey = randomKey()
+  const derivations = { count: 0 }
+  const handler = async (msg: Message): Promise<Message> => {
+    const now = Date.now()
+    const times = { flags: 0, authtime: now, starttime: now, endtime: now + 3_600_000 }
+    if (msg.t === MsgType.AS_REQ) {
+      if (msg.padata.length === 0)
+        throw Object.assign(new KrbProtocolError(ErrorCode.KDC_ERR_PREAUTH_REQUIRED, 'PREAUTH_REQUIRED', { message: 'pre-authentication required' }), {
+          edata: { salt, kdf },
+        })
+      derivations.count++
+      const key = await passwordToKey(PASSWORD, salt, kdf)
+      const srealm = o.srealm ?? REALM
+      return {
+        v: PROTOCOL_VERSION,
+        t: MsgType.AS_REP,
+        crealm: REALM,
+        cname: msg.cname,
+        kvno: 1,
+        ticket: { realm: o.ticketRealm ?? REALM, sname: msg.sname, kvno: 1, enc: randomBytes(64) },
+        enc: sealPart(key, KeyUsage.AS_REP_ENCPART, EncKdcRepPart, { key: sessionKey, nonce: msg.nonce, ...times, srealm, sname: msg.sname }),
+      }
+    }
+    if (msg.t === MsgType.TGS_REQ) {
+      const auth = openPart(sessionKey, KeyUsage.TGS_REQ_AUTH, TgsAuthenticator, msg.auth)
+      return {
+        v: PROTOCOL_VERSION,
+        t: MsgType.TGS_REP,
+        crealm: REALM,
+        cname: auth.cname,
+        ticket: { realm: REALM, sname: auth.sname, kvno: 1, enc: randomBytes(64) },
+        enc: sealPart(sessionKey, KeyUsage.TGS_REP_ENCPART_SESSKEY, EncKdcRepPart, {
+          key: randomKey(),
+          nonce: auth.nonce,
+          ...times,
+          srealm: o.tgsSrealm ?? REALM,
+          sname: auth.sname,
+        }),
+      }
+    }
+    throw new KrbProtocolError(ErrorCode.KRB_AP_ERR_MSG_TYPE, 'MSG_TYPE')
+  }
+  const key = x25519KeyPair()
+  const server = new SecureServer({ staticKey: key, host: '127.0.0.1', port: 0, handshakeTimeoutMs: 2000 }, handler)
+  const { port } = await server.listen()
+  const realm: RealmFile = {
+    realm: REALM,
+    kdcs: [{ host: '127.0.0.1', as: port, tgs: port, time: port, admin: port }],
+    transportKey: key.publicKey,
+    signingKey: randomBytes(32),
+    maxClockSkewMs: 300_000,
+  }
+  return { realm, PASSWORD, derivations, close: () => server.close() }
+}
+
+describe('security review 4: what a client accepts from a KDC (design points)', function () {
+  this.timeout(20000)
+  useProcessGuards()
+  const cleanups: (() => unknown)[] = []
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c()
+  })
+  async function stub(o: Parameters<typeof startStubKdc>[0] = {}) {
+    const s = await startStubKdc(o)
+    cleanups.push(() => s.close())
+    return s
+  }
+  function client(s: { realm: RealmFile }, opts: KdcClientOptions = {}) {
+    const c = new KdcClient(s.realm, { timeoutMs: 10_000, resumption: false, ...opts })
+    cleanups.push(() => c.close())
+    return c
+  }
+
+  it('an honest stub is accepted (login, then a service ticket)', async () => {
+    const s = await stub()
+    const c = client(s)
+    const tgt = await c.login('alice', s.PASSWORD)
+    expect(tgt.srealm).to.equal('STUB.TEST')
+    expect((await c.getServiceTicket(tgt, 'svc/host')).srealm).to.equal('STUB.TEST')
+  })
+
+  for (const [what, kdf] of [
+    ['1 GiB (N = 2^20, r = 8)', { alg: 'scrypt', N: 1 << 20, r: 8, p: 1 }],
+    ['4 GiB (N = 2^20, r = 32)', { alg: 'scrypt', N: 1 << 20, r: 32, p: 1 }],
+    ['512 MiB (N = 2^19, r = 8)', { alg: 'scrypt', N: 1 << 19, r: 8, p: 1 }],
+  ] as const) {
+    it(`a KDC hinting scrypt parameters needing ${what} fails the login with TESSERA_KDF_LIMIT before any derivation`, async () => {
+      const s = await stub({ kdf })
+      const err = await rejectionOf(client(s).login('alice', s.PASSWORD))
+      expect(err, String(err)).to.be.instanceOf(TesseraError)
+      expect((err as TesseraError).code).to.equal(TesseraErrorCode.TESSERA_KDF_LIMIT)
+      expect((err as TesseraError).message).to.match(/MiB/)
+      expect(s.derivations.count).to.equal(0)
+    })
+  }
+
+  it('maxKdfMemoryBytes lowers (or raises) the cap', async () => {
+    const kdf = { alg: 'scrypt', N: 1 << 14, r: 8, p: 1 } as const // 16 MiB
+    const s = await stub({ kdf })
+    const err = await rejectionOf(client(s, { maxKdfMemoryBytes: 8 * 1024 * 1024 }).login('alice', s.PASSWORD))
+    expect((err as TesseraError).code).to.equal(TesseraErrorCode.TESSERA_KDF_LIMIT)
+    expect((await client(s, { maxKdfMemoryBytes: 16 * 1024 * 1024 }).login('alice', s.PASSWORD)).srealm).to.equal('STUB.TEST')
+  })
+
+  for (const [what, o] of [
+    ['an AS_REP whose sealed srealm is another realm', { srealm: 'EVIL.TEST' }],
+    ["an AS_REP whose ticket's realm is another realm", { ticketRealm: 'EVIL.TEST' }],
+  ] as const) {
+    it(`refuses ${what} with TESSERA_BAD_REPLY`, async () => {
+      const s = await stub(o)
+      const err = await rejectionOf(client(s).login('alice', s.PASSWORD))
+      expect(err, String(err)).to.be.instanceOf(TesseraError)
+      expect((err as TesseraError).code).to.equal(TesseraErrorCode.TESSERA_BAD_REPLY)
+      expect((err as TesseraError).message).to.match(/realm/)
+    })
+  }
+
+  it('refuses a TGS_REP whose sealed srealm is another realm with TESSERA_BAD_REPLY', async () => {
+    const s = await stub({ tgsSrealm: 'EVIL.TEST' })
+    const c = client(s)
+    const tgt = await c.login('alice', s.PASSWORD)
+    const err = await rejectionOf(c.getServiceTicket(tgt, 'svc/host'))
+    expect(err, String(err)).to.be.instanceOf(TesseraError)
+    expect((err as TesseraError).code).to.equal(TesseraErrorCode.TESSERA_BAD_REPLY)
   })
 })
