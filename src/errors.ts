@@ -47,6 +47,7 @@ export const TesseraErrorCode = {
   TESSERA_CCACHE: 'TESSERA_CCACHE',
   TESSERA_SESSION: 'TESSERA_SESSION',
   TESSERA_TIME: 'TESSERA_TIME',
+  TESSERA_KDF_LIMIT: 'TESSERA_KDF_LIMIT',
 } as const
 export type TesseraErrorCode = (typeof TesseraErrorCode)[keyof typeof TesseraErrorCode]
 

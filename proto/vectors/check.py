@@ -265,7 +265,12 @@ def check_resumption(r, S_pub, rms, tk, lifetime_s):
     eq('HS_RESUME frame', frame(mp_encode(hs_resume)).hex(), r['hsResume']['frame'])
     # server
     eq('x opens to the early request', secretbox_open(x, bytes(24), k_early), early)
-    h2 = hashlib.sha256(h + ns).digest()
+    # x as sent is bound into h2 (a stripped or added x fails the key confirmation)
+    xh_input = b'tessera-resume-v1 x' + b'\x01' + x
+    eq('resumption xh input', xh_input.hex(), r['xh_input'])
+    xh = hashlib.sha256(xh_input).digest()
+    eq('resumption xh', xh.hex(), r['xh'])
+    h2 = hashlib.sha256(h + xh + ns).digest()
     okm = hkdf_sha256(rms, h2, b'tessera-resume-v1 keys', 160)
     k_c2s, k_s2c, k_confirm, k_res, rms_next = (okm[i:i + 32] for i in range(0, 160, 32))
     for name, v in (('h2', h2), ('okm', okm), ('k_c2s', k_c2s), ('k_s2c', k_s2c), ('k_confirm', k_confirm), ('k_res', k_res),
@@ -278,6 +283,15 @@ def check_resumption(r, S_pub, rms, tk, lifetime_s):
     hs_resumed = {'v': 1, 't': 4, 'n': ns, 'confirm': confirm, 'nt': nt}
     eq('HS_RESUMED msgpack', mp_encode(hs_resumed).hex(), r['hsResumed']['msgpack'])
     eq('HS_RESUMED frame', frame(mp_encode(hs_resumed)).hex(), r['hsResumed']['frame'])
+    # the same resumption without early data
+    w = r['withoutEarlyData']
+    xh_input0 = b'tessera-resume-v1 x' + b'\x00'
+    eq('resumption without x: xh input', xh_input0.hex(), w['xh_input'])
+    xh0 = hashlib.sha256(xh_input0).digest()
+    h2_0 = hashlib.sha256(h + xh0 + ns).digest()
+    okm0 = hkdf_sha256(rms, h2_0, b'tessera-resume-v1 keys', 160)
+    for name, v in (('xh', xh0), ('h2', h2_0), ('okm', okm0), ('confirm', secretbox(h2_0, bytes(24), okm0[64:96]))):
+        eq('resumption without x: ' + name, v.hex(), w[name])
     # then sealed frames, counters from 0 in each direction (x does not count)
     eq('resumed frames', [(f['direction'], f['counter']) for f in r['frames']], [('s2c', 0), ('c2s', 0)])
     for f in r['frames']:

@@ -28,6 +28,7 @@ import {
   clientHandshakeFinish,
   confirmBox,
   counterNonce,
+  earlyDataHash,
   openEarly,
   openTicketBox,
   resumeEarly,
@@ -584,7 +585,11 @@ function resumptionVector(): VectorFile {
   if (hex(openEarly(kEarly, x)!) !== hex(encode(earlyReq))) throw new Error('resumption vector: x does not open')
   const hsResume = { v, t: MsgType.HS_RESUME, tk, cr, age: ageMs, x }
 
-  const h2 = sha256(h, ns)
+  // x is bound into h2: stripping or adding early data on the way fails the key confirmation.
+  const xhInput = concat(ascii('tessera-resume-v1 x'), Uint8Array.of(1), x)
+  const xh = sha256(xhInput)
+  if (hex(earlyDataHash(x)) !== hex(xh)) throw new Error('resumption vector: earlyDataHash disagrees')
+  const h2 = sha256(h, xh, ns)
   const okm = hkdf(rms, h2, 'tessera-resume-v1 keys', 160)
   const [kC2s, kS2c, kConfirm, kRes, rmsNext] = [0, 1, 2, 3, 4].map((i) => okm.slice(32 * i, 32 * i + 32)) as [
     Uint8Array,
@@ -593,7 +598,7 @@ function resumptionVector(): VectorFile {
     Uint8Array,
     Uint8Array,
   ]
-  const { confirmKey, ...keys } = resumeKeys(h, ns, rms)
+  const { confirmKey, ...keys } = resumeKeys(h, x, ns, rms)
   for (const [name, a, b] of [
     ['h2', keys.h, h2],
     ['k_c2s', keys.c2s, kC2s],
@@ -608,17 +613,31 @@ function resumptionVector(): VectorFile {
   const nt = ticketBox(kRes, lifetimeS, nextTicket)
   const hsResumed = { v, t: MsgType.HS_RESUMED, n: ns, confirm, nt: unhex(nt.box) }
 
+  // The same resumption without early data (HS_RESUME without x, same ns).
+  const xhInputNone = concat(ascii('tessera-resume-v1 x'), Uint8Array.of(0))
+  const xhNone = sha256(xhInputNone)
+  if (hex(earlyDataHash(undefined)) !== hex(xhNone)) throw new Error('resumption vector: earlyDataHash disagrees without x')
+  const h2None = sha256(h, xhNone, ns)
+  const okmNone = hkdf(rms, h2None, 'tessera-resume-v1 keys', 160)
+  const none = resumeKeys(h, undefined, ns, rms)
+  if (hex(none.h) !== hex(h2None) || hex(none.c2s) !== hex(okmNone.subarray(0, 32)))
+    throw new Error('resumption vector: resumeKeys disagrees without x')
+  const confirmNone = confirmBox(none.confirmKey, h2None)
+
   return {
     description:
       'Transport resumption (PROTOCOL.md §3.6), continuing handshake.json: the client holds that connection\'s `rms` ' +
       'and the ticket `tk` from its `nt` (lifetime 3600 s). h = SHA-256(h_input = "tessera-resume-v1" || S_pub || cr || uint32be(age) || tk); ' +
       'k_early = HKDF-SHA256(IKM = rms, salt = h, info = "tessera-resume-v1 early", L = 32); ' +
       'x = secretbox(msgpack(early request), 24 zero bytes, k_early), sent in HS_RESUME with `age` in ms. ' +
-      'The server picks ns; h2 = SHA-256(h || ns); okm = HKDF-SHA256(IKM = rms, salt = h2, info = "tessera-resume-v1 keys", ' +
+      'xh = SHA-256(xh_input = "tessera-resume-v1 x" || 0x01 || x) binds x (as sent) into the keys; ' +
+      'the server picks ns; h2 = SHA-256(h || xh || ns); okm = HKDF-SHA256(IKM = rms, salt = h2, info = "tessera-resume-v1 keys", ' +
       'L = 160) = k_c2s || k_s2c || k_confirm || k_res || rms_next; confirm = secretbox(h2, 24 zero bytes, k_confirm); ' +
       'nt.box = secretbox(uint32be(lifetime_s) || nt.tk, 24 zero bytes, k_res) carries the next ticket (for rms_next) in ' +
       'HS_RESUMED. Then sealed frames as after a full handshake, counters from 0 (x does not count): s2c 0 is the reply ' +
-      'to the early request, c2s 0 is the client\'s next request. A client then resumes with (nt.tk, rms_next).',
+      'to the early request, c2s 0 is the client\'s next request. A client then resumes with (nt.tk, rms_next). ' +
+      '`withoutEarlyData` is the same resumption with no x in HS_RESUME: xh = SHA-256("tessera-resume-v1 x" || 0x00), ' +
+      'and h2, okm and confirm follow from it as above.',
     serverStaticPublicKey: hex(S.publicKey),
     rms: hex(rms),
     tk: hex(tk),
@@ -631,6 +650,8 @@ function resumptionVector(): VectorFile {
     k_early: hex(kEarly),
     x: hex(x),
     hsResume: clearMessage(hsResume),
+    xh_input: hex(xhInput),
+    xh: hex(xh),
     ns: hex(ns),
     h2: hex(h2),
     okm: hex(okm),
@@ -642,6 +663,13 @@ function resumptionVector(): VectorFile {
     confirm: hex(confirm),
     nt,
     hsResumed: clearMessage(hsResumed),
+    withoutEarlyData: {
+      xh_input: hex(xhInputNone),
+      xh: hex(xhNone),
+      h2: hex(h2None),
+      okm: hex(okmNone),
+      confirm: hex(confirmNone),
+    },
     frames: [
       sealedFrameEntry('s2c', kS2c, 0, timeRep().message, { role: 'reply to the early request' }),
       sealedFrameEntry('c2s', kC2s, 0, exampleAsReq(), { role: "the client's first sealed frame" }),

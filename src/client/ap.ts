@@ -27,7 +27,7 @@ export interface PendingApReq {
   subkey?: Uint8Array
   /** Authenticator time, ms since epoch. */
   ctime: number
-  /** Microseconds within ctime (0..999). */
+  /** Microseconds within ctime (0..999); (ctime, cusec) strictly increase within a process. */
   cusec: number
   /** Initial sequence number sent in the authenticator. */
   seq: number
@@ -52,9 +52,7 @@ export interface ApRepResult {
  */
 export function buildApReq(creds: Credentials, opts: ApReqOptions = {}): PendingApReq {
   if (opts.cksum !== undefined && opts.cksum.length > 64) throw new RangeError('cksum must be at most 64 bytes')
-  const now = (opts.now ?? Date.now)()
-  const ctime = Math.floor(now)
-  const cusec = Math.floor((now - ctime) * 1000) % 1000
+  const { ctime, cusec } = nextStamp((opts.now ?? Date.now)())
   const seq = randomUint32()
   const subkey = opts.subkey ? randomKey() : undefined
   const auth: Loose<ApAuthenticator> = {
@@ -77,6 +75,26 @@ export function buildApReq(creds: Credentials, opts: ApReqOptions = {}): Pending
   const out: PendingApReq = { req, ctime, cusec, seq, mutual, sessionKey: creds.sessionKey }
   if (subkey) out.subkey = subkey
   return out
+}
+
+/** The last authenticator time of this process, in whole microseconds since the epoch. */
+let lastStampUs = Number.NEGATIVE_INFINITY
+/** A clock stepped back by more than this is followed rather than outrun, µs. */
+const MAX_STEP_BACK_US = 1_000_000
+
+/**
+ * The authenticator time (ctime ms, cusec µs) for a clock reading: strictly after the last
+ * one this process made, so that two AP_REQs made with one ticket within one microsecond
+ * still differ and neither accepts the other's AP_REP (which echoes ctime and cusec). Past
+ * the clock by at most the number of AP_REQs made in the same microsecond; a clock stepped
+ * back by more than a second is followed, not outrun.
+ */
+function nextStamp(now: number): { ctime: number; cusec: number } {
+  let us = Math.floor(now * 1000)
+  if (us <= lastStampUs && lastStampUs - us < MAX_STEP_BACK_US) us = lastStampUs + 1
+  lastStampUs = us
+  const ctime = Math.floor(us / 1000)
+  return { ctime, cusec: us - ctime * 1000 }
 }
 
 function mutFail(message: string, cause?: unknown): KrbProtocolError {

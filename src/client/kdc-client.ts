@@ -16,6 +16,7 @@ import {
 } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { checkKdfParams, defaultSalt, passwordToKey, randomUint32, tryOpen } from '../crypto/index.js'
+import { checkPrincipalId } from '../db/names.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { KdcAddress, RealmFile } from '../krb/realm-file.js'
@@ -60,7 +61,16 @@ export interface KdcClientOptions {
    * @default a store of this client's own, cleared by close()
    */
   resumption?: ResumptionStore | false
+  /**
+   * Most memory a password login may spend on scrypt (128 x N x r bytes), whatever KDF
+   * parameters the KDC names: over it the login fails with TESSERA_KDF_LIMIT before any
+   * derivation. @default 268435456 (256 MiB)
+   */
+  maxKdfMemoryBytes?: number
 }
+
+/** Default of KdcClientOptions.maxKdfMemoryBytes: 256 MiB. */
+export const DEFAULT_MAX_KDF_MEMORY_BYTES = 256 * 1024 * 1024
 
 /** Options of login and ticket requests. */
 export interface TicketOptions {
@@ -100,7 +110,10 @@ function splitPrincipal(name: string, realm: string): { realm: string; component
   const r = at >= 0 ? name.slice(at + 1) : realm
   const n = at >= 0 ? name.slice(0, at) : name
   if (n.length === 0 || r.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_NAME, `bad principal name "${name}"`)
-  return { realm: r, components: n.split('/') }
+  const id = { realm: r, components: n.split('/') }
+  // The KDC's own rules (PROTOCOL.md §7.4), so that a look-alike name fails here, with the reason.
+  checkPrincipalId(id)
+  return id
 }
 
 function isConnectFailure(err: unknown): boolean {
@@ -150,7 +163,10 @@ export class KdcClient {
       timeoutMs: opts.timeoutMs ?? 15000,
       now: opts.now ?? Date.now,
       adjustClockOnSkew: opts.adjustClockOnSkew ?? true,
+      maxKdfMemoryBytes: opts.maxKdfMemoryBytes ?? DEFAULT_MAX_KDF_MEMORY_BYTES,
     }
+    if (!Number.isSafeInteger(this.opts.maxKdfMemoryBytes) || this.opts.maxKdfMemoryBytes < 1)
+      throw new RangeError('maxKdfMemoryBytes must be a positive integer')
     this.clockOffsetMs = opts.clockOffsetMs ?? 0
     this.ownsResumption = opts.resumption === undefined
     this.resumption = opts.resumption === false ? undefined : (opts.resumption ?? new ResumptionStore())
@@ -168,6 +184,13 @@ export class KdcClient {
     const keyFor = async (salt: string, kdf: KdfParamsWire) => {
       if (!derived || derived.salt !== salt || JSON.stringify(derived.kdf) !== JSON.stringify(kdf)) {
         checkKdfParams(kdf)
+        // The parameters come from the KDC (or whoever answers for it): cap what we spend.
+        const need = 128 * kdf.N * kdf.r
+        if (need > this.opts.maxKdfMemoryBytes)
+          throw new TesseraError(
+            TesseraErrorCode.TESSERA_KDF_LIMIT,
+            `the KDC asks for a password key derivation needing ${Math.ceil(need / 2 ** 20)} MiB of memory, over this client's limit of ${Math.floor(this.opts.maxKdfMemoryBytes / 2 ** 20)} MiB (maxKdfMemoryBytes)`,
+          )
         derived = { salt, kdf, key: await passwordToKey(password, salt, kdf) }
       }
       return derived.key
@@ -236,13 +259,13 @@ export class KdcClient {
         // No pre-auth was required: derive the key from the salt/KDF the KDC sent.
         key = await keyFor(reply.salt ?? defaultSalt(id.realm, id.components.join('/')), reply.kdf ?? { alg: 'scrypt', N: 32768, r: 8, p: 1 })
       }
-      return this.acceptKdcRep(reply, key, KeyUsage.AS_REP_ENCPART, nonce, sname)
+      return this.acceptKdcRep(reply, key, KeyUsage.AS_REP_ENCPART, nonce, sname, id.realm)
     }
     throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'the KDC kept asking for pre-authentication')
   }
 
   /** Check a KDC reply: it opens under our key, answers our nonce, for the service we asked. */
-  private acceptKdcRep(reply: AsRep | TgsRep, key: Uint8Array, usage: number, nonce: number, sname: string[]): Credentials {
+  private acceptKdcRep(reply: AsRep | TgsRep, key: Uint8Array, usage: number, nonce: number, sname: string[], srealm: string): Credentials {
     if (tryOpen(key, usage, reply.enc) === null)
       throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'the KDC reply does not open with our key (forged reply or wrong password)')
     let part: EncKdcRepPartT
@@ -255,6 +278,9 @@ export class KdcClient {
     if (part.nonce !== nonce) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'KDC reply nonce does not match the request (replayed reply?)')
     if (!sameName(part.sname, sname) || !sameName(reply.ticket.sname, sname))
       throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'KDC reply is for another service')
+    // PROTOCOL.md §8.1, §8.2: the ticket is of the realm asked (sealed srealm and the ticket's own).
+    if (part.srealm !== srealm || reply.ticket.realm !== srealm)
+      throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, `KDC reply is for a ticket of another realm, not ${srealm}`)
     const creds: Credentials = {
       crealm: reply.crealm,
       cname: reply.cname,
@@ -343,7 +369,7 @@ export class KdcClient {
         throw krbErrorFromReply(reply, this.now(), display)
       }
       if (reply.t !== MsgType.TGS_REP) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, `unexpected reply type ${reply.t} to TGS_REQ`)
-      return this.acceptKdcRep(reply, creds.sessionKey, KeyUsage.TGS_REP_ENCPART_SESSKEY, nonce, sname)
+      return this.acceptKdcRep(reply, creds.sessionKey, KeyUsage.TGS_REP_ENCPART_SESSKEY, nonce, sname, creds.srealm)
     }
   }
 

@@ -15,7 +15,9 @@
  *
  *   h        = SHA-256("tessera-resume-v1" || S_pub || cr || uint32be(age) || tk)
  *   k_early  = HKDF-SHA256(rms, salt = h, info = "tessera-resume-v1 early", L = 32)
- *   h2       = SHA-256(h || ns)
+ *   xh       = SHA-256("tessera-resume-v1 x" || 0x01 || x)   with early data x (the sealed bytes sent)
+ *            = SHA-256("tessera-resume-v1 x" || 0x00)        without
+ *   h2       = SHA-256(h || xh || ns)
  *   okm      = HKDF-SHA256(rms, salt = h2, info = "tessera-resume-v1 keys", L = 160)   (split as above)
  *   confirm  = secretbox(h2, zero nonce, k_confirm)
  */
@@ -28,6 +30,9 @@ const KEYS_INFO = 'tessera-nk-v1 keys'
 const RESUME_NAME = Buffer.from('tessera-resume-v1', 'ascii')
 const RESUME_EARLY_INFO = 'tessera-resume-v1 early'
 const RESUME_KEYS_INFO = 'tessera-resume-v1 keys'
+const RESUME_X_NAME = Buffer.from('tessera-resume-v1 x', 'ascii')
+const X_PRESENT = Uint8Array.of(1)
+const X_ABSENT = Uint8Array.of(0)
 const ZERO_NONCE = new Uint8Array(24)
 /** Largest resumption ticket a client may present, bytes. */
 export const MAX_RESUMPTION_TICKET_BYTES = 256
@@ -165,18 +170,31 @@ export function resumeEarly(
 }
 
 /**
- * Second resumption step, both sides: the connection keys from h, the server random and
- * rms. Without `withTicket` only okm[0:96] is derived (no k_res, no rms'): HKDF output is
- * a prefix of the longer one, so this is the same schedule, two HMACs cheaper.
+ * The early-data hash xh of HS_RESUME: SHA-256("tessera-resume-v1 x" || 0x01 || x) over
+ * the sealed early request as sent, or SHA-256("tessera-resume-v1 x" || 0x00) without one.
+ */
+export function earlyDataHash(x: Uint8Array | undefined): Uint8Array {
+  return x === undefined ? sha256(RESUME_X_NAME, X_ABSENT) : sha256(RESUME_X_NAME, X_PRESENT, x)
+}
+
+/**
+ * Second resumption step, both sides: the connection keys from h, the early request `x`
+ * as sent in HS_RESUME (undefined without one), the server random and rms. `x` is bound
+ * into h2, so a man in the middle who strips or adds early data fails the key
+ * confirmation: the client never takes the reply to a later request for the reply to an
+ * `x` the server did not see. Without `withTicket` only okm[0:96] is derived (no k_res,
+ * no rms'): HKDF output is a prefix of the longer one, so this is the same schedule, two
+ * HMACs cheaper.
  */
 export function resumeKeys(
   h: Uint8Array,
+  x: Uint8Array | undefined,
   ns: Uint8Array,
   rms: Uint8Array,
   withTicket = true,
 ): TransportKeys & { confirmKey: Uint8Array } {
   if (ns.length !== 32) throw new RangeError('server random must be 32 bytes')
-  const h2 = sha256(h, ns)
+  const h2 = sha256(h, earlyDataHash(x), ns)
   return split(hkdf(rms, h2, RESUME_KEYS_INFO, withTicket ? 160 : 96), h2)
 }
 

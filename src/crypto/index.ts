@@ -5,6 +5,7 @@ export {
   clientHandshakeFinish,
   confirmBox,
   counterNonce,
+  earlyDataHash,
   MAX_RESUMPTION_TICKET_BYTES,
   openEarly,
   openFrame,

@@ -23,16 +23,34 @@ const LONE_SURROGATE = /\p{Cs}/u
 // Bidirectional overrides and isolates reorder what is displayed, so a name could show up in a
 // listing or a log as another name (Trojan Source, CVE-2021-42574).
 const BIDI_CONTROL = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/
+// Code points that display as nothing (zero-width characters, soft hyphen, BOM, variation
+// selectors, tag characters, Hangul fillers...) or as a line break: "ad\u200Bmin" would
+// show as "admin" and be another principal.
+const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp}]/u
 const REALM = /^[A-Za-z0-9._-]+$/
 
 function badName(message: string): never {
   throw new TesseraError(TesseraErrorCode.TESSERA_BAD_NAME, message)
 }
 
+/** Refuse an invisible or line-separator code point in `text`, naming it and its 1-based code point position. */
+function checkVisible(text: string, where: string): void {
+  if (!INVISIBLE.test(text)) return
+  let pos = 0
+  for (const ch of text) {
+    pos++
+    if (INVISIBLE.test(ch)) {
+      const cp = ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')
+      badName(`principal name contains an invisible or line-separator character U+${cp} at position ${pos} of ${where}`)
+    }
+  }
+}
+
 /** Throws TesseraError(TESSERA_BAD_NAME) unless `realm` is a valid realm name. */
 export function checkRealm(realm: string): void {
   if (typeof realm !== 'string' || realm.length === 0) badName('realm is empty')
   if (realm.length > MAX_REALM_LENGTH) badName(`realm is longer than ${MAX_REALM_LENGTH} characters`)
+  checkVisible(realm, 'the realm')
   if (!REALM.test(realm)) badName('realm may only contain letters A-Z a-z, digits, ".", "_" and "-"')
   if (realm.startsWith('.') || realm.endsWith('.')) badName('realm must not start or end with "."')
   if (realm.includes('..')) badName('realm must not contain ".."')
@@ -47,6 +65,7 @@ function checkComponent(c: unknown, i: number): void {
   if (CONTROL.test(c)) badName(`${which} contains a control character`)
   if (LONE_SURROGATE.test(c)) badName(`${which} contains an unpaired surrogate`)
   if (BIDI_CONTROL.test(c)) badName(`${which} contains a bidirectional control character`)
+  checkVisible(c, which)
   // Refusing non-NFC input (rather than normalising it) keeps one stored form per name, so
   // "é" precomposed and "e" + combining acute cannot become two look-alike principals.
   if (c.normalize('NFC') !== c) badName(`${which} is not in Unicode NFC form`)
@@ -54,7 +73,8 @@ function checkComponent(c: unknown, i: number): void {
 
 /**
  * Throws TesseraError(TESSERA_BAD_NAME) unless `id` is a valid principal name: 1..8 components,
- * each non-empty, at most 255 UTF-8 bytes, NFC, without control or bidi-control characters
+ * each non-empty, at most 255 UTF-8 bytes, NFC, without control or bidi-control characters,
+ * without invisible (Default_Ignorable_Code_Point) or line/paragraph-separator characters
  * and without '/', '@', '\\'; the whole `a/b@REALM` at most 1024 bytes; a valid realm
  * (see {@link checkRealm}). Case is preserved and significant.
  */

@@ -107,6 +107,8 @@ function checkEntry(e: KeytabEntry): void {
 /** A set of keys: one entry per (principal, kvno). Entries are copied in and out of it. */
 export class Keytab {
   readonly #entries: KeytabEntry[] = []
+  /** The file it was read from (set by readKeytab); undefined for a keytab made in memory. */
+  file: string | undefined
 
   constructor(entries: Iterable<KeytabEntry> = []) {
     for (const e of entries) this.add(e)
@@ -267,7 +269,9 @@ export async function readKeytab(file: string): Promise<Keytab> {
       )
     if (st.size > MAX_KEYTAB_BYTES) throw keytabError(`keytab ${file} is too large (${st.size} bytes)`)
     bytes = await fh.readFile()
-    return decodeKeytab(bytes, `keytab ${file}`)
+    const kt = decodeKeytab(bytes, `keytab ${file}`)
+    kt.file = path.resolve(file)
+    return kt
   } finally {
     bytes?.fill(0)
     await fh.close()

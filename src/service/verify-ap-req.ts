@@ -18,7 +18,7 @@ import { formatPrincipal, parsePrincipal } from '../db/names.js'
 import type { PrincipalId } from '../db/types.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
-import { ReplayCache } from '../krb/replay-cache.js'
+import { ReplayCache, type ReplayCacheLogger } from '../krb/replay-cache.js'
 import type { Keytab } from '../krb/keytab.js'
 
 /** Options of a ServiceVerifier. */
@@ -30,8 +30,23 @@ export interface ServiceVerifierOptions {
    * of the keytab's entries, which must then all be in one realm). @default any principal in the keytab
    */
   principal?: string
-  /** Replay cache; share one between verifiers of the same service. @default a new ReplayCache */
+  /**
+   * Replay cache; share one between verifiers of the same service. Given, it is used as
+   * is (replayCacheFile is ignored). @default a new ReplayCache over replayCacheFile
+   */
   replayCache?: ReplayCache
+  /**
+   * Replay file, so that an AP_REQ accepted before a restart is refused after it
+   * (docs/security.md): authenticators accepted while dated ahead of the service clock
+   * are written to it (0600, synced) before they are accepted. `false`: no
+   * file; the verifier then refuses every authenticator dated within maxClockSkewMs after
+   * its start (KRB_AP_ERR_SKEW, status REPLAY_COLD), since one of them may have been
+   * accepted by the previous process. @default `<keytab file>.rcache` when the keytab was
+   * read from a file (readKeytab), else none
+   */
+  replayCacheFile?: string | false
+  /** Where problems with the replay file are reported. @default process.emitWarning */
+  logger?: ReplayCacheLogger
   /** Largest clock difference accepted between client and service, ms. @default 300000 */
   maxClockSkewMs?: number
   /** Clock, ms since epoch. @default Date.now */
@@ -103,8 +118,27 @@ export class ServiceVerifier {
     this.maxClockSkewMs = skew
     this.keytab = opts.keytab
     this.now = opts.now ?? Date.now
-    this.replayCache = opts.replayCache ?? new ReplayCache({ maxClockSkewMs: skew, now: this.now })
     this.principal = opts.principal === undefined ? undefined : this.resolvePrincipal(opts.principal)
+    if (opts.replayCache) this.replayCache = opts.replayCache
+    else {
+      const file = opts.replayCacheFile ?? (this.keytab.file !== undefined ? `${this.keytab.file}.rcache` : false)
+      if (file !== false && (typeof file !== 'string' || file === '')) throw new TypeError('replayCacheFile must be a path or false')
+      const logger = opts.logger ? { logger: opts.logger } : {}
+      this.replayCache = new ReplayCache(
+        file === false
+          ? // Nothing persisted: whatever a previous process accepted is dated before start + skew.
+            { maxClockSkewMs: skew, now: this.now, aheadMarginMs: skew, ...logger }
+          : { maxClockSkewMs: skew, now: this.now, file, ...logger },
+      )
+      this.ownsReplayCache = true
+    }
+  }
+
+  private ownsReplayCache = false
+
+  /** Release the replay file of the verifier's own replay cache (not of one passed in). */
+  close(): void {
+    if (this.ownsReplayCache) this.replayCache.close()
   }
 
   private resolvePrincipal(name: string): PrincipalId {
@@ -205,7 +239,13 @@ export class ServiceVerifier {
     const verdict = this.replayCache.check(id, auth.ctime, principalString(enc.cname, enc.crealm))
     if (verdict === 'replay') refuse(ErrorCode.KRB_AP_ERR_REPEAT, 'REPEAT', 'the request is a replay of an authenticator already accepted')
     if (verdict === 'cold')
-      refuse(ErrorCode.KRB_AP_ERR_SKEW, 'REPLAY_COLD', 'the authenticator predates the service start; retry with a fresh one')
+      refuse(
+        ErrorCode.KRB_AP_ERR_SKEW,
+        'REPLAY_COLD',
+        this.replayCache.coldBefore > this.replayCache.startedAt
+          ? `this service keeps no replay file, so until ${new Date(this.replayCache.coldBefore).toISOString()} it cannot tell an authenticator from one accepted before it started; retry then`
+          : 'the authenticator predates the service start; retry with a fresh one',
+      )
     if (verdict === 'full') refuse(ErrorCode.KDC_ERR_SVC_UNAVAILABLE, 'REPLAY_FULL', 'the service is busy; retry later')
 
     const out: VerifiedAp = {

@@ -342,7 +342,7 @@ function attempt(
   let reader: FrameReader
   let hello: Buffer
   let eph: KeyPair | undefined
-  let resume: { h: Uint8Array; rms: Uint8Array } | undefined
+  let resume: { h: Uint8Array; x: Uint8Array | undefined; rms: Uint8Array } | undefined
   try {
     checkTimeout('connectTimeoutMs', connectTimeoutMs)
     checkTimeout('handshakeTimeoutMs', handshakeTimeoutMs)
@@ -357,7 +357,7 @@ function attempt(
       if (earlyMsg) m.x = withEncoded(earlyMsg, (plain) => sealEarly(earlyKey, plain))
       wipe(earlyKey)
       hello = plainFrame(m)
-      resume = { h, rms: ticket.rms }
+      resume = { h, x: m.x, rms: ticket.rms }
     } else {
       eph = x25519KeyPair()
       hello = plainFrame({ v: PROTOCOL_VERSION, t: MsgType.HS_INIT, e: eph.publicKey })
@@ -424,7 +424,8 @@ function attempt(
       let keys: TransportKeys | null = null
       if (eph && msg.t === MsgType.HS_RESP) keys = clientHandshakeFinish(opts.serverKey, eph, msg.e, msg.confirm)
       else if (resume && msg.t === MsgType.HS_RESUMED) {
-        const { confirmKey, ...k } = resumeKeys(resume.h, msg.n, resume.rms, msg.nt !== undefined)
+        // x is bound into the keys: if it was stripped or one added on the way, confirm fails here.
+        const { confirmKey, ...k } = resumeKeys(resume.h, resume.x, msg.n, resume.rms, msg.nt !== undefined)
         keys = checkConfirm(confirmKey, k.h, msg.confirm) ? k : null
         if (!keys) wipeTransportKeys(k)
       } else {
@@ -436,7 +437,7 @@ function attempt(
           new TesseraError(
             TesseraErrorCode.TESSERA_HANDSHAKE,
             resume
-              ? `${opts.host}:${opts.port} could not prove it holds the resumption secret`
+              ? `${opts.host}:${opts.port} did not confirm the resumption (it does not hold the resumption secret, or the HS_RESUME was altered on the way)`
               : `${opts.host}:${opts.port} could not prove it holds the KDC key (wrong KDC public key in realm.json?)`,
           ),
         )

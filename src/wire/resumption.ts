@@ -5,9 +5,10 @@
  * HS_RESUMED (server random, key confirmation, next ticket).
  *
  * Server side (TicketIssuer): tickets are sealed under keys that live only in this
- * process's memory, rotate every `lifetimeMs` and are wiped after two rotations, so a
- * ticket dies with the process and a resumed connection's keys cannot be recovered
- * from anything on disk. The ticket carries the issue time on this process's monotonic
+ * process's memory. A key is replaced by a timer exactly `lifetimeMs` after it was made
+ * and wiped at the next replacement, so no key outlives 2 x `lifetimeMs` (plus however
+ * late the event loop runs the timer); a ticket dies with the process and a resumed
+ * connection's keys cannot be recovered from anything on disk. The ticket carries the issue time on this process's monotonic
  * clock; a resumption is accepted only if the client's stated ticket age puts its
  * sending within `windowMs` of now, and only once per client random (remembered for
  * at least twice that window), so a recorded HS_RESUME and its early request can never
@@ -28,6 +29,21 @@ export interface TicketIssuerOptions {
   maxRecent?: number
   /** Monotonic clock, ms (tests). @default performance.now */
   now?: () => number
+  /**
+   * Starts the key rotation timer: call `fn` after `delayMs`, return a cancel function
+   * (tests). @default an unref'd setTimeout; with `now` given and no `setTimer`, no timer
+   * runs and keys rotate only when a ticket is issued or redeemed.
+   */
+  setTimer?: (fn: () => void, delayMs: number) => () => void
+}
+
+// Node clamps a timer above 2^31-1 ms to 1 ms: a longer wait is done in several steps.
+const MAX_TIMER_MS = 0x7fffffff
+
+function defaultSetTimer(fn: () => void, delayMs: number): () => void {
+  const t = setTimeout(fn, delayMs)
+  t.unref()
+  return () => clearTimeout(t)
 }
 
 /** Why a resumption was refused (for logs; the peer only learns TSR_ERR_RESUME). */
@@ -62,7 +78,8 @@ export class TicketIssuer {
   private older = new Set<string>()
   private generationStart: number
   private closed = false
-  private readonly timer: NodeJS.Timeout | undefined
+  private readonly setTimer: ((fn: () => void, delayMs: number) => () => void) | undefined
+  private cancelTimer: (() => void) | undefined
 
   constructor(opts: TicketIssuerOptions = {}) {
     this.lifetimeMs = opts.lifetimeMs ?? 600_000
@@ -79,12 +96,30 @@ export class TicketIssuer {
     const t = this.now()
     this.current = this.newKey(t)
     this.generationStart = t
-    // Rotation also happens on every issue/redeem; the timer makes sure an idle server
-    // does not keep an old key (and the connections it could reveal) alive.
-    if (!opts.now) {
-      this.timer = setInterval(() => this.rotate(this.now()), Math.min(60_000, this.lifetimeMs))
-      this.timer.unref()
-    }
+    this.setTimer = opts.setTimer ?? (opts.now ? undefined : defaultSetTimer)
+    this.schedule()
+  }
+
+  /**
+   * Arm the timer for the current key's replacement at created + lifetimeMs. It runs even
+   * on an idle server, so no key (and no connection it could reveal) outlives 2 x lifetime.
+   */
+  private schedule(): void {
+    this.cancelTimer?.()
+    this.cancelTimer = undefined
+    if (!this.setTimer || this.closed) return
+    const delay = Math.max(0, this.current.created + this.lifetimeMs - this.now())
+    this.cancelTimer = this.setTimer(() => this.onTimer(), Math.min(MAX_TIMER_MS, Math.ceil(delay)))
+  }
+
+  private onTimer(): void {
+    this.cancelTimer = undefined
+    if (this.closed) return
+    const t = this.now()
+    // A timer may run a little early on the monotonic clock: up to 1 ms counts as due. A
+    // wait longer than a timer can hold is re-armed.
+    if (this.current.created + this.lifetimeMs - t > 1) this.schedule()
+    else this.rotate(t, true)
   }
 
   /** Ticket lifetime told to clients, whole seconds. */
@@ -101,11 +136,18 @@ export class TicketIssuer {
     return { id: randomBytes(KID_BYTES), key: randomBytes(32), created: t }
   }
 
-  private rotate(t: number): void {
-    if (t - this.current.created >= this.lifetimeMs) {
+  private rotate(t: number, due = false): void {
+    const age = t - this.current.created
+    if (due || age >= this.lifetimeMs) {
       if (this.previous) wipe(this.previous.key)
-      this.previous = this.current
+      // After a stall (a blocked event loop, a suspended host) the current key may itself be
+      // 2 x lifetime old: it goes too, and with it every ticket it sealed (all expired by then).
+      if (age >= 2 * this.lifetimeMs) {
+        wipe(this.current.key)
+        this.previous = undefined
+      } else this.previous = this.current
       this.current = this.newKey(t)
+      this.schedule()
     }
     // Two generations of 2 x windowMs each: a client random stays remembered for at
     // least 2 x windowMs, longer than any replay the age check would still accept.
@@ -176,7 +218,8 @@ export class TicketIssuer {
   /** Wipe the ticket keys; every ticket issued becomes useless. */
   close(): void {
     this.closed = true
-    if (this.timer) clearInterval(this.timer)
+    this.cancelTimer?.()
+    this.cancelTimer = undefined
     wipe(this.current.key, this.previous?.key)
     this.recent.clear()
     this.older.clear()

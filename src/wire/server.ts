@@ -70,7 +70,7 @@ export interface SecureServerOptions {
   idleTimeoutMs?: number
   /** Most open connections in total. @default 4096 */
   maxConnections?: number
-  /** Most open connections from one IP address. @default 512 */
+  /** Most open connections from one IPv4 address or one IPv6 /64 (see peerBucket). @default 512 */
   maxConnectionsPerPeer?: number
   /** Requests queued on one connection before reading pauses. @default 32 */
   maxPendingPerConnection?: number
@@ -133,6 +133,49 @@ function checkPositive(name: string, v: number, max: number = Number.MAX_SAFE_IN
 
 function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
+}
+
+/** Expand an IPv6 address (no zone) to its 8 groups, or undefined if it is not one. */
+function ipv6Groups(addr: string): number[] | undefined {
+  let text = addr
+  let tail: number[] = []
+  // A dotted IPv4 tail (::ffff:192.0.2.1, ::192.0.2.1) is the last two groups.
+  const v4 = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(text)
+  if (v4) {
+    if (!net.isIPv4(v4[2]!)) return undefined
+    const b = v4[2]!.split('.').map(Number)
+    tail = [(b[0]! << 8) | b[1]!, (b[2]! << 8) | b[3]!]
+    text = v4[1]!.endsWith('::') ? v4[1]! : v4[1]!.slice(0, -1)
+  }
+  const halves = text.split('::')
+  if (halves.length > 2) return undefined
+  const parse = (h: string) => (h === '' ? [] : h.split(':').map((g) => (/^[0-9a-f]{1,4}$/i.test(g) ? Number.parseInt(g, 16) : Number.NaN)))
+  const head = parse(halves[0]!)
+  const rest = halves.length === 2 ? parse(halves[1]!) : []
+  const known = head.length + rest.length + tail.length
+  if (halves.length === 1 ? known !== 8 : known > 7) return undefined
+  const groups = [...head, ...new Array(8 - known).fill(0), ...rest, ...tail]
+  return groups.some((g) => Number.isNaN(g)) ? undefined : groups
+}
+
+/**
+ * The bucket of a peer address for maxConnectionsPerPeer: an IPv4 address is its own
+ * bucket; an IPv6 address counts by its /64 prefix (one host, or one site, usually holds a
+ * whole /64, so per-address counting would let it open 2^64 x the cap); an IPv4-mapped
+ * IPv6 address (::ffff:a.b.c.d, how a dual-stack listener sees IPv4 peers) counts as its
+ * IPv4 address. Anything else (unparsable) is its own bucket.
+ */
+export function peerBucket(address: string): string {
+  if (net.isIPv4(address)) return address
+  const zone = address.indexOf('%')
+  const groups = ipv6Groups((zone >= 0 ? address.slice(0, zone) : address).toLowerCase())
+  if (!groups) return address
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff)
+    return [groups[6]! >> 8, groups[6]! & 0xff, groups[7]! >> 8, groups[7]! & 0xff].join('.')
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(':')}::/64`
 }
 
 /** A TCP listener speaking the encrypted transport. */
@@ -215,7 +258,8 @@ export class SecureServer {
 
   private accept(socket: net.Socket): void {
     const peerAddr = socket.remoteAddress ?? 'unknown'
-    const n = this.perPeer.get(peerAddr) ?? 0
+    const bucket = peerBucket(peerAddr)
+    const n = this.perPeer.get(bucket) ?? 0
     if (this.closing || this.conns.size >= this.options.maxConnections || n >= this.options.maxConnectionsPerPeer) {
       const code = this.closing ? ErrorCode.TSR_ERR_SHUTTING_DOWN : ErrorCode.TSR_ERR_BUSY
       this.options.logger.warn('connection refused', { listener: this.options.name, peer: peerAddr, code })
@@ -228,14 +272,14 @@ export class SecureServer {
       setTimeout(() => socket.destroy(), 1000).unref()
       return
     }
-    this.perPeer.set(peerAddr, n + 1)
+    this.perPeer.set(bucket, n + 1)
     const conn = new ServerConnection(this, socket, peerAddr)
     this.conns.add(conn)
     socket.once('close', () => {
       this.conns.delete(conn)
-      const left = (this.perPeer.get(peerAddr) ?? 1) - 1
-      if (left <= 0) this.perPeer.delete(peerAddr)
-      else this.perPeer.set(peerAddr, left)
+      const left = (this.perPeer.get(bucket) ?? 1) - 1
+      if (left <= 0) this.perPeer.delete(bucket)
+      else this.perPeer.set(bucket, left)
     })
   }
 
@@ -409,7 +453,7 @@ class ServerConnection {
     }
     const { h, earlyKey } = resumeEarly(o.staticKey.publicKey, msg.cr, msg.age, msg.tk, r.rms)
     const ns = randomBytes(32)
-    const { confirmKey, ...keys } = resumeKeys(h, ns, r.rms, r.renew)
+    const { confirmKey, ...keys } = resumeKeys(h, msg.x, ns, r.rms, r.renew)
     wipe(r.rms)
     const resp: HsResumed = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUMED, n: ns, confirm: confirmBox(confirmKey, keys.h) }
     const nt = r.renew ? this.ticketFor(keys) : undefined

@@ -12,11 +12,23 @@ import {
 } from '../../src/db/names.js'
 import { DEFAULT_POLICY } from '../../src/db/policy.js'
 import type { Policy, PrincipalId } from '../../src/db/types.js'
-import { TesseraErrorCode } from '../../src/errors.js'
+import { TesseraError, TesseraErrorCode } from '../../src/errors.js'
 import { throwsWith } from './helpers/records.js'
 
 const id = (realm: string, ...components: string[]): PrincipalId => ({ realm, components })
 const BAD = TesseraErrorCode.TESSERA_BAD_NAME
+
+/** The TESSERA_BAD_NAME error `fn` throws. */
+function badName(fn: () => unknown): TesseraError {
+  try {
+    fn()
+  } catch (err) {
+    expect(err).to.be.instanceOf(TesseraError)
+    expect((err as TesseraError).code).to.equal(BAD)
+    return err as TesseraError
+  }
+  throw new Error('expected a TESSERA_BAD_NAME error')
+}
 
 describe('parsePrincipal', () => {
   const parses = (text: string, expected: PrincipalId, defaultRealm?: string) =>
@@ -103,6 +115,54 @@ describe('checkPrincipalId', () => {
   rejects('a realm with ".."', id('EXAMPLE..COM', 'a'))
   rejects('a 256-character realm', id('R'.repeat(256), 'a'))
   rejects('components that are not strings', { realm: 'R', components: [1 as unknown as string] })
+
+  describe('invisible and line-separator characters (issue 9 item 10)', () => {
+    // Each displays as nothing (or as a line break): "ad\u200Bmin" looks like "admin".
+    for (const [what, ch] of [
+      ['a zero-width space U+200B', '\u200b'],
+      ['a zero-width non-joiner U+200C', '\u200c'],
+      ['a zero-width joiner U+200D', '\u200d'],
+      ['a word joiner U+2060', '\u2060'],
+      ['an invisible times U+2062', '\u2062'],
+      ['a soft hyphen U+00AD', '\u00ad'],
+      ['a byte order mark U+FEFF', '\ufeff'],
+      ['a combining grapheme joiner U+034F', '\u034f'],
+      ['a Mongolian vowel separator U+180E', '\u180e'],
+      ['a Hangul filler U+3164', '\u3164'],
+      ['a variation selector U+FE0F', '\ufe0f'],
+      ['a tag character U+E0061', '\u{e0061}'],
+      ['a line separator U+2028', '\u2028'],
+      ['a paragraph separator U+2029', '\u2029'],
+    ] as const) {
+      for (const [where, p] of [
+        ['inside', id('R', `ad${ch}min`)],
+        ['leading', id('R', `${ch}admin`)],
+        ['trailing, in the second component', id('R', 'host', `admin${ch}`)],
+      ] as const) {
+        it(`rejects ${what} ${where} with TESSERA_BAD_NAME, naming the code point and its position`, () => {
+          const err = badName(() => checkPrincipalId(p))
+          const cp = ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')
+          expect(err.message).to.include(`invisible or line-separator character U+${cp} at position`)
+        })
+      }
+    }
+
+    it('gives the position in code points, 1-based, within its component', () => {
+      const err = badName(() => checkPrincipalId(id('R', '\u{1F600}x', 'ad\u200bmin')))
+      expect(err.message).to.equal('principal name contains an invisible or line-separator character U+200B at position 3 of component 2')
+    })
+
+    it('rejects one in the realm with the same message', () => {
+      const err = badName(() => checkPrincipalId(id('EXAM\u200bPLE.COM', 'a')))
+      expect(err.message).to.equal('principal name contains an invisible or line-separator character U+200B at position 5 of the realm')
+    })
+
+    it('rejects one through parsePrincipal too', () => {
+      throwsWith(() => parsePrincipal('ad\u200bmin@EXAMPLE.COM'), BAD)
+    })
+
+    accepts('visible non-ASCII letters and a plain hyphen', id('R', 'jean-françois', 'Ωμέγα'))
+  })
   rejects('components that are not an array', { realm: 'R', components: 'alice' as unknown as string[] })
 })
 

@@ -1,4 +1,7 @@
 /** ReplayCache (src/krb/replay-cache.ts) with an injected clock. */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { expect } from 'chai'
 import { ReplayCache } from '../../src/krb/replay-cache.js'
 
@@ -142,5 +145,68 @@ describe('ReplayCache fair share', () => {
     rc.sweep()
     expect(rc.entries).to.equal(0)
     expect(rc.check('m-later', now, 'mallory')).to.equal('fresh')
+  })
+})
+
+describe('ReplayCache replay file', () => {
+  let dir: string
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'tessera-rcache-'))
+  })
+  afterEach(() => rmSync(dir, { recursive: true, force: true }))
+  const quiet = { warn() {} }
+
+  it('writes only authenticators dated ahead of the clock, and a new cache over the file refuses them as replays', () => {
+    const file = path.join(dir, 'svc.rcache')
+    const clock = { t: T0 }
+    const rc = new ReplayCache({ maxClockSkewMs: SKEW, now: () => clock.t, file, logger: quiet })
+    expect(rc.check('before-start', T0 - 1)).to.equal('cold')
+    clock.t = T0 + 10
+    expect(rc.check('present', T0 + 10)).to.equal('fresh')
+    expect(rc.check('behind', T0 + 5)).to.equal('fresh')
+    expect(rc.check('ahead', T0 + 10 + 60_000)).to.equal('fresh')
+    expect(readFileSync(file, 'latin1').split('\n').filter(Boolean)).to.have.length(2) // header + 'ahead'
+    clock.t = T0 + 20
+    const restarted = new ReplayCache({ maxClockSkewMs: SKEW, now: () => clock.t, file, logger: quiet })
+    expect(restarted.check('present', T0 + 10)).to.equal('cold')
+    expect(restarted.check('behind', T0 + 5)).to.equal('cold')
+    expect(restarted.check('ahead', T0 + 10 + 60_000)).to.equal('replay')
+    rc.close()
+    restarted.close()
+  })
+
+  it('compacts the file as entries expire: 5000 ahead-dated acceptances over 500 s (skew 60 s) leave far fewer records', () => {
+    const file = path.join(dir, 'svc.rcache')
+    const skew = 60_000
+    const clock = { t: T0 }
+    const rc = new ReplayCache({ maxClockSkewMs: skew, now: () => clock.t, file, logger: quiet })
+    for (let i = 0; i < 5000; i++) {
+      clock.t += 100
+      expect(rc.check(`id${i}`, clock.t + 1000)).to.equal('fresh')
+    }
+    rc.close()
+    const lines = readFileSync(file, 'latin1').split('\n').filter(Boolean)
+    expect(lines[0]).to.equal('tessera-rcache-v1')
+    // Compacted once at 4096 records (about 610 live then), 904 appended since.
+    expect(lines.length).to.be.below(2000)
+    const again = new ReplayCache({ maxClockSkewMs: skew, now: () => clock.t, file, logger: quiet })
+    expect(again.check('id4999', clock.t + 1000)).to.equal('replay')
+    again.close()
+  })
+
+  it('refuses (full) an authenticator dated ahead when the file cannot be written, and serves the others', () => {
+    const logged: string[] = []
+    const clock = { t: T0 }
+    const rc = new ReplayCache({
+      maxClockSkewMs: SKEW,
+      now: () => clock.t,
+      file: path.join(dir, 'missing-dir', 'svc.rcache'),
+      logger: { warn: (m: string) => logged.push(m) },
+    })
+    expect(logged.join('\n')).to.match(/cannot be written/)
+    clock.t += 10
+    expect(rc.check('ahead', clock.t + 2000)).to.equal('full')
+    expect(rc.check('present', clock.t)).to.equal('fresh')
+    expect(rc.check('behind', clock.t - 5)).to.equal('fresh')
   })
 })

@@ -22,6 +22,7 @@ import {
   confirmBox,
   counterNonce,
   defaultSalt,
+  earlyDataHash,
   hkdf,
   open,
   openEarly,
@@ -404,12 +405,15 @@ describe('proto/vectors', () => {
           expect(res.h_input).to.equal(Buffer.from('tessera-resume-v1').toString('hex') + res.serverStaticPublicKey + res.cr + age + res.tk)
           expect(sha(res.h_input)).to.equal(res.h)
           expect(hkdfHex(res.rms, res.h, 'tessera-resume-v1 early', 32)).to.equal(res.k_early)
-          expect(sha(res.h, res.ns)).to.equal(res.h2)
+          expect(res.xh_input).to.equal(`${Buffer.from('tessera-resume-v1 x').toString('hex')}01${res.x}`)
+          expect(sha(res.xh_input)).to.equal(res.xh)
+          expect(hex(earlyDataHash(unhex(res.x)))).to.equal(res.xh)
+          expect(sha(res.h, res.xh, res.ns)).to.equal(res.h2)
           expect(hkdfHex(res.rms, res.h2, 'tessera-resume-v1 keys', 160)).to.equal(res.okm)
           expect(res.okm).to.equal(res.k_c2s + res.k_s2c + res.k_confirm + res.k_res + res.rms_next)
           const early = resumeEarly(Sp(), unhex(res.cr), res.age, unhex(res.tk), unhex(res.rms))
           expect([hex(early.h), hex(early.earlyKey)]).to.deep.equal([res.h, res.k_early])
-          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), unhex(res.ns), unhex(res.rms))
+          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), unhex(res.x), unhex(res.ns), unhex(res.rms))
           expect([hex(keys.h), hex(keys.c2s), hex(keys.s2c), hex(confirmKey), hex(keys.res!), hex(keys.rms!)]).to.deep.equal([
             res.h2,
             res.k_c2s,
@@ -420,6 +424,19 @@ describe('proto/vectors', () => {
           ])
           expect(hex(nacl.secretbox(unhex(res.h2), new Uint8Array(24), unhex(res.k_confirm)))).to.equal(res.confirm)
           expect(hex(confirmBox(confirmKey, keys.h))).to.equal(res.confirm)
+        })
+
+        it('derives the keys of the same resumption without early data from xh = SHA-256("tessera-resume-v1 x" || 0x00)', () => {
+          const w = res.withoutEarlyData
+          expect(w.xh_input).to.equal(`${Buffer.from('tessera-resume-v1 x').toString('hex')}00`)
+          expect(sha(w.xh_input)).to.equal(w.xh)
+          expect(hex(earlyDataHash(undefined))).to.equal(w.xh)
+          expect(sha(res.h, w.xh, res.ns)).to.equal(w.h2)
+          expect(hkdfHex(res.rms, w.h2, 'tessera-resume-v1 keys', 160)).to.equal(w.okm)
+          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), undefined, unhex(res.ns), unhex(res.rms))
+          expect([hex(keys.h), hex(keys.c2s)]).to.deep.equal([w.h2, w.okm.slice(0, 64)])
+          expect(hex(confirmBox(confirmKey, keys.h))).to.equal(w.confirm)
+          expect(w.confirm).to.not.equal(res.confirm)
         })
 
         it('client side: seals the early request and frames HS_RESUME', () => {
@@ -437,7 +454,7 @@ describe('proto/vectors', () => {
           expect(msg.t).to.equal(MsgType.HS_RESUME)
           if (msg.t !== MsgType.HS_RESUME) return
           const { h, earlyKey } = resumeEarly(Sp(), msg.cr, msg.age, msg.tk, unhex(res.rms))
-          const { confirmKey, ...keys } = resumeKeys(h, unhex(res.ns), unhex(res.rms))
+          const { confirmKey, ...keys } = resumeKeys(h, msg.x, unhex(res.ns), unhex(res.rms))
           const resp = {
             v: 1,
             t: 4,
@@ -463,10 +480,14 @@ describe('proto/vectors', () => {
           const msg = decodeMessage(unhex(res.hsResumed.frame).subarray(4))
           expect(msg.t).to.equal(MsgType.HS_RESUMED)
           if (msg.t !== MsgType.HS_RESUMED) return
-          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), msg.n, unhex(res.rms))
+          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), unhex(res.x), msg.n, unhex(res.rms))
           expect(checkConfirm(confirmKey, keys.h, msg.confirm)).to.equal(true)
-          const wrong = resumeKeys(unhex(res.h), unhex(res.cr), unhex(res.rms))
+          const wrong = resumeKeys(unhex(res.h), unhex(res.x), unhex(res.cr), unhex(res.rms))
           expect(checkConfirm(wrong.confirmKey, wrong.h, msg.confirm)).to.equal(false)
+          // x is bound into h2: a client whose x was stripped on the way (the server saw none), or
+          // that sent none while one was added, does not accept this HS_RESUMED.
+          const stripped = resumeKeys(unhex(res.h), undefined, msg.n, unhex(res.rms))
+          expect(checkConfirm(stripped.confirmKey, stripped.h, msg.confirm)).to.equal(false)
           expect(hex(msg.nt!)).to.equal(res.nt.box)
           expect(res.nt.plaintext).to.equal(res.nt.lifetime_s.toString(16).padStart(8, '0') + res.nt.tk)
           expect(hex(nacl.secretbox(unhex(res.nt.plaintext), new Uint8Array(24), unhex(res.k_res)))).to.equal(res.nt.box)
@@ -545,11 +566,11 @@ describe('proto/vectors', () => {
         }
 
         /** The keys a client derives from the server's HS_RESUMED (whose ns is the server's own random). */
-        function keysFromResumed(body: Uint8Array) {
+        function keysFromResumed(body: Uint8Array, x: Uint8Array | undefined = unhex(res.x)) {
           const resumed = decodeMessage(body)
           expect(resumed.t).to.equal(MsgType.HS_RESUMED)
           if (resumed.t !== MsgType.HS_RESUMED) throw new Error('not HS_RESUMED')
-          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), resumed.n, unhex(res.rms))
+          const { confirmKey, ...keys } = resumeKeys(unhex(res.h), x, resumed.n, unhex(res.rms))
           expect(checkConfirm(confirmKey, keys.h, resumed.confirm)).to.equal(true)
           return { resumed, keys }
         }
@@ -588,7 +609,7 @@ describe('proto/vectors', () => {
             const { handled, bodies } = await resumeAgainstServer(plainFrame(m), 3)
             expect(handled).to.deep.equal([])
             expect(bodies).to.have.length(2)
-            const { keys } = keysFromResumed(bodies[0]!)
+            const { keys } = keysFromResumed(bodies[0]!, m.x)
             const err = new SealedCodec({ c2s: keys.c2s, s2c: keys.s2c, h: keys.h }, 'client').open(bodies[1]!) as J
             expect([err.t, err.code]).to.deep.equal([MsgType.KRB_ERROR, code])
           })
