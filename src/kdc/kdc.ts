@@ -14,7 +14,7 @@ import type { RealmFile } from '../krb/realm-file.js'
 import { ReplayCache } from '../krb/replay-cache.js'
 import { createLoggers, type Loggers, type LogOptions, type SecurityEvent } from '../log/logger.js'
 import { TicketIssuer } from '../wire/resumption.js'
-import { SecureServer } from '../wire/server.js'
+import { type RequestHandler, SecureServer } from '../wire/server.js'
 import { type KdcConfig, type KdcConfigInput, resolveKdcConfig } from './config.js'
 import type { KdcContext } from './context.js'
 import { type ExtraHandlers, type ListenerName, makeHandler } from './dispatch.js'
@@ -134,6 +134,17 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     },
     ...opts.extraHandlers,
   }
+  // Every handler still running, answered or not (its connection may be gone): close() waits for them.
+  const running = new Set<Promise<unknown>>()
+  const tracked = (h: RequestHandler): RequestHandler => (msg, conn) => {
+    const r = h(msg, conn)
+    if (r instanceof Promise) {
+      running.add(r)
+      const done = () => running.delete(r)
+      r.then(done, done)
+    }
+    return r
+  }
   const servers = new Map<ListenerName, SecureServer>()
   // One issuer for all listeners: its keys live in memory only and die with close().
   const resumption = config.resumption.enabled
@@ -155,7 +166,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
           ...(resumption ? { resumption } : {}),
           logger: log.ops,
         },
-        makeHandler(context, name, handlers),
+        tracked(makeHandler(context, name, handlers)),
       )
       await server.listen()
       servers.set(name, server)
@@ -227,6 +238,9 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     close() {
       closing ??= (async () => {
         await Promise.all([...servers.values()].map((s) => s.close()))
+        // Handlers whose connection closed before they answered (say during the pre-auth
+        // failure floor) still run: the database and the logs stay open until they end.
+        while (running.size > 0) await Promise.allSettled([...running])
         resumption?.close()
         await db.close()
         log.ops.info('kdc stopped', { realm: realm.realm })

@@ -115,3 +115,4 @@ describe('security review 4: ticket targets and initial-only services', function
     }
   })
 })
+
