@@ -20,12 +20,12 @@ export const Exit = {
 export const EXIT_MEANINGS: readonly (readonly [number, string])[] = [
   [Exit.OK, 'success'],
   [Exit.FAILURE, 'failure (the message says why)'],
-  [Exit.USAGE, 'usage error: unknown command or option, bad argument or principal name'],
-  [Exit.AUTH, 'authentication refused: wrong password or key, account revoked, locked or expired'],
+  [Exit.USAGE, 'usage: unknown command or option, bad argument or principal name'],
+  [Exit.AUTH, 'authentication refused: wrong password or key, account revoked'],
   [Exit.UNREACHABLE, 'no KDC reachable (connection refused or timed out)'],
-  [Exit.CONFIG, 'configuration: realm file, config file, keytab, password file, port in use'],
-  [Exit.NO_CREDENTIALS, 'no usable credentials (no cache, or its tickets expired): run kauth login'],
-  [Exit.OUTPUT_CLOSED, 'standard output was closed early (e.g. piped into head)'],
+  [Exit.CONFIG, 'configuration: realm/config/password file, keytab, port in use'],
+  [Exit.NO_CREDENTIALS, 'no usable credentials (none cached, or expired): run kauth login'],
+  [Exit.OUTPUT_CLOSED, 'standard output closed early (e.g. piped into head)'],
 ]
 
 /** The "Exit status" epilogue of every CLI's --help. */
