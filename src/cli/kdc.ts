@@ -95,6 +95,20 @@ const netOptions = {
   json: { type: 'boolean', describe: 'print the result as one JSON object (shapes: docs/cli.md)' },
 } as const
 
+/** A bad flag value found by a yargs check: reported like any usage error. */
+class UsageError extends Error {}
+
+/** A yargs check: every port flag given is a port number (else a usage error, exit 2). */
+function checkPortFlags(a: NetFlags): true {
+  for (const flag of Object.values(PORT_FLAGS)) {
+    const v = a[flag]
+    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535))
+      throw new UsageError(`--${flag} must be a port number (0-65535; 0 = any free port)`)
+  }
+  return true
+}
+
+
 const fmt = (x: { host: string; port: number }) => `${x.host.includes(':') ? `[${x.host}]` : x.host}:${x.port}`
 
 /** Run `kdc` with argv; resolves with the exit code. */
@@ -160,7 +174,8 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
           .option('dir', { type: 'string', demandOption: true, describe: 'realm directory (created)' })
           .option('admin', { type: 'string', default: 'admin', describe: 'name of the first administrator' })
           .option('admin-password-file', { type: 'string', describe: 'file whose first line is the admin password' })
-          .options(netOptions),
+          .options(netOptions)
+          .check(checkPortFlags),
       (a) =>
         run(async () => {
           const config = resolveKdcConfig(applyFlags(await readConfigFile(a.config), a))
@@ -181,7 +196,8 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
             describe: 'create a realm (TESSERA.LOCAL) in DIR first if there is none; the admin password goes to DIR/admin.password',
           })
           .option('realm', { type: 'string', default: 'TESSERA.LOCAL', describe: 'realm name for --init-if-missing' })
-          .options(netOptions),
+          .options(netOptions)
+          .check(checkPortFlags),
       (a) =>
         run(async () => {
           const input = applyFlags(await readConfigFile(a.config), a)
@@ -242,10 +258,10 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
     .help()
     .exitProcess(false)
     .fail((msg, e) => {
-      if (e) throw e
+      if (e && !(e instanceof UsageError)) throw e
       if (usageError) return
       usageError = true
-      err.write(`kdc: ${msg}\nRun kdc --help for usage.\n`)
+      err.write(`kdc: ${msg ?? e?.message}\nRun kdc --help for usage.\n`)
       code = Exit.USAGE
     })
   await parser.parseAsync(argv, {}, (_e, _a, output) => {
