@@ -99,6 +99,25 @@ describe('kauth messages', function () {
     }
   })
 
+  it('names the service, not the KDC, as the party that refused a skewed authenticator', async () => {
+    const keytab = path.join(k.dir, `skew-${n}.keytab`)
+    await k.kdc.addPrincipal(`echo/s${n}`)
+    await k.kdc.exportKeytab(`echo/s${n}`, keytab)
+    const server = await startEchoService({ keytab, principal: `echo/s${n}`, log: () => {} })
+    const c = new KdcClient(k.kdc.realmFile)
+    try {
+      const creds = await c.getServiceTicket(await c.login('alice', PASSWORDS.alice), `echo/s${n}`)
+      const ahead = () => Date.now() + 3600_000
+      const err = await rejection(SecureSession.client(await connect((server.address() as net.AddressInfo).port), { creds, now: ahead }))
+      expect(err.message).to.contain(`the service echo/s${n}@${CLI_REALM} refused`)
+      expect(err.message).to.contain("ahead of the service's")
+      expect(err.message).to.not.contain('KDC')
+    } finally {
+      c.close()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+  })
+
   it('names the principal a failed login tried, also when it defaulted to $USER', async () => {
     const r = await runKauth(['login'], { ...env, USER: 'root' }, pipedStdin('wrong\n'))
     expect(r.code).to.equal(Exit.AUTH)
