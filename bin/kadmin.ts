@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 /** `kadmin` executable: all parsing lives in src/cli. */
+import { exitQuietlyWhenOutputCloses } from '../src/cli/common.js'
 import { main } from '../src/cli/kadmin.js'
 
+exitQuietlyWhenOutputCloses()
 process.exitCode = await main(process.argv.slice(2))

@@ -10,7 +10,7 @@ export { isTesseraError, KrbProtocolError, TesseraError, TesseraErrorCode } from
 
 // Client side
 export { type ApRepResult, type ApReqOptions, buildApReq, type PendingApReq, verifyApRep } from './client/ap.js'
-export { type CacheContents, CredentialCache, defaultCcachePath } from './client/ccache.js'
+export { type CacheContents, type CacheLoadOptions, ccachePath, CredentialCache, defaultCcachePath } from './client/ccache.js'
 export {
   type ClientKey,
   type Credentials,
@@ -20,7 +20,15 @@ export {
   type TicketOptions,
 } from './client/kdc-client.js'
 export { checkTimeRep, type SyncTimeOptions, syncTime, type TimeSample } from './client/time-sync.js'
-export { type KdcAddress, loadRealmFile, parseRealmFile, type RealmFile, realmFileJson } from './krb/realm-file.js'
+export {
+  defaultRealmFilePath,
+  type KdcAddress,
+  loadRealmFile,
+  parseRealmFile,
+  type RealmFile,
+  realmFileJson,
+  realmFilePath,
+} from './krb/realm-file.js'
 // Transport resumption tickets, shareable between KdcClients (KdcClientOptions.resumption)
 export { ResumptionStore } from './wire/resumption.js'
 

@@ -6,13 +6,14 @@
  *
  * In an application, import from 'tessera' instead of '../../src/index.js'.
  */
-import { writeFile } from 'node:fs/promises'
+import { mkdir, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Keytab, type RunningKdc, realmFileJson, startKdc, writeKeytab } from '../../src/index.js'
 
-/** Start the KDC; resolves once echo.keytab and realm.json are written in `dir`. */
+/** Start the KDC; resolves once echo.keytab and realm.json are written in `dir` (created if missing). */
 export async function startDevRealm(dir: string, password: string): Promise<RunningKdc> {
+  await mkdir(dir, { recursive: true })
   const kdc = await startKdc({ config: { log: { console: false } } })
   await kdc.addPrincipal('alice', { password })
   // addPrincipal returns the service's first key version: exactly what its keytab needs.

@@ -1,8 +1,9 @@
-/** Shared CLI plumbing: reading secrets (file, env, no-echo prompt, stdin), printing errors for people. */
+/** Shared CLI plumbing: exit codes, reading secrets (file, env, no-echo prompt, stdin), printing errors for people. */
 import { readFile, stat } from 'node:fs/promises'
-import { KrbProtocolError, TesseraError } from '../errors.js'
+import { ErrorCode } from '../../proto/error-codes.js'
+import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 
-/** Exit codes shared by the CLIs. */
+/** Exit codes shared by the CLIs (kdc, kadmin, kauth). */
 export const Exit = {
   OK: 0,
   FAILURE: 1,
@@ -11,7 +12,79 @@ export const Exit = {
   UNREACHABLE: 4,
   CONFIG: 5,
   NO_CREDENTIALS: 6,
+  /** Standard output was closed before everything was written (`kauth list | head -1`): 128 + SIGPIPE. */
+  OUTPUT_CLOSED: 141,
 } as const
+
+/** What each exit code means, in the order of --help and docs/cli.md. */
+export const EXIT_MEANINGS: readonly (readonly [number, string])[] = [
+  [Exit.OK, 'success'],
+  [Exit.FAILURE, 'failure (the message says why)'],
+  [Exit.USAGE, 'usage: unknown command or option, bad argument or principal name'],
+  [Exit.AUTH, 'authentication refused: wrong password or key, account revoked'],
+  [Exit.UNREACHABLE, 'no KDC reachable (connection refused or timed out)'],
+  [Exit.CONFIG, 'configuration: realm/config/password file, keytab, port in use'],
+  [Exit.NO_CREDENTIALS, 'no usable credentials (none cached, or expired): run kauth login'],
+  [Exit.OUTPUT_CLOSED, 'standard output closed early (e.g. piped into head)'],
+]
+
+/** The "Exit status" epilogue of every CLI's --help. */
+export function exitCodesEpilogue(): string {
+  return `Exit status:\n${EXIT_MEANINGS.map(([c, m]) => `  ${String(c).padStart(3)}  ${m}`).join('\n')}`
+}
+
+const AUTH_CODES: ReadonlySet<number> = new Set([
+  ErrorCode.KDC_ERR_PREAUTH_FAILED,
+  ErrorCode.KDC_ERR_CLIENT_REVOKED,
+  ErrorCode.KDC_ERR_KEY_EXPIRED,
+  ErrorCode.KDC_ERR_NAME_EXP,
+])
+
+// The KDC cannot use the cached ticket (damaged, from a twin realm, expired): log in again.
+const STALE_TICKET_CODES: ReadonlySet<number> = new Set([ErrorCode.KRB_AP_ERR_BAD_INTEGRITY, ErrorCode.KRB_AP_ERR_TKT_EXPIRED])
+
+/** The exit code for an error, the same for every CLI. */
+export function exitCodeFor(e: unknown): number {
+  if (e instanceof KrbProtocolError) {
+    if (AUTH_CODES.has(e.code)) return Exit.AUTH
+    if (STALE_TICKET_CODES.has(e.code)) return Exit.NO_CREDENTIALS
+    return Exit.FAILURE
+  }
+  if (e instanceof TesseraError) {
+    switch (e.code) {
+      case TesseraErrorCode.TESSERA_NETWORK:
+      case TesseraErrorCode.TESSERA_TIMEOUT:
+        return Exit.UNREACHABLE
+      case TesseraErrorCode.TESSERA_CONFIG:
+      case TesseraErrorCode.TESSERA_KEYTAB:
+      case TesseraErrorCode.TESSERA_REALM_EXISTS:
+      case TesseraErrorCode.TESSERA_DB_LOCKED:
+        return Exit.CONFIG
+      case TesseraErrorCode.TESSERA_NO_CREDENTIALS:
+        return Exit.NO_CREDENTIALS
+      case TesseraErrorCode.TESSERA_BAD_NAME:
+        return Exit.USAGE
+    }
+  }
+  return Exit.FAILURE
+}
+
+/**
+ * Exit quietly when standard output is closed under us (`kauth list | head -1`): node
+ * ignores SIGPIPE, so a write to a closed pipe is an EPIPE error that would otherwise end
+ * the process with a stack trace. A C tool would die of SIGPIPE; we exit with its status.
+ * Errors on stderr are ignored: there is nowhere left to report them.
+ */
+export function exitQuietlyWhenOutputCloses(
+  stdout: NodeJS.WriteStream = process.stdout,
+  stderr: NodeJS.WriteStream = process.stderr,
+  exit: (code: number) => void = (code) => process.exit(code),
+): void {
+  stdout.on('error', (err: NodeJS.ErrnoException) => {
+    exit(err.code === 'EPIPE' || err.code === 'ERR_STREAM_DESTROYED' ? Exit.OUTPUT_CLOSED : Exit.FAILURE)
+  })
+  stderr.on('error', () => {})
+}
 
 /** Read a secret from a file: the first line, without its newline. */
 export async function readSecretFile(file: string): Promise<string> {

@@ -1,13 +1,13 @@
 /** `kdc init` and `kdc start`: create a realm, run its listeners. */
 import { randomBytes } from 'node:crypto'
-import { access, readFile, writeFile } from 'node:fs/promises'
+import { access, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import yargs from 'yargs'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
-import { type KdcConfigInput, resolveKdcConfig } from '../kdc/config.js'
-import { startKdc } from '../kdc/kdc.js'
-import { initRealmDir, REALM_FILES } from '../kdc/realm.js'
-import { Exit, formatError, promptHidden, readPasswordFile } from './common.js'
+import { advertisedHost, type KdcConfig, type KdcConfigInput, resolveKdcConfig } from '../kdc/config.js'
+import { type RunningKdc, startKdc } from '../kdc/kdc.js'
+import { initRealmDir, REALM_FILES, readListenSettings } from '../kdc/realm.js'
+import { Exit, exitCodeFor, exitCodesEpilogue, formatError, promptHidden, readPasswordFile } from './common.js'
 
 /** Environment and streams the CLI may use (tests pass their own). */
 export interface CliEnv {
@@ -35,39 +35,81 @@ async function readConfigFile(file: string | undefined): Promise<KdcConfigInput>
 
 interface NetFlags {
   host?: string | undefined
+  'advertise-host'?: string | undefined
   'as-port'?: number | undefined
   'tgs-port'?: number | undefined
   'time-port'?: number | undefined
   'admin-port'?: number | undefined
 }
 
+const PORT_FLAGS = { as: 'as-port', tgs: 'tgs-port', time: 'time-port', admin: 'admin-port' } as const
+const LISTENER_NAMES = { as: 'AS', tgs: 'TGS', time: 'time', admin: 'admin' } as const
+
 function applyFlags(c: KdcConfigInput, f: NetFlags): KdcConfigInput {
   const out: KdcConfigInput = { ...c, ports: { ...c.ports } }
   if (f.host !== undefined) out.host = f.host
-  if (f['as-port'] !== undefined) out.ports!.as = f['as-port']
-  if (f['tgs-port'] !== undefined) out.ports!.tgs = f['tgs-port']
-  if (f['time-port'] !== undefined) out.ports!.time = f['time-port']
-  if (f['admin-port'] !== undefined) out.ports!.admin = f['admin-port']
+  if (f['advertise-host'] !== undefined) out.advertiseHost = f['advertise-host']
+  for (const [l, flag] of Object.entries(PORT_FLAGS) as [keyof typeof PORT_FLAGS, (typeof PORT_FLAGS)[keyof typeof PORT_FLAGS]][])
+    if (f[flag] !== undefined) out.ports![l] = f[flag]
   return out
 }
 
-async function hasRealm(dir: string): Promise<boolean> {
+async function exists(p: string): Promise<boolean> {
   try {
-    await access(path.join(dir, REALM_FILES.stash))
+    await access(p)
     return true
   } catch {
     return false
   }
 }
 
+/**
+ * A failure to listen, said once and with the flag to change: EADDRINUSE and EACCES name the
+ * listener and its --*-port flag. Anything else is returned as it is.
+ */
+function explainListenFailure(e: unknown, config: KdcConfig): unknown {
+  const cause = (e as { cause?: NodeJS.ErrnoException & { port?: number; address?: string } }).cause
+  if (!(e instanceof TesseraError) || (cause?.code !== 'EADDRINUSE' && cause?.code !== 'EACCES')) return e
+  const port = cause.port ?? -1
+  const listeners = (Object.keys(PORT_FLAGS) as (keyof typeof PORT_FLAGS)[]).filter((l) => config.ports[l] === port)
+  const which = listeners.map((l) => `the ${LISTENER_NAMES[l]} listener`).join(' and ') || 'a listener'
+  const flags = listeners.map((l) => `--${PORT_FLAGS[l]} N`).join(' / ') || '--as-port N, --tgs-port N, --time-port N, --admin-port N'
+  const why =
+    cause.code === 'EADDRINUSE'
+      ? `port ${port} on ${config.host} (${which}) is already in use: stop what holds it, or choose another port with ${flags}`
+      : `not allowed to listen on port ${port} on ${config.host} (${which}; ports below 1024 need root or CAP_NET_BIND_SERVICE): choose another with ${flags}`
+  return new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${why} (0 = any free port)`, { cause: e })
+}
+
 const netOptions = {
-  host: { type: 'string', describe: 'address to bind (default 127.0.0.1)' },
-  'as-port': { type: 'number', describe: 'AS listener port (0 = any free port)' },
-  'tgs-port': { type: 'number', describe: 'TGS listener port' },
-  'time-port': { type: 'number', describe: 'time listener port' },
-  'admin-port': { type: 'number', describe: 'admin listener port' },
+  host: { type: 'string', describe: 'address to bind (default 127.0.0.1; 0.0.0.0 = every interface)' },
+  'advertise-host': {
+    type: 'string',
+    describe: 'host name clients connect to, written into realm.json (default: --host, or this machine\'s name for 0.0.0.0/::)',
+  },
+  'as-port': { type: 'number', describe: 'AS listener port (default 7701; 0 = any free port)' },
+  'tgs-port': { type: 'number', describe: 'TGS listener port (default 7702)' },
+  'time-port': { type: 'number', describe: 'time listener port (default 7703)' },
+  'admin-port': { type: 'number', describe: 'admin listener port (default 7704)' },
   config: { type: 'string', describe: 'JSON config file (lifetimes, skew, limits, log paths)' },
+  json: { type: 'boolean', describe: 'print the result as one JSON object (shapes: docs/cli.md)' },
 } as const
+
+/** A bad flag value found by a yargs check: reported like any usage error. */
+class UsageError extends Error {}
+
+/** A yargs check: every port flag given is a port number (else a usage error, exit 2). */
+function checkPortFlags(a: NetFlags): true {
+  for (const flag of Object.values(PORT_FLAGS)) {
+    const v = a[flag]
+    if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535))
+      throw new UsageError(`--${flag} must be a port number (0-65535; 0 = any free port)`)
+  }
+  return true
+}
+
+
+const fmt = (x: { host: string; port: number }) => `${x.host.includes(':') ? `[${x.host}]` : x.host}:${x.port}`
 
 /** Run `kdc` with argv; resolves with the exit code. */
 export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
@@ -83,8 +125,7 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
       code = await fn()
     } catch (e) {
       err.write(`kdc: ${formatError(e, debug)}\n`)
-      code = e instanceof TesseraError && e.code === TesseraErrorCode.TESSERA_CONFIG ? Exit.CONFIG : Exit.FAILURE
-      if (e instanceof TesseraError && e.code === TesseraErrorCode.TESSERA_REALM_EXISTS) code = Exit.USAGE
+      code = exitCodeFor(e)
     }
   }
 
@@ -103,6 +144,20 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
     )
   }
 
+  /** What `kdc init` tells the operator about where clients will connect. */
+  const initReport = (realm: string, dir: string, config: KdcConfig, asJson: boolean | undefined) => {
+    const realmFile = path.join(dir, REALM_FILES.realmFile)
+    const pending = Object.values(config.ports).some((p) => p === 0)
+    const host = advertisedHost(config)
+    if (asJson) {
+      out.write(`${JSON.stringify({ realm, dir, realmFile: pending ? null : realmFile, advertiseHost: host, ports: config.ports })}\n`)
+      return
+    }
+    out.write(`realm ${realm} created in ${dir}\n`)
+    if (pending) out.write(`realm.json: written by kdc start once its listeners are bound (port 0 = any free port)\n`)
+    else out.write(`clients need ${realmFile}: they will connect to ${host} (change with --advertise-host)\n`)
+  }
+
   const parser = yargs()
     .scriptName('kdc')
     .usage('$0 <command> [options]\n\nThe Tessera KDC: AS, TGS, time and admin listeners for one realm.')
@@ -112,26 +167,27 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
     })
     .command(
       'init',
-      'create a realm in DIR',
+      'create a realm in DIR (its listener settings are kept for kdc start)',
       (y) =>
         y
           .option('realm', { type: 'string', demandOption: true, describe: 'realm name, e.g. EXAMPLE.COM' })
           .option('dir', { type: 'string', demandOption: true, describe: 'realm directory (created)' })
           .option('admin', { type: 'string', default: 'admin', describe: 'name of the first administrator' })
           .option('admin-password-file', { type: 'string', describe: 'file whose first line is the admin password' })
-          .options(netOptions),
+          .options(netOptions)
+          .check(checkPortFlags),
       (a) =>
         run(async () => {
           const config = resolveKdcConfig(applyFlags(await readConfigFile(a.config), a))
           const password = await adminPassword(a['admin-password-file'])
           await initRealmDir({ dir: a.dir, realm: a.realm, adminName: a.admin, adminPassword: password, config })
-          out.write(`realm ${a.realm} created in ${a.dir}; clients need ${path.join(a.dir, REALM_FILES.realmFile)}\n`)
+          initReport(a.realm, a.dir, config, a.json)
           return Exit.OK
         }),
     )
     .command(
       'start',
-      'run the KDC of the realm in DIR',
+      'run the KDC of the realm in DIR (where kdc init said to listen, unless flags or --config say otherwise)',
       (y) =>
         y
           .option('dir', { type: 'string', demandOption: true, describe: 'realm directory (from kdc init)' })
@@ -140,22 +196,53 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
             describe: 'create a realm (TESSERA.LOCAL) in DIR first if there is none; the admin password goes to DIR/admin.password',
           })
           .option('realm', { type: 'string', default: 'TESSERA.LOCAL', describe: 'realm name for --init-if-missing' })
-          .options(netOptions),
+          .options(netOptions)
+          .check(checkPortFlags),
       (a) =>
         run(async () => {
           const input = applyFlags(await readConfigFile(a.config), a)
-          const config = resolveKdcConfig(input)
-          if (a['init-if-missing'] && !(await hasRealm(a.dir))) {
+          // Validated up front (a typo in the config file is reported before anything is created),
+          // over the settings kdc init recorded, as startKdc will use them.
+          const recorded = await readListenSettings(a.dir)
+          const config = resolveKdcConfig({ ...recorded, ...input, ports: { ...recorded.ports, ...input.ports } })
+          let created: { pwFile: string; removeDir: boolean; removeLogs: boolean } | undefined
+          if (a['init-if-missing'] && !(await exists(path.join(a.dir, REALM_FILES.stash)))) {
             const password = randomBytes(18).toString('base64url')
-            await initRealmDir({ dir: a.dir, realm: a.realm, adminPassword: password, config })
+            const removeDir = !(await exists(a.dir))
+            const removeLogs = !(await exists(path.join(a.dir, REALM_FILES.logs)))
+            await initRealmDir({ dir: a.dir, realm: a.realm, adminPassword: password, config: resolveKdcConfig(input) })
             const pwFile = path.join(a.dir, 'admin.password')
+            created = { pwFile, removeDir, removeLogs }
             await writeFile(pwFile, `${password}\n`, { mode: 0o600, flag: 'wx' })
-            err.write(`kdc: created realm ${a.realm} in ${a.dir}; admin password for admin@${a.realm} is in ${pwFile}\n`)
           }
-          const kdc = await startKdc({ dir: a.dir, config: input })
+          let kdc: RunningKdc
+          try {
+            kdc = await startKdc({ dir: a.dir, config: input })
+          } catch (e) {
+            if (created) {
+              // A realm nobody has used yet: do not leave it behind for the next attempt to trip on.
+              if (created.removeDir) await rm(a.dir, { recursive: true, force: true })
+              else
+                for (const f of [REALM_FILES.stash, REALM_FILES.db, REALM_FILES.realmFile, REALM_FILES.listen, 'admin.password'].concat(
+                  created.removeLogs ? [REALM_FILES.logs] : [],
+                ))
+                  await rm(path.join(a.dir, f), { recursive: true, force: true })
+            }
+            const why = explainListenFailure(e, config)
+            if (why instanceof TesseraError && why.code === TesseraErrorCode.TESSERA_DB_LOCKED)
+              throw new TesseraError(
+                TesseraErrorCode.TESSERA_DB_LOCKED,
+                `another kdc is already running on ${a.dir} (its database is locked): stop it first, or give this one another --dir`,
+                { cause: why },
+              )
+            if (created && why instanceof Error) why.message += `; the realm just created in ${a.dir} was removed`
+            throw why
+          }
+          if (created)
+            err.write(`kdc: created realm ${a.realm} in ${a.dir}; admin password for admin@${a.realm} is in ${created.pwFile}\n`)
           const ad = kdc.addresses
-          const fmt = (x: { host: string; port: number }) => `${x.host.includes(':') ? `[${x.host}]` : x.host}:${x.port}`
-          out.write(`listening as=${fmt(ad.as)} tgs=${fmt(ad.tgs)} time=${fmt(ad.time)} admin=${fmt(ad.admin)}\n`)
+          if (a.json) out.write(`${JSON.stringify({ realm: kdc.realm, realmFile: path.join(a.dir, REALM_FILES.realmFile), listening: ad })}\n`)
+          else out.write(`listening as=${fmt(ad.as)} tgs=${fmt(ad.tgs)} time=${fmt(ad.time)} admin=${fmt(ad.admin)}\n`)
           await (io.stopSignal ??
             new Promise<void>((resolve) => {
               process.once('SIGINT', resolve)
@@ -166,14 +253,15 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
         }),
     )
     .demandCommand(1, 'name a command: init or start')
+    .epilogue(exitCodesEpilogue())
     .strict()
     .help()
     .exitProcess(false)
     .fail((msg, e) => {
-      if (e) throw e
+      if (e && !(e instanceof UsageError)) throw e
       if (usageError) return
       usageError = true
-      err.write(`kdc: ${msg}\nRun kdc --help for usage.\n`)
+      err.write(`kdc: ${msg ?? e?.message}\nRun kdc --help for usage.\n`)
       code = Exit.USAGE
     })
   await parser.parseAsync(argv, {}, (_e, _a, output) => {

@@ -42,6 +42,15 @@ export function defaultCcachePath(env: NodeJS.ProcessEnv): string {
   return path.join(os.tmpdir(), `tessera_cc_${uid}`)
 }
 
+/**
+ * The credential cache to use, for the CLIs and the library alike: TESSERA_CCACHE, else
+ * {@link defaultCcachePath}. Pass `process.env` (the library never reads it by itself):
+ * `new CredentialCache(ccachePath(process.env))` is the cache `kauth login` filled.
+ */
+export function ccachePath(env: NodeJS.ProcessEnv): string {
+  return env.TESSERA_CCACHE || defaultCcachePath(env)
+}
+
 /** What a cache holds. */
 export interface CacheContents {
   crealm: string
@@ -49,6 +58,21 @@ export interface CacheContents {
   entries: Credentials[]
   /** Transport resumption tickets (PROTOCOL.md §3.6), so the next command skips the key exchange. */
   resume?: StoredTicket[]
+  /** The KDC's clock minus ours, as measured at login (MIT keeps the same in its ccache), ms. */
+  clockOffsetMs?: number
+}
+
+/** Options of CredentialCache.load. */
+export interface CacheLoadOptions {
+  /** Keep expired entries (to show them, as klist does). @default false */
+  expired?: boolean
+}
+
+// A week: anything beyond is not a clock offset but a broken value.
+const MAX_OFFSET_MS = 7 * 24 * 3600_000
+
+function checkOffset(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) && Math.abs(v) <= MAX_OFFSET_MS ? v : undefined
 }
 
 /** The well-formed, unexpired resumption tickets of a cache; anything else is dropped (never fatal). */
@@ -69,6 +93,13 @@ function checkResume(v: unknown, now: number): StoredTicket[] {
 
 function bad(msg: string, cause?: unknown): never {
   throw new TesseraError(TesseraErrorCode.TESSERA_CCACHE, msg, cause ? { cause } : undefined)
+}
+
+function symlinkRefused(file: string): never {
+  bad(
+    `credential cache ${file} is a symbolic link: Tessera refuses symlinked caches on purpose ` +
+      '(a link planted by someone else could send your tickets elsewhere); name the real file with --ccache or TESSERA_CCACHE',
+  )
 }
 
 function checkEntry(e: unknown): Credentials {
@@ -93,15 +124,17 @@ export class CredentialCache {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Contents with expired entries dropped, or undefined when there is no cache. */
-  async load(): Promise<CacheContents | undefined> {
+  /** Contents with expired entries dropped (unless `opts.expired`), or undefined when there is no cache. */
+  async load(opts: CacheLoadOptions = {}): Promise<CacheContents | undefined> {
     let buf: Buffer
     // One handle for the checks and the read (no swap in between); no symlinks followed.
     let fh: FileHandle
     try {
       fh = await open(this.file, constants.O_RDONLY | constants.O_NOFOLLOW)
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT') return undefined
+      if (code === 'ELOOP') symlinkRefused(this.file)
       bad(`cannot read credential cache ${this.file}: ${(err as Error).message}`, err)
     }
     try {
@@ -125,9 +158,16 @@ export class CredentialCache {
     if (typeof raw !== 'object' || raw === null || typeof raw.crealm !== 'string' || !Array.isArray(raw.cname) || !Array.isArray(raw.entries))
       bad(`credential cache ${this.file} is corrupt`)
     const now = this.now()
-    const entries = raw.entries.map(checkEntry).filter((e) => e.endtime > now)
+    const entries = raw.entries.map(checkEntry).filter((e) => opts.expired || e.endtime > now)
     const resume = checkResume(raw.resume, now)
-    return { crealm: raw.crealm, cname: raw.cname as string[], entries, ...(resume.length > 0 ? { resume } : {}) }
+    const offset = checkOffset(raw.clockOffsetMs)
+    return {
+      crealm: raw.crealm,
+      cname: raw.cname as string[],
+      entries,
+      ...(resume.length > 0 ? { resume } : {}),
+      ...(offset !== undefined ? { clockOffsetMs: offset } : {}),
+    }
   }
 
   /**
@@ -142,10 +182,20 @@ export class CredentialCache {
     })
   }
 
-  /** Start a new cache for a fresh login (replaces everything), with the transport resumption tickets to keep, if any. */
-  async initialize(tgt: Credentials, resume?: StoredTicket[]): Promise<void> {
+  /**
+   * Start a new cache for a fresh login (replaces everything), with the transport resumption
+   * tickets to keep, if any, and the clock offset to the KDC measured at login.
+   */
+  async initialize(tgt: Credentials, resume?: StoredTicket[], opts: { clockOffsetMs?: number } = {}): Promise<void> {
+    const offset = checkOffset(opts.clockOffsetMs)
     await this.withLock(async () =>
-      this.write({ crealm: tgt.crealm, cname: tgt.cname, entries: [tgt], ...(resume ? { resume } : {}) }),
+      this.write({
+        crealm: tgt.crealm,
+        cname: tgt.cname,
+        entries: [tgt],
+        ...(resume ? { resume } : {}),
+        ...(offset ? { clockOffsetMs: offset } : {}),
+      }),
     )
   }
 
@@ -181,7 +231,7 @@ export class CredentialCache {
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
         if (code === 'ENOENT') return false
-        if (code === 'ELOOP') bad(`credential cache ${this.file} is a symbolic link; refusing it`)
+        if (code === 'ELOOP') symlinkRefused(this.file)
         throw err
       }
       try {
@@ -224,6 +274,7 @@ export class CredentialCache {
       cname: c.cname,
       entries: c.entries.filter((e) => e.endtime > now),
       ...(c.resume && c.resume.length > 0 ? { resume: checkResume(c.resume, now) } : {}),
+      ...(c.clockOffsetMs ? { clockOffsetMs: c.clockOffsetMs } : {}),
     })
     const tmp = `${this.file}.${process.pid}.${Buffer.from(randomBytes(6)).toString('hex')}.tmp`
     const fh = await open(tmp, 'wx', 0o600)

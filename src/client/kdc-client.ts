@@ -102,6 +102,8 @@ const TRANSPORT_REFUSALS: ReadonlySet<number> = new Set([
   ErrorCode.TSR_ERR_SHUTTING_DOWN,
 ])
 
+const isoSeconds = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z')
+
 /** How long a KDC address that failed to connect is tried after the others, ms. */
 const DOWN_PENALTY_MS = 30_000
 
@@ -110,6 +112,8 @@ function splitPrincipal(name: string, realm: string): { realm: string; component
   const r = at >= 0 ? name.slice(at + 1) : realm
   const n = at >= 0 ? name.slice(0, at) : name
   if (n.length === 0 || r.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_NAME, `bad principal name "${name}"`)
+  // Names cannot contain "@" (no escapes): 'a@b@c' is a typo, not user "a@b" of realm "c".
+  if (n.includes('@')) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_NAME, `bad principal name "${name}": more than one "@"`)
   const id = { realm: r, components: n.split('/') }
   // The KDC's own rules (PROTOCOL.md §7.4), so that a look-alike name fails here, with the reason.
   checkPrincipalId(id)
@@ -242,7 +246,7 @@ export class KdcClient {
       }
       const reply = await this.send('as', build, signal)
       if (reply.t === MsgType.KRB_ERROR) {
-        const err = krbErrorFromReply(reply, this.now(), opts.service)
+        const err = krbErrorFromReply(reply, this.now(), opts.service, { client: principalString(id.components, id.realm) })
         if (reply.code === ErrorCode.KDC_ERR_PREAUTH_REQUIRED && !knownKey && reply.edata?.salt !== undefined && reply.edata.kdf) {
           key = await keyFor(reply.edata.salt, reply.edata.kdf)
           continue
@@ -315,8 +319,11 @@ export class KdcClient {
     const cached = await cache.find(sname, this.realm.realm)
     if (usable(cached)) return cached!
     const tgt = await cache.find(['krbtgt', this.realm.realm], this.realm.realm)
-    if (!usable(tgt))
-      throw new TesseraError(TesseraErrorCode.TESSERA_NO_CREDENTIALS, `no valid ticket-granting ticket for ${this.realm.realm} in ${cache.file}; run kauth login`)
+    if (!usable(tgt)) {
+      const old = (await cache.load({ expired: true }))?.entries.find((e) => sameName(e.sname, ['krbtgt', this.realm.realm]))
+      const why = old ? `the ticket-granting ticket for ${this.realm.realm} in ${cache.file} ${old.endtime <= now ? 'expired' : 'expires'} at ${isoSeconds(old.endtime)}` : `no valid ticket-granting ticket for ${this.realm.realm} in ${cache.file}`
+      throw new TesseraError(TesseraErrorCode.TESSERA_NO_CREDENTIALS, `${why}; run kauth login`)
+    }
     const st = await this.getServiceTicket(tgt!, service, opts)
     await cache.store(st)
     return st

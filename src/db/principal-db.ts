@@ -958,7 +958,7 @@ export class PrincipalDb {
       return new TesseraError(
         TesseraErrorCode.TESSERA_DB_LOCKED,
         `the principal database at ${this.#where} is locked by another process, most likely the running kdc: ` +
-          'use kadmin against the running daemon, or stop it to use kadmin --local',
+          'stop it first (one process per realm directory)',
         { cause: err },
       )
     return new TesseraError(TesseraErrorCode.TESSERA_DB, `principal database: ${what} failed`, { cause: err })

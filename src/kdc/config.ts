@@ -1,7 +1,9 @@
 /** KdcConfig: every limit and lifetime of the daemon, its defaults, and validation. */
+import os from 'node:os'
 import { Limits } from '../../proto/limits.js'
 import { DEFAULT_KDF_PARAMS, type KdfParams } from '../crypto/index.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
+import { isUnspecifiedHost } from '../krb/realm-file.js'
 
 const HOUR = 3600_000
 const DAY = 24 * HOUR
@@ -20,7 +22,10 @@ export interface KdcConfig {
   host: string
   /** @default { as: 7701, tgs: 7702, time: 7703, admin: 7704 } for the daemon; 0s for startKdc */
   ports: KdcPorts
-  /** Host name written into realm.json for clients (defaults to host). */
+  /**
+   * Host name written into realm.json for clients. @default host, or this machine's host
+   * name when host is an address of every interface (0.0.0.0, ::), which no client can use
+   */
   advertiseHost?: string
   /** Largest clock difference accepted, ms. @default 300000 */
   maxClockSkewMs: number
@@ -134,6 +139,10 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
     kdf: { ...base.kdf, ...input.kdf } as KdfParams,
   }
   if (typeof c.host !== 'string' || c.host.length === 0) bad('host must be a non-empty string')
+  if (c.advertiseHost !== undefined) {
+    if (typeof c.advertiseHost !== 'string' || c.advertiseHost.length === 0) bad('advertiseHost must be a non-empty string')
+    if (isUnspecifiedHost(c.advertiseHost)) bad(`advertiseHost ${c.advertiseHost} is not an address clients can connect to`)
+  }
   for (const p of ['as', 'tgs', 'time', 'admin'] as const) int(`ports.${p}`, c.ports[p], 0, 65535)
   int('maxClockSkewMs', c.maxClockSkewMs, 1000, DAY)
   int('maxTicketLifeMs', c.maxTicketLifeMs, 60_000)
@@ -158,4 +167,10 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
   int('kdf.p', c.kdf.p, 1, 16)
   if (typeof c.trackLastSuccess !== 'boolean') bad('trackLastSuccess must be a boolean')
   return c
+}
+
+/** The host clients are told to connect to (realm.json): never an address of every interface. */
+export function advertisedHost(c: Pick<KdcConfig, 'host' | 'advertiseHost'>): string {
+  if (c.advertiseHost) return c.advertiseHost
+  return isUnspecifiedHost(c.host) ? os.hostname() : c.host
 }

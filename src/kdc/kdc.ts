@@ -15,11 +15,11 @@ import { ReplayCache } from '../krb/replay-cache.js'
 import { createLoggers, type Loggers, type LogOptions, type SecurityEvent } from '../log/logger.js'
 import { TicketIssuer } from '../wire/resumption.js'
 import { type RequestHandler, SecureServer } from '../wire/server.js'
-import { type KdcConfig, type KdcConfigInput, resolveKdcConfig } from './config.js'
+import { advertisedHost, type KdcConfig, type KdcConfigInput, resolveKdcConfig } from './config.js'
 import type { KdcContext } from './context.js'
 import { type ExtraHandlers, type ListenerName, makeHandler } from './dispatch.js'
 import { processTimeReq, ServedClock, type ServedClockOptions } from './time-req.js'
-import { bootstrapRealm, makeRealmFile, newPrincipalRecord, REALM_FILES, writeRealmFile } from './realm.js'
+import { bootstrapRealm, makeRealmFile, newPrincipalRecord, REALM_FILES, readListenSettings, writeRealmFile } from './realm.js'
 
 /** Options of startKdc. */
 export interface StartKdcOptions {
@@ -80,7 +80,9 @@ const LISTENERS: readonly ListenerName[] = ['as', 'tgs', 'time', 'admin']
 /** Start a KDC. Resolves once every listener is bound. */
 export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> {
   const memory = opts.dir === undefined
-  const input: KdcConfigInput = { ...opts.config }
+  // A realm directory's listeners bind where `kdc init` recorded, unless opts.config says otherwise.
+  const recorded = memory ? {} : await readListenSettings(opts.dir!)
+  const input: KdcConfigInput = { ...recorded, ...opts.config, ports: { ...recorded.ports, ...opts.config?.ports } }
   if (memory) input.ports = { as: 0, tgs: 0, time: 0, admin: 0, ...opts.config?.ports }
   const config = resolveKdcConfig(input)
   const now = opts.now ?? Date.now
@@ -181,7 +183,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
   const addresses = Object.fromEntries(
     LISTENERS.map((n) => [n, { host: config.host, port: servers.get(n)!.address().port }]),
   ) as RunningKdc['addresses']
-  const host = config.advertiseHost ?? config.host
+  const host = advertisedHost(config)
   const realmFile = makeRealmFile(
     realm,
     [{ host, as: addresses.as.port, tgs: addresses.tgs.port, time: addresses.time.port, admin: addresses.admin.port }],

@@ -1,6 +1,6 @@
 /** Realm creation: identity keys, krbtgt, kadmin principals, the first admin; `kdc init` on disk. */
 import { constants as fsc } from 'node:fs'
-import { access, mkdir, rm, writeFile } from 'node:fs/promises'
+import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import {
   defaultSalt,
@@ -16,15 +16,50 @@ import { PrincipalDb } from '../db/principal-db.js'
 import type { KeyVersion, PrincipalAttributes, PrincipalRecord, RealmRecord } from '../db/types.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { type RealmFile, realmFileJson } from '../krb/realm-file.js'
-import { DEFAULT_KDC_CONFIG, type KdcConfig } from './config.js'
+import { advertisedHost, DEFAULT_KDC_CONFIG, type KdcConfig, type KdcConfigInput } from './config.js'
 
 /** Files of a realm directory. */
 export const REALM_FILES = {
   stash: 'stash',
   db: 'db',
   realmFile: 'realm.json',
+  /** Where the listeners bind, as `kdc init` was told: what `kdc start` uses unless told otherwise. */
+  listen: 'listen.json',
   logs: 'log',
 } as const
+
+/** The listener settings of a realm directory (DIR/listen.json). */
+export type ListenSettings = Pick<KdcConfigInput, 'host' | 'advertiseHost' | 'ports'>
+
+/** The listener settings `kdc init` recorded in `dir`, or {} for a realm made before they were recorded. */
+export async function readListenSettings(dir: string): Promise<ListenSettings> {
+  const file = path.join(dir, REALM_FILES.listen)
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {}
+    throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `cannot read ${file}: ${(err as Error).message}`, { cause: err })
+  }
+  let o: Record<string, unknown>
+  try {
+    o = JSON.parse(text) as Record<string, unknown>
+  } catch (err) {
+    throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${file} is not valid JSON`, { cause: err })
+  }
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${file} is not a JSON object`)
+  const out: ListenSettings = {}
+  for (const k of Object.keys(o))
+    if (k !== 'host' && k !== 'advertiseHost' && k !== 'ports') throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${file}: unknown setting "${k}"`)
+  if (o.host !== undefined) out.host = o.host as string
+  if (o.advertiseHost !== undefined) out.advertiseHost = o.advertiseHost as string
+  if (o.ports !== undefined) out.ports = o.ports as ListenSettings['ports'] & object
+  return out // validated with the rest of the configuration (resolveKdcConfig)
+}
+
+function listenSettingsOf(c: KdcConfig): ListenSettings {
+  return { host: c.host, ...(c.advertiseHost !== undefined ? { advertiseHost: c.advertiseHost } : {}), ports: { ...c.ports } }
+}
 
 /** Options of a new principal record. */
 export interface NewPrincipalOptions {
@@ -164,7 +199,7 @@ export async function initRealmDir(o: InitRealmOptions): Promise<RealmFile> {
   checkPrincipalId({ realm: o.realm, components: (o.adminName ?? 'admin').split('/') })
   if (o.adminPassword.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, 'the admin password is empty')
   await mkdir(o.dir, { recursive: true, mode: 0o700 })
-  const created = [REALM_FILES.stash, REALM_FILES.db, REALM_FILES.realmFile].map((f) => path.join(o.dir, f))
+  const created = [REALM_FILES.stash, REALM_FILES.db, REALM_FILES.realmFile, REALM_FILES.listen].map((f) => path.join(o.dir, f))
   let masterKey: Uint8Array | undefined
   let db: PrincipalDb | undefined
   try {
@@ -176,9 +211,11 @@ export async function initRealmDir(o: InitRealmOptions): Promise<RealmFile> {
       config: c,
       ...(o.adminName ? { adminName: o.adminName } : {}),
     })
-    const host = c.advertiseHost ?? c.host
-    const rf = makeRealmFile(realm, [{ host, ...c.ports }], c.maxClockSkewMs)
-    await writeRealmFile(created[2]!, rf)
+    const rf = makeRealmFile(realm, [{ host: advertisedHost(c), ...c.ports }], c.maxClockSkewMs)
+    // Port 0 is "any free port": only kdc start knows the port, and writes realm.json then.
+    // A realm file with port 0 would be of no use to a client.
+    if (Object.values(c.ports).every((p) => p !== 0)) await writeRealmFile(created[2]!, rf)
+    await writeFile(created[3]!, `${JSON.stringify(listenSettingsOf(c), null, 2)}\n`, { mode: 0o644, flag: 'wx' })
     await db.close()
     db = undefined
     return rf

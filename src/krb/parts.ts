@@ -49,8 +49,11 @@ export function principalString(components: readonly string[], realm: string): s
   return `${components.join('/')}@${realm}`
 }
 
-/** A human description of a clock difference: "7 min behind", "2 h 3 min ahead". */
-export function describeSkew(localMs: number, serverMs: number): string {
+/**
+ * A human description of a clock difference as seen from `party` (whose clock is
+ * serverMs): "your clock is 7 min behind the KDC's", "… 2 h 3 min ahead of the service's".
+ */
+export function describeSkew(localMs: number, serverMs: number, party = 'KDC'): string {
   const diff = serverMs - localMs
   const abs = Math.abs(diff)
   const mins = Math.round(abs / 60000)
@@ -58,5 +61,5 @@ export function describeSkew(localMs: number, serverMs: number): string {
   if (abs < 60000) amount = `${Math.round(abs / 1000)} s`
   else if (mins < 60) amount = `${mins} min`
   else amount = `${Math.floor(mins / 60)} h ${mins % 60} min`
-  return `your clock is ${amount} ${diff > 0 ? 'behind' : 'ahead of'} the KDC`
+  return `your clock is ${amount} ${diff > 0 ? 'behind' : 'ahead of'} the ${party}'s`
 }

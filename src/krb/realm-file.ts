@@ -1,5 +1,7 @@
 /** realm.json: what clients need to reach and trust a realm's KDC. Nothing secret. */
 import { readFile } from 'node:fs/promises'
+import os from 'node:os'
+import nodePath from 'node:path'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 
 /** One KDC's addresses. */
@@ -34,8 +36,15 @@ function hexKey(name: string, v: unknown): Uint8Array {
 }
 
 function port(name: string, v: unknown): number {
+  // Port 0 tells a KDC to take any free port; only the port it then bound is of use to a client.
+  if (v === 0) bad(`${name} is 0, which only a KDC can use ("any free port"); kdc start writes the ports it bound into realm.json`)
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) bad(`${name} must be a port number`)
   return v
+}
+
+/** True for an address that means "every interface" (0.0.0.0, ::): a place to bind, not to connect to. */
+export function isUnspecifiedHost(host: string): boolean {
+  return host === '0.0.0.0' || (host.includes(':') && /^[0:]+$/.test(host.replace(/^\[|\]$/g, '')))
 }
 
 /** Validate a parsed JSON value as a realm file. */
@@ -48,6 +57,8 @@ export function parseRealmFile(json: unknown): RealmFile {
     if (typeof k !== 'object' || k === null) bad(`kdcs[${i}] is not an object`)
     const x = k as Record<string, unknown>
     if (typeof x.host !== 'string' || x.host.length === 0) bad(`kdcs[${i}].host missing`)
+    if (isUnspecifiedHost(x.host))
+      bad(`kdcs[${i}].host is ${x.host}, an address to listen on, not one to connect to (kdc init/start --advertise-host NAME)`)
     return {
       host: x.host,
       as: port(`kdcs[${i}].as`, x.as),
@@ -78,13 +89,32 @@ export function realmFileJson(r: RealmFile): Record<string, unknown> {
   }
 }
 
+/**
+ * realm.json when TESSERA_REALM_FILE does not say: $XDG_CONFIG_HOME/tessera/realm.json,
+ * else ~/.config/tessera/realm.json.
+ */
+export function defaultRealmFilePath(env: NodeJS.ProcessEnv): string {
+  const base = env.XDG_CONFIG_HOME || nodePath.join(env.HOME || os.homedir(), '.config')
+  return nodePath.join(base, 'tessera', 'realm.json')
+}
+
+/**
+ * The realm file to use, for the CLIs and the library alike: TESSERA_REALM_FILE, else
+ * {@link defaultRealmFilePath}. Pass `process.env` (the library never reads it by itself).
+ */
+export function realmFilePath(env: NodeJS.ProcessEnv): string {
+  return env.TESSERA_REALM_FILE || defaultRealmFilePath(env)
+}
+
 /** Read and validate realm.json. Throws TESSERA_CONFIG with the path in the message. */
 export async function loadRealmFile(path: string): Promise<RealmFile> {
   let text: string
   try {
     text = await readFile(path, 'utf8')
   } catch (err) {
-    throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `cannot read realm file ${path}: ${(err as Error).message}`, { cause: err })
+    const code = (err as NodeJS.ErrnoException).code
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message
+    throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `cannot read realm file ${path}: ${why}`, { cause: err })
   }
   let json: unknown
   try {

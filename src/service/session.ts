@@ -308,7 +308,7 @@ export class SecureSession extends EventEmitter<SecureSessionEvents> implements 
       } catch (err) {
         throw new SessionError(TesseraErrorCode.TESSERA_BAD_REPLY, 'PROTOCOL', `${service} sent a malformed reply to the AP_REQ`, { cause: err })
       }
-      if (msg.t === MsgType.KRB_ERROR) throw krbErrorFromReply(msg, (opts.now ?? Date.now)(), service)
+      if (msg.t === MsgType.KRB_ERROR) throw krbErrorFromReply(msg, (opts.now ?? Date.now)(), service, { peer: 'service' })
       if (msg.t !== MsgType.AP_REP)
         throw new SessionError(TesseraErrorCode.TESSERA_BAD_REPLY, 'PROTOCOL', `${service} answered the AP_REQ with message type ${msg.t}`)
       const rep = verifyApRep(msg, pending)

@@ -201,7 +201,10 @@ export class SecureServer {
     // allowHalfOpen: a peer that sends its requests then shuts down its write side still
     // gets every reply; the connection ends our side once the queue is answered.
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.accept(s))
-    this.server.on('error', (err) => this.options.logger.error('listener error', { listener: this.options.name, err: err.message }))
+    // A failure to listen is the caller's to report (listen() rejects); only later errors are logged here.
+    this.server.on('error', (err) => {
+      if (this.server.listening) this.options.logger.error('listener error', { listener: this.options.name, err: err.message })
+    })
   }
 
   /** Start listening; resolves with the bound address. */

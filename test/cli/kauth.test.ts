@@ -137,7 +137,7 @@ describe('kauth', function () {
       const { TESSERA_REALM_FILE: _, ...noRealm } = env
       const r = await runKauth(['login', 'alice', '--password-file', alicePw], noRealm)
       expect(r.code).to.equal(Exit.CONFIG)
-      expect(r.stderr).to.contain(`cannot read realm file ${path.join(k.dir, '.config', 'tessera', 'realm.json')}`)
+      expect(r.stderr).to.contain(`no realm file at ${path.join(k.dir, '.config', 'tessera', 'realm.json')}`)
       expect(r.stderr).to.not.match(STACK_LINE)
     })
 

@@ -170,7 +170,8 @@ describe('AS exchange (integration)', function () {
       expect(e2!.code).to.equal(ErrorCode.KDC_ERR_PREAUTH_FAILED)
       expect(e2!.code).to.equal(e1!.code)
       expect(e2!.status).to.equal(e1!.status)
-      expect(e2!.message).to.equal(e1!.message)
+      // Each message names the principal tried; otherwise they are the same.
+      expect(e2!.message.replace('nosuchuser@', 'victim@')).to.equal(e1!.message)
       expect(wrong.ms, 'wrong password answered before the floor').to.be.at.least(FLOOR_MS - 1)
       expect(unknown.ms, 'unknown principal answered before the floor').to.be.at.least(FLOOR_MS - 1)
       // The security log, unlike the peer, knows the difference.

@@ -13,6 +13,40 @@ import { loadRealmFile } from '../../src/krb/realm-file.js'
 import { ADMIN_PASSWORD, expectKrb, FAST_CONFIG } from '../helpers/kdc-helpers.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
 import { ErrorCode } from '../../proto/error-codes.js'
+import { Exit } from '../../src/cli/common.js'
+
+/** `n` ports that were free a moment ago (bound on port 0, then released). */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<net.Server>((resolve) => {
+      const s = net.createServer()
+      s.listen(0, '127.0.0.1', () => resolve(s))
+    })),
+  )
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))))
+  return ports
+}
+
+/** `kdc start` until its listening line: the four ports, and a function that stops it and resolves with its exit code. */
+async function startUntilListening(argv: string[]): Promise<{ ports: number[]; out: Capture; err: Capture; stop: () => Promise<number> }> {
+  let stop!: () => void
+  const r = run(argv, {
+    stopSignal: new Promise<void>((resolve) => {
+      stop = resolve
+    }),
+  })
+  const m = await Promise.race([r.out.waitFor(LISTENING_ANY), r.code.then((c) => Promise.reject(new Error(`exit ${c}: ${r.err.text}`)))])
+  return {
+    ports: m.slice(1, 5).map(Number),
+    out: r.out,
+    err: r.err,
+    stop: () => {
+      stop()
+      return r.code
+    },
+  }
+}
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const CLI_REALM = 'EXAMPLE.TEST'
@@ -286,6 +320,101 @@ describe('kdc CLI (integration)', function () {
     })
   })
 
+  describe('addresses in realm.json (issue 10)', () => {
+    const ZERO = ['--as-port', '0', '--tgs-port', '0', '--time-port', '0', '--admin-port', '0']
+
+    it('kdc start listens where kdc init was told, unless a flag says otherwise', async () => {
+      const dir = path.join(tmp, 'realm-ports')
+      const ports = await freePorts(4)
+      const flags = ['--as-port', '--tgs-port', '--time-port', '--admin-port'].flatMap((f, i) => [f, String(ports[i])])
+      const r = init(dir, ['--admin-password-file', pwFile, ...flags])
+      expect(await r.code, r.err.text).to.equal(0)
+      const rf = await loadRealmFile(path.join(dir, 'realm.json'))
+      expect(rf.kdcs[0]).to.deep.equal({ host: '127.0.0.1', as: ports[0], tgs: ports[1], time: ports[2], admin: ports[3] })
+      const first = await startUntilListening(['start', '--dir', dir, '--config', cfg])
+      expect(first.ports).to.deep.equal(ports)
+      expect(await first.stop()).to.equal(0)
+      const second = await startUntilListening(['start', '--dir', dir, '--config', cfg, '--as-port', '0'])
+      try {
+        expect(second.ports.slice(1)).to.deep.equal(ports.slice(1))
+        expect(second.ports[0]).to.not.equal(ports[0])
+        expect((await loadRealmFile(path.join(dir, 'realm.json'))).kdcs[0]!.as).to.equal(second.ports[0])
+      } finally {
+        expect(await second.stop()).to.equal(0)
+      }
+    })
+
+    it('kdc init with port 0 gives clients no port 0; kdc start writes the ports it bound', async () => {
+      const dir = path.join(tmp, 'realm-zero')
+      const r = init(dir, ['--admin-password-file', pwFile, ...ZERO])
+      expect(await r.code, r.err.text).to.equal(0)
+      const early = await readFile(path.join(dir, 'realm.json'), 'utf8').catch(() => undefined)
+      if (early !== undefined) expect(JSON.parse(early).kdcs[0].as, 'port 0 in realm.json').to.not.equal(0)
+      expect(r.out.text).to.contain('kdc start')
+      const s = await startUntilListening(['start', '--dir', dir, '--config', cfg])
+      try {
+        const rf = await loadRealmFile(path.join(dir, 'realm.json'))
+        expect([rf.kdcs[0]!.as, rf.kdcs[0]!.tgs, rf.kdcs[0]!.time, rf.kdcs[0]!.admin]).to.deep.equal(s.ports)
+        const c = new KdcClient(rf)
+        try {
+          expect((await c.login('admin', ADMIN_PASSWORD)).cname).to.deep.equal(['admin'])
+        } finally {
+          c.close()
+        }
+      } finally {
+        expect(await s.stop()).to.equal(0)
+      }
+    })
+
+    it("runs docs/operations.md's example (--host 0.0.0.0 --as-port 88): clients get this machine's name, not 0.0.0.0", async () => {
+      const ops = await readFile(path.join(ROOT, 'docs', 'operations.md'), 'utf8')
+      expect(ops).to.contain('--host 0.0.0.0 --as-port 88')
+      const dir = path.join(tmp, 'realm-docs')
+      const r = run(['init', '--realm', 'EXAMPLE.COM', '--dir', dir, '--admin-password-file', pwFile, '--config', cfg, '--host', '0.0.0.0', '--as-port', '88'])
+      expect(await r.code, r.err.text).to.equal(0)
+      const rf = await loadRealmFile(path.join(dir, 'realm.json'))
+      expect(rf.kdcs[0]).to.deep.equal({ host: os.hostname(), as: 88, tgs: 7702, time: 7703, admin: 7704 })
+      expect(r.out.text).to.contain(`they will connect to ${os.hostname()}`)
+      expect(JSON.parse(await readFile(path.join(dir, 'listen.json'), 'utf8'))).to.deep.include({ host: '0.0.0.0' })
+    })
+
+    it('takes --advertise-host in kdc init and in kdc start', async () => {
+      const dir = path.join(tmp, 'realm-advertise')
+      const r = init(dir, ['--admin-password-file', pwFile, '--host', '0.0.0.0', '--advertise-host', 'kdc.example.test', ...ZERO])
+      expect(await r.code, r.err.text).to.equal(0)
+      const s = await startUntilListening(['start', '--dir', dir, '--config', cfg, '--host', '127.0.0.1'])
+      try {
+        expect((await loadRealmFile(path.join(dir, 'realm.json'))).kdcs[0]!.host).to.equal('kdc.example.test')
+      } finally {
+        expect(await s.stop()).to.equal(0)
+      }
+      const t = await startUntilListening(['start', '--dir', dir, '--config', cfg, '--host', '127.0.0.1', '--advertise-host', 'other.example.test'])
+      try {
+        expect((await loadRealmFile(path.join(dir, 'realm.json'))).kdcs[0]!.host).to.equal('other.example.test')
+      } finally {
+        expect(await t.stop()).to.equal(0)
+      }
+      const bad = init(path.join(tmp, 'realm-advertise-bad'), ['--admin-password-file', pwFile, '--advertise-host', '0.0.0.0'])
+      expect(await bad.code).to.equal(Exit.CONFIG)
+      expect(bad.err.text).to.contain('advertiseHost')
+    })
+  })
+
+  describe('messages (issue 10)', () => {
+    it('says once that another kdc runs on the directory, without sending anyone to kadmin', async () => {
+      const dir = path.join(tmp, 'realm-a')
+      const first = await startUntilListening(['start', '--dir', dir, '--config', cfg, '--as-port', '0', '--tgs-port', '0', '--time-port', '0', '--admin-port', '0'])
+      try {
+        const r = run(['start', '--dir', dir, '--config', cfg, '--as-port', '0', '--tgs-port', '0', '--time-port', '0', '--admin-port', '0'])
+        expect(await r.code).to.equal(Exit.CONFIG)
+        expect(r.err.text).to.contain('already running')
+        expect(r.err.text).to.not.contain('kadmin')
+      } finally {
+        expect(await first.stop()).to.equal(0)
+      }
+    })
+  })
+
   describe('usage', () => {
     it('exits 0 on --help', async () => {
       const { value, logged } = await quietConsole(async () => {
@@ -321,6 +450,54 @@ describe('kdc CLI (integration)', function () {
     let child: ChildProcess | undefined
     afterEach(() => {
       if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
+    })
+
+    /** bin/kdc.ts to its end: exit code and every stderr line. */
+    const kdcProcess = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+        const c = spawn(process.execPath, ['--import', 'tsx', 'bin/kdc.ts', ...args], {
+          cwd: ROOT,
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { ...process.env, TESSERA_ADMIN_PASSWORD: '' },
+        })
+        child = c
+        let stdout = ''
+        let stderr = ''
+        c.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString()
+        })
+        c.stderr.on('data', (d: Buffer) => {
+          stderr += d.toString()
+        })
+        c.once('error', reject)
+        c.once('close', (code) => resolve({ code, stdout, stderr }))
+      })
+
+    it('says in one line, naming the flag, that a port is in use; --init-if-missing leaves no realm behind', async () => {
+      const busy = net.createServer()
+      await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+      const taken = String((busy.address() as net.AddressInfo).port)
+      // Console logging on, as an operator runs it: a JSON log line would show here.
+      const loud = path.join(tmp, 'loud.json')
+      await writeFile(loud, JSON.stringify({ ...FAST_CONFIG, log: { console: true } }))
+      try {
+        const r = await kdcProcess(['start', '--dir', path.join(tmp, 'realm-a'), '--config', loud, '--as-port', '0', '--tgs-port', taken, '--time-port', '0', '--admin-port', '0'])
+        expect(r.code).to.equal(Exit.CONFIG)
+        const lines = r.stderr.split('\n').filter((l) => l.length > 0)
+        expect(lines, r.stderr).to.have.length(1)
+        expect(lines[0]).to.contain(`port ${taken}`)
+        expect(lines[0]).to.contain('--tgs-port')
+        expect(lines[0]).to.not.contain('{')
+        const fresh = path.join(tmp, 'realm-fresh')
+        const f = await kdcProcess(['start', '--dir', fresh, '--init-if-missing', '--config', loud, '--as-port', taken, '--tgs-port', '0', '--time-port', '0', '--admin-port', '0'])
+        expect(f.code).to.equal(Exit.CONFIG)
+        expect(f.stderr.split('\n').filter((l) => l.length > 0), f.stderr).to.have.length(1)
+        expect(f.stderr).to.contain('--as-port')
+        expect(await stat(path.join(fresh, 'stash')).catch(() => undefined), 'realm left behind').to.equal(undefined)
+        expect(f.stderr).to.match(/removed/)
+      } finally {
+        await new Promise<void>((resolve) => busy.close(() => resolve()))
+      }
     })
 
     it('starts, serves a login, and exits 0 on SIGTERM', async () => {

@@ -338,7 +338,7 @@ describe('time service (integration)', function () {
       const r = await runKauth(['time', '--json'], k.env())
       expect(r.code, r.stderr).to.equal(Exit.OK)
       const j = JSON.parse(r.stdout) as { serverTime: string; offsetMs: number; delayMs: number; boundMs: number; verified: boolean }
-      expect(Object.keys(j).sort()).to.deep.equal(['boundMs', 'delayMs', 'offsetMs', 'serverTime', 'verified'])
+      expect(Object.keys(j).sort()).to.deep.equal(['boundMs', 'delayMs', 'maxClockSkewMs', 'offsetMs', 'serverTime', 'verdict', 'verified'])
       expect(j.verified).to.equal(true)
       expect(j.delayMs).to.be.at.least(0)
       expect(j.boundMs).to.be.at.least(j.delayMs / 2)
@@ -349,7 +349,7 @@ describe('time service (integration)', function () {
     it('prints a readable report without --json', async () => {
       const r = await runKauth(['time', '--samples', '2'], k.env())
       expect(r.code, r.stderr).to.equal(Exit.OK)
-      expect(r.stdout).to.match(/^server time: \S+Z\noffset: +-?[\d.]+ ms \(add to this clock\)\ndelay: +[\d.]+ ms\nbound: +±[\d.]+ ms\nverified: +yes\n$/)
+      expect(r.stdout).to.match(/^server time: \S+Z\noffset: +-?[\d.]+ ms \(add to this clock\)\ndelay: +[\d.]+ ms\nbound: +±[\d.]+ ms\nverified: +yes\nverdict: +\S[^\n]*\n$/)
     })
   })
 })

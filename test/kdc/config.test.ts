@@ -47,4 +47,15 @@ describe('resolveKdcConfig', () => {
   it('accepts log.dir, which has no default', () => {
     expect(resolveKdcConfig({ log: { dir: '/var/log/tessera' } }).log.dir).to.equal('/var/log/tessera')
   })
+
+  it('advertises this machine\'s name, never 0.0.0.0 or ::, unless advertiseHost says (issue 10)', async () => {
+    const { advertisedHost } = await import('../../src/kdc/config.js')
+    const os = await import('node:os')
+    expect(advertisedHost(resolveKdcConfig({ host: '0.0.0.0' }))).to.equal(os.hostname())
+    expect(advertisedHost(resolveKdcConfig({ host: '::' }))).to.equal(os.hostname())
+    expect(advertisedHost(resolveKdcConfig({ host: '10.1.2.3' }))).to.equal('10.1.2.3')
+    expect(advertisedHost(resolveKdcConfig({ host: '0.0.0.0', advertiseHost: 'kdc.example.test' }))).to.equal('kdc.example.test')
+    expect(refusal({ advertiseHost: '0.0.0.0' })).to.include('advertiseHost')
+    expect(refusal({ advertiseHost: '' })).to.include('advertiseHost')
+  })
 })

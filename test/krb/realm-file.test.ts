@@ -74,4 +74,20 @@ describe('realm file', () => {
       await rm(dir, { recursive: true, force: true })
     }
   })
+
+  it('refuses port 0 and an every-interface host, saying what to do (a client can use neither)', () => {
+    const kdc = good.kdcs[0]!
+    refuses({ ...good, kdcs: [{ ...kdc, as: 0 }] }, 'kdc start writes the ports it bound')
+    for (const host of ['0.0.0.0', '::', '[::]', '0:0:0:0:0:0:0:0']) refuses({ ...good, kdcs: [{ ...kdc, host }] }, '--advertise-host')
+    expect(parseRealmFile({ ...good, kdcs: [{ ...kdc, host: '::1' }] }).kdcs[0]!.host).to.equal('::1')
+    expect(parseRealmFile({ ...good, kdcs: [{ ...kdc, host: '10.0.0.1' }] }).kdcs[0]!.host).to.equal('10.0.0.1')
+  })
+
+  it('decides the path the same way for the CLIs and the library: TESSERA_REALM_FILE, then the default', async () => {
+    const { defaultRealmFilePath, realmFilePath } = await import('../../src/index.js')
+    expect(realmFilePath({ TESSERA_REALM_FILE: '/etc/r.json', HOME: '/home/a' })).to.equal('/etc/r.json')
+    expect(realmFilePath({ HOME: '/home/a' })).to.equal('/home/a/.config/tessera/realm.json')
+    expect(realmFilePath({ HOME: '/home/a', XDG_CONFIG_HOME: '/x' })).to.equal('/x/tessera/realm.json')
+    expect(defaultRealmFilePath({ TESSERA_REALM_FILE: '/etc/r.json', HOME: '/home/a' })).to.equal('/home/a/.config/tessera/realm.json')
+  })
 })
