@@ -128,10 +128,11 @@ export async function run(opts: BenchOptions): Promise<void> {
             samples.unknown.push(await timeOne(chs[0]!, asReq(u, r.padata()), r.code))
           }
         } else {
-          for (let b = 0; b < 3 && Date.now() < deadline; b++) {
+          for (let b = 0; b < 6 && Date.now() < deadline; b++) {
             const jobs: Promise<void>[] = []
             for (let i = 0; i < GUESSES; i++) {
-              const pop = i % 2 === 0 ? 'known' : 'unknown'
+              // Which population goes first in each pair alternates between bursts.
+              const pop = (i + b) % 2 === 0 ? 'known' : 'unknown'
               const name = (pop === 'known' ? known : unknown)[load === 'burst' ? (i >> 1) % KNOWN : 0]!
               jobs.push(timeOne(chs[i % CONNECTIONS]!, asReq(name, r.padata()), r.code).then((ms) => void samples[pop].push(ms)))
             }
