@@ -275,6 +275,8 @@ export const AdminReq = obj({ v, t: t(MsgType.ADMIN_REQ), ticket: Ticket, auth: 
 /** Sealed content of ADMIN_REP.enc (usage ADMIN_REP_BODY). */
 export const AdminResult = obj({
   ok: Type.Boolean(),
+  ctime: Time,
+  cusec: uint(999),
   result: Type.Optional(Type.Unknown()),
   code: Type.Optional(uint(0xffff)),
   text: Type.Optional(Type.String({ maxLength: 512 })),

@@ -89,7 +89,7 @@ const MAX_STEP_BACK_US = 1_000_000
  * the clock by at most the number of AP_REQs made in the same microsecond; a clock stepped
  * back by more than a second is followed, not outrun.
  */
-function nextStamp(now: number): { ctime: number; cusec: number } {
+export function nextStamp(now: number): { ctime: number; cusec: number } {
   let us = Math.floor(now * 1000)
   if (us <= lastStampUs && lastStampUs - us < MAX_STEP_BACK_US) us = lastStampUs + 1
   lastStampUs = us
