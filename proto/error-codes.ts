@@ -60,6 +60,18 @@ export const ErrorCode = {
   TSR_ERR_NOT_AUTHORIZED: 107,
   /** Resumption refused (unknown, expired or replayed ticket): do a full handshake. */
   TSR_ERR_RESUME: 108,
+  /** Admin: unknown operation, or arguments that do not fit it (AdminResult.code only). */
+  ADM_ERR_BAD_REQUEST: 109,
+  /** Admin: the principal or policy does not exist (told only to a caller allowed to inquire). */
+  ADM_ERR_NOT_FOUND: 110,
+  /** Admin: the principal or policy already exists. */
+  ADM_ERR_EXISTS: 111,
+  /** Admin: the password policy refused the password (text: which rule). */
+  ADM_ERR_PASSWORD_POLICY: 112,
+  /** Admin: the principal is protected (krbtgt, kadmin/*, the last full administrator). */
+  ADM_ERR_PROTECTED: 113,
+  /** Admin: the policy is still used by principals. */
+  ADM_ERR_IN_USE: 114,
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

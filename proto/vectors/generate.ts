@@ -863,14 +863,16 @@ async function exchanges(): Promise<VectorFile> {
     cname: alice,
     ctime: T0 + 5000,
     cusec: 0,
-    op: 'get_principal',
+    op: 'getprinc',
     args: { name: 'bob' },
   })
   messageStep('ADMIN_REQ', { v, t: MsgType.ADMIN_REQ, ticket: kadminTicket, auth: adminAuth })
   const adminEnc = sealedStep('ADMIN_REP AdminResult', 'AdminResult', 'adminSession', KeyUsage.ADMIN_REP_BODY, seq(24, 0x1b), {
     ok: false,
-    code: ErrorCode.KDC_ERR_C_PRINCIPAL_UNKNOWN,
-    text: 'no such principal',
+    ctime: T0 + 5000,
+    cusec: 0,
+    code: ErrorCode.TSR_ERR_NOT_AUTHORIZED,
+    text: 'alice@EXAMPLE.COM may not inquire about bob@EXAMPLE.COM (needs i)',
   })
   messageStep('ADMIN_REP', { v, t: MsgType.ADMIN_REP, enc: adminEnc })
 
