@@ -130,7 +130,7 @@ export class CredentialCache {
     // One handle for the checks and the read (no swap in between); no symlinks followed.
     let fh: FileHandle
     try {
-      fh = await open(this.file, constants.O_RDONLY | constants.O_NOFOLLOW)
+      fh = await open(this.file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOENT') return undefined
@@ -227,7 +227,7 @@ export class CredentialCache {
       let fh: FileHandle
       try {
         // Never through a symlink: logout must not overwrite whatever a planted link points at.
-        fh = await open(this.file, constants.O_RDWR | constants.O_NOFOLLOW)
+        fh = await open(this.file, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK)
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code
         if (code === 'ENOENT') return false

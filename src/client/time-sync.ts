@@ -1,4 +1,5 @@
 /** Authenticated time sync: several signed exchanges with the time listener, NTP four-timestamp method. */
+import { ErrorCode } from '../../proto/error-codes.js'
 import type { Message, TimeRep } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { constantTimeEqual, randomBytes, randomUint32, verify } from '../crypto/index.js'
@@ -76,7 +77,26 @@ export async function syncTime(client: KdcClient, opts: SyncTimeOptions = {}): P
     const t1 = localWall()
     const rep = await client.send('time', (): Message => ({ v: PROTOCOL_VERSION, t: MsgType.TIME_REQ, nonce }), signal)
     const t4 = t1 + (mono() - m1)
-    if (rep.t === MsgType.KRB_ERROR) throw krbErrorFromReply(rep, t4)
+    if (rep.t === MsgType.KRB_ERROR) {
+      // 29 TIME_UNCERTAIN: the served clock is too far from the host's to sign a bound (a
+      // large host clock step back): the exchanges' clock is still there to read.
+      if (rep.code === ErrorCode.KDC_ERR_SVC_UNAVAILABLE && (opts.exchangeFallback ?? true)) {
+        const ex = await exchangeClock(client, mono, localWall, signal)
+        const sample: TimeSample = {
+          offsetMs: ex.offset,
+          delayMs: ex.delay,
+          boundMs: ex.delay / 2 + 1,
+          serverTimeMs: ex.server,
+          verified: true,
+          samples: i + 1,
+          radiusMs: Number.POSITIVE_INFINITY,
+          source: 'exchange',
+        }
+        if (opts.apply ?? true) client.clockOffsetMs = sample.offsetMs
+        return sample
+      }
+      throw krbErrorFromReply(rep, t4)
+    }
     const r = checkTimeRep(rep, nonce, client.realm.signingKey)
     const t2 = r.recv / 1000
     const t3 = r.xmit / 1000

@@ -27,6 +27,9 @@ const BIDI_CONTROL = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/
 // selectors, tag characters, Hangul fillers...) or as a line break: "ad\u200Bmin" would
 // show as "admin" and be another principal.
 const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp}]/u
+// Spaces other than U+0020 (no-break, en, ideographic... spaces) and the blank braille
+// pattern display as a plain space or as nothing.
+const ODD_SPACE = /[\p{Zs}\u2800]/u
 const REALM = /^[A-Za-z0-9._-]+$/
 
 function badName(message: string): never {
@@ -35,6 +38,12 @@ function badName(message: string): never {
 
 /** Refuse an invisible or line-separator code point in `text`, naming it and its 1-based code point position. */
 function checkVisible(text: string, where: string): void {
+  for (const ch of text)
+    if (ch !== ' ' && ODD_SPACE.test(ch)) {
+      const cp = ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')
+      badName(`principal name contains a space character other than U+0020 (U+${cp}) in ${where}`)
+    }
+  if (text.startsWith(' ') || text.endsWith(' ')) badName(`principal name has a leading or trailing space in ${where}`)
   if (!INVISIBLE.test(text)) return
   let pos = 0
   for (const ch of text) {

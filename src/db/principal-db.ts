@@ -142,6 +142,8 @@ function deepFreeze<T>(o: T): T {
 const ABSENT = Object.freeze({}) as Readonly<PrincipalRecord>
 
 const RANDOM_KEY = 'random'
+/** Resolution of the KDF-hint shares (see kdfHint). */
+const HINT_STEPS = 16
 
 function kdfKey(k: Readonly<KdfParams>): string {
   return `${k.alg}:${k.N}:${k.r}:${k.p}`
@@ -579,8 +581,8 @@ export class PrincipalDb {
   /**
    * The KDF parameters the pre-auth hint gives for a name no principal has: one of the sets
    * the current keys of the realm use (a random key counting as `configKdf`, which is what
-   * its hint shows), chosen per name by a keyed hash, in proportion to how many principals use
-   * each. So an unknown name's hint is stable, and drawn from the same distribution as those
+   * its hint shows), chosen per name by a keyed hash, in proportion (in sixteenths, at least
+   * one per set in use) to how many principals use each. So an unknown name's hint is stable, and drawn from the same distribution as those
    * of existing principals: raising the KDF parameters tells nobody which names are old.
    */
   async kdfHint(id: PrincipalId, configKdf: Readonly<KdfParams>): Promise<KdfParams> {
@@ -597,12 +599,17 @@ export class PrincipalDb {
     if (sets.size === 0) return { ...configKdf }
     const ordered = [...sets.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)).map((e) => e[1])
     const total = ordered.reduce((n, e) => n + e.count, 0)
+    // Shares in sixteenths (at least one for a set in use): adding or removing a principal
+    // moves an unknown name's hint only when a share crosses a sixteenth, and then only for
+    // the names near that boundary (the pick is a point in [0, 1), not a residue mod the count).
+    const weights = ordered.map((e) => Math.max(1, Math.round((HINT_STEPS * e.count) / total)))
+    const sum = weights.reduce((a, b) => a + b, 0)
     const h = hmacSha256(this.#hintKey, new TextEncoder().encode(principalKey(id)))
-    const x = (h[0]! * 2 ** 40 + h[1]! * 2 ** 32 + ((h[2]! << 24) >>> 0) + (h[3]! << 16) + (h[4]! << 8) + h[5]!) % total
+    const u = (h[0]! * 2 ** 40 + h[1]! * 2 ** 32 + h[2]! * 2 ** 24 + h[3]! * 2 ** 16 + h[4]! * 2 ** 8 + h[5]!) / 2 ** 48
     let acc = 0
-    for (const e of ordered) {
-      acc += e.count
-      if (x < acc) return { ...e.kdf }
+    for (let i = 0; i < ordered.length; i++) {
+      acc += weights[i]! / sum
+      if (u < acc) return { ...ordered[i]!.kdf }
     }
     return { ...ordered[ordered.length - 1]!.kdf }
   }

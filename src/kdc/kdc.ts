@@ -121,7 +121,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     config,
     db,
     realm,
-    replay: new ReplayCache({ maxClockSkewMs: config.maxClockSkewMs, maxEntries: config.replayCacheMaxEntries, now }),
+    replay: new ReplayCache({ maxClockSkewMs: config.maxClockSkewMs, maxEntries: config.replayCacheMaxEntries, now, followClockStepBack: true }),
     log,
     now,
     tickets: new LruCache(TICKET_CACHE_ENTRIES),

@@ -38,6 +38,15 @@ export interface ReplayCacheOptions {
   /** Monotonic clock, ms (detects a wall clock stepped back since the start). @default performance.now */
   monoMs?: () => number
   /**
+   * Move the cold boundary back with a wall clock stepped back since the start, so honest
+   * authenticators are not all 'cold' until the wall clock catches up. The price: an
+   * authenticator a previous process accepted within the step before this start can be
+   * accepted again. The KDC sets it (a TGS request can be replayed only by the holder of its
+   * connection's transport keys); a service, whose AP_REQs travel in the clear, should not.
+   * @default false
+   */
+  followClockStepBack?: boolean
+  /**
    * Replay file: authenticators accepted while dated more than `aheadMarginMs` ahead of
    * the clock are appended to it (mode 0600, synced) before they are accepted, and the
    * live ones are loaded at start, so a restarted process refuses them too. A file that
@@ -132,6 +141,7 @@ export class ReplayCache {
    */
   private isCold(ctime: number, now: number): boolean {
     if (ctime >= this.coldFrom) return false
+    if (!this.opts.followClockStepBack) return true
     const back = this.startedAt + (this.monoMs() - this.startMono) - now
     if (back > STEP_BACK_MS) this.coldFrom = Math.min(this.coldFrom, this.coldFrom0 - back)
     return ctime < this.coldFrom
@@ -246,7 +256,8 @@ class ReplayFile {
   private read(now: number): boolean {
     let fd: number
     try {
-      fd = openSync(this.file, fsc.O_RDONLY | (fsc.O_NOFOLLOW ?? 0))
+      // O_NONBLOCK: a FIFO planted at the path must not hang the start (it is refused below).
+      fd = openSync(this.file, fsc.O_RDONLY | (fsc.O_NOFOLLOW ?? 0) | (fsc.O_NONBLOCK ?? 0))
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true
       this.log.warn('replay file cannot be opened; refusing authenticators dated within the skew after the start', { file: this.file, err: (err as Error).message })
@@ -257,6 +268,15 @@ class ReplayFile {
       const st = fstatSync(fd)
       if (!st.isFile() || st.size > MAX_REPLAY_FILE_BYTES) {
         this.log.warn('replay file is not a regular file or is too large; refusing authenticators dated within the skew after the start', { file: this.file, size: st.size })
+        return false
+      }
+      // Someone else could have edited it (removing the records of replays they want to make).
+      const uid = process.getuid?.()
+      if ((uid !== undefined && st.uid !== uid) || (st.mode & 0o022) !== 0) {
+        this.log.warn('replay file is owned by another user or writable by others; not trusted: refusing authenticators dated within the skew after the start', {
+          file: this.file,
+          mode: (st.mode & 0o777).toString(8),
+        })
         return false
       }
       const buf = Buffer.alloc(st.size)
@@ -319,7 +339,7 @@ class ReplayFile {
       fd = undefined
       renameSync(tmp, this.file)
       syncDir(dir)
-      this.fd = openSync(this.file, fsc.O_WRONLY | fsc.O_APPEND | (fsc.O_NOFOLLOW ?? 0))
+      this.fd = openSync(this.file, fsc.O_WRONLY | fsc.O_APPEND | (fsc.O_NOFOLLOW ?? 0) | (fsc.O_NONBLOCK ?? 0))
       this.records = this.entries.size
     } catch (err) {
       if (fd !== undefined) closeSync(fd)
@@ -347,7 +367,7 @@ class ReplayFile {
       // Another process on this file rewrote it under us: append to the new one.
       if (fstatSync(this.fd).ino !== statSync(this.file).ino) {
         closeSync(this.fd)
-        this.fd = openSync(this.file, fsc.O_WRONLY | fsc.O_APPEND | (fsc.O_NOFOLLOW ?? 0))
+        this.fd = openSync(this.file, fsc.O_WRONLY | fsc.O_APPEND | (fsc.O_NOFOLLOW ?? 0) | (fsc.O_NONBLOCK ?? 0))
       }
       writeSync(this.fd, recordOf(id, expires))
       fdatasyncSync(this.fd)

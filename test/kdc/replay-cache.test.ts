@@ -41,7 +41,7 @@ describe('ReplayCache', () => {
 
   it('moves the cold boundary back with a wall clock stepped back since the start (else every honest authenticator is cold)', () => {
     const mono = { t: 0 }
-    const { rc, clock } = cache({ monoMs: () => mono.t })
+    const { rc, clock } = cache({ monoMs: () => mono.t, followClockStepBack: true })
     mono.t = 10_000
     clock.t = T0 + 10_000
     expect(rc.check('a', clock.t)).to.equal('fresh')
@@ -54,9 +54,14 @@ describe('ReplayCache', () => {
     // what predates the start, on the stepped clock, is still cold
     expect(rc.check('c', T0 - 3600_000 - 1)).to.equal('cold')
     // a wall clock merely behind by less than a second is no step
-    const j = cache({ monoMs: () => mono.t })
+    const j = cache({ monoMs: () => mono.t, followClockStepBack: true })
     mono.t += 500
     expect(j.rc.check('d', T0 - 1)).to.equal('cold')
+    // without followClockStepBack (a service's cache) the boundary never moves
+    const s = cache({ monoMs: () => mono.t })
+    mono.t += 20_000
+    s.clock.t = T0 - 3600_000
+    expect(s.rc.check('e', s.clock.t)).to.equal('cold')
   })
 
   it('remembers an entry for as long as its authenticator passes the skew check', () => {
