@@ -126,6 +126,8 @@ export interface AuditLogOptions {
   /** @default Date.now */
   now?: () => number
   log?: AuditLogSink
+  /** Test hook: runs before each append; a throw makes that append fail as a full disk would. */
+  beforeAppend?: () => void
 }
 
 /** What {@link AuditLog.open} found. */
@@ -150,6 +152,8 @@ export class AuditLog {
   /** A line whose batch landed but whose append failed: written before anything else. */
   #unwritten: string | undefined
   #tail: Promise<unknown> = Promise.resolve()
+  #closed = false
+  readonly #beforeAppend: (() => void) | undefined
 
   private constructor(o: AuditLogOptions, fh: FileHandle, seq: number, prev: string, recovery: AuditRecovery) {
     this.file = o.file
@@ -157,6 +161,7 @@ export class AuditLog {
     this.#key = new Uint8Array(o.key)
     this.#now = o.now ?? Date.now
     this.#log = o.log
+    this.#beforeAppend = o.beforeAppend
     this.#fh = fh
     this.#seq = seq
     this.#prev = prev
@@ -252,6 +257,8 @@ export class AuditLog {
 
   /** Close the file (the database is the caller's). */
   async close(): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
     await this.#tail.catch(() => {})
     await this.#fh.close()
     this.#key.fill(0)
@@ -259,8 +266,10 @@ export class AuditLog {
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#tail.then(async () => {
+      if (this.#closed) throw auditError(`the audit log ${this.file} is closed`)
       if (this.#unwritten !== undefined) {
         try {
+          this.#beforeAppend?.()
           await appendLine(this.#fh, this.#unwritten)
           this.#unwritten = undefined
         } catch (err) {
@@ -285,6 +294,7 @@ export class AuditLog {
 
   async #append(text: string): Promise<void> {
     try {
+      this.#beforeAppend?.()
       await appendLine(this.#fh, text)
     } catch (err) {
       // The change has landed and its line is the head in the database: keep it for the next attempt.

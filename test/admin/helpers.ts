@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { Acl } from '../../src/admin/acl.js'
 import { AUDIT_FILE, AuditLog, auditKey } from '../../src/admin/audit.js'
 import { type Actor, AdminContext, type KeyEvent } from '../../src/admin/operations.js'
-import { type KdfParams, randomKey } from '../../src/crypto/index.js'
+import { ed25519KeyPair, type KdfParams, randomKey, x25519KeyPair } from '../../src/crypto/index.js'
 import { parsePrincipal } from '../../src/db/names.js'
 import { PrincipalDb } from '../../src/db/principal-db.js'
 import { newPrincipalRecord } from '../../src/kdc/realm.js'
@@ -72,6 +72,7 @@ export async function makeRealm(backend: 'memory' | 'level', acl = MATRIX_ACL): 
     return { db, audit, ctx }
   }
   const first = await open()
+  await first.db.putRealm({ realm: REALM, createdAt: clock.now, transportKey: x25519KeyPair(), signingKey: ed25519KeyPair() })
   const base = { realm: REALM, kdf: FAST_KDF, maxLife: 10 * HOUR, maxRenewableLife: 7 * 24 * HOUR, by: 'kdc init', now: clock.now }
   for (const c of [['krbtgt', REALM], ['kadmin', 'admin'], ['kadmin', 'changepw'], ['svc', 'web'], ['svc', 'db'], ['host', 'a']])
     await first.db.create(await newPrincipalRecord({ ...base, components: c }))
