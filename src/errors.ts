@@ -48,6 +48,11 @@ export const TesseraErrorCode = {
   TESSERA_SESSION: 'TESSERA_SESSION',
   TESSERA_TIME: 'TESSERA_TIME',
   TESSERA_KDF_LIMIT: 'TESSERA_KDF_LIMIT',
+  TESSERA_NOT_AUTHORIZED: 'TESSERA_NOT_AUTHORIZED',
+  TESSERA_PASSWORD_POLICY: 'TESSERA_PASSWORD_POLICY',
+  TESSERA_PROTECTED: 'TESSERA_PROTECTED',
+  TESSERA_ACL: 'TESSERA_ACL',
+  TESSERA_AUDIT: 'TESSERA_AUDIT',
 } as const
 export type TesseraErrorCode = (typeof TesseraErrorCode)[keyof typeof TesseraErrorCode]
 
@@ -60,6 +65,30 @@ export class TesseraError extends Error {
     opts?: ErrorOptions,
   ) {
     super(message, opts)
+  }
+}
+
+/** Why a password (change) was refused by the policy; MIT's kadm5 error names. */
+export type PasswordPolicyReason = 'TOO_SHORT' | 'TOO_FEW_CLASSES' | 'CONTAINS_NAME' | 'REUSE' | 'TOO_SOON'
+
+/** A password or password change refused by the principal's policy (TESSERA_PASSWORD_POLICY). Never carries the password. */
+export class PasswordPolicyError extends TesseraError {
+  constructor(
+    readonly reason: PasswordPolicyReason,
+    message: string,
+  ) {
+    super(TesseraErrorCode.TESSERA_PASSWORD_POLICY, message)
+  }
+}
+
+/** An admin request refused by the ACL or the self-service rules (TESSERA_NOT_AUTHORIZED). */
+export class NotAuthorizedError extends TesseraError {
+  constructor(
+    /** The ACL letters that were missing, e.g. `['c']`. */
+    readonly missing: string[],
+    message: string,
+  ) {
+    super(TesseraErrorCode.TESSERA_NOT_AUTHORIZED, message)
   }
 }
 

@@ -25,14 +25,16 @@ export {
   principalKey,
   samePrincipal,
 } from './names.js'
-export { checkPolicy, checkPolicyName, DEFAULT_POLICY, MAX_POLICY_NAME_BYTES } from './policy.js'
+export { checkPolicy, checkPolicyName, DEFAULT_POLICY, MAX_POLICY_HISTORY, MAX_POLICY_NAME_BYTES } from './policy.js'
 export {
+  type AdminMetaPut,
   type AnyLevel,
   DEFAULT_PRINCIPAL_DB_OPTIONS,
   globMatch,
   type ListOptions,
   PrincipalDb,
   type PrincipalDbOptions,
+  type WriteOptions,
 } from './principal-db.js'
 export type {
   FailureOutcome,

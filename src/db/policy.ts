@@ -21,6 +21,9 @@ export const DEFAULT_POLICY: Readonly<Policy> = Object.freeze({
   maxPasswordLifeMs: 0,
 })
 
+/** Most passwords a policy's history may remember (each costs a KDF run on every change). */
+export const MAX_POLICY_HISTORY = 32
+
 /** Longest policy name, UTF-8 bytes. */
 export const MAX_POLICY_NAME_BYTES = 255
 
@@ -57,6 +60,16 @@ export function checkPolicy(p: Policy): void {
     if (!Number.isSafeInteger(v) || v < 0)
       throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `policy ${f} must be a non-negative integer`)
   }
+  for (const f of ['history', 'minPasswordLifeMs'] as const) {
+    const v = p[f]
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 0))
+      throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `policy ${f} must be a non-negative integer`)
+  }
+  if (p.history !== undefined && p.history > MAX_POLICY_HISTORY)
+    throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `policy history must be at most ${MAX_POLICY_HISTORY}`)
+  // MIT KADM5_BAD_MIN_PASS_LIFE
+  if (p.minPasswordLifeMs !== undefined && p.maxPasswordLifeMs > 0 && p.minPasswordLifeMs > p.maxPasswordLifeMs)
+    throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, 'Password minimum life is greater than password maximum life')
   if (p.minClasses > 4)
     throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, 'policy minClasses must be at most 4 (lower, upper, digit, other)')
 }

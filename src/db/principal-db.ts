@@ -60,6 +60,23 @@ export interface PrincipalDbOptions {
   now?: () => number
 }
 
+/** One record an admin write adds to its batch, in the `admin` sublevel (the audit head, say). */
+export interface AdminMetaPut {
+  key: string
+  value: Uint8Array
+}
+
+/**
+ * Options of the writing methods (create, update, delete, rename, putPolicy, deletePolicy).
+ * `commit` wraps the write: it is called under the record's lock once the change is decided,
+ * with `write`, which writes the change plus `extra` records (sublevel `admin`) as one synced
+ * batch. It must call `write` exactly once (or throw, and nothing is written). The admin layer
+ * uses it to anchor the audit log in the batch of the change it records.
+ */
+export interface WriteOptions {
+  commit?: (write: (extra: AdminMetaPut[]) => Promise<void>) => Promise<void>
+}
+
 /** Defaults of {@link PrincipalDbOptions}. */
 export const DEFAULT_PRINCIPAL_DB_OPTIONS = { cacheSize: 200_000, trackLastSuccess: false } as const
 
@@ -89,9 +106,10 @@ interface StoredKey extends Omit<KeyVersion, 'key'> {
   sealed: Uint8Array
 }
 /** A principal as stored. */
-interface StoredPrincipal extends Omit<PrincipalRecord, 'keys'> {
+interface StoredPrincipal extends Omit<PrincipalRecord, 'keys' | 'passwordHistory'> {
   v: number
   keys: StoredKey[]
+  passwordHistory?: StoredKey[]
 }
 interface StoredKeyPair {
   publicKey: Uint8Array
@@ -193,6 +211,11 @@ function checkRecordShape(rec: PrincipalRecord): void {
     if (seen.has(k.kvno)) throw new RangeError(`duplicate kvno ${k.kvno}`)
     seen.add(k.kvno)
   }
+  if (rec.passwordHistory !== undefined) {
+    if (!Array.isArray(rec.passwordHistory)) throw new TypeError('record passwordHistory must be an array')
+    for (const k of rec.passwordHistory)
+      if (!isBytes(k.key) || k.key.length !== 32) throw new RangeError('every password history entry must hold a 32-byte key')
+  }
   if (!Number.isSafeInteger(rec.failureCount) || rec.failureCount < 0)
     throw new RangeError('failureCount must be a non-negative integer')
 }
@@ -232,6 +255,7 @@ export class PrincipalDb {
   readonly #policyStore: Sub
   readonly #policyRefs: Sub
   readonly #meta: Sub
+  readonly #admin: Sub
   readonly #masterKey: Uint8Array
   readonly #cache: LruCache<string, Readonly<PrincipalRecord>>
   readonly #loads = new Map<string, Load>()
@@ -266,6 +290,7 @@ export class PrincipalDb {
     this.#policyStore = sub('policies')
     this.#policyRefs = sub('policy-refs')
     this.#meta = sub('meta')
+    this.#admin = sub('admin')
     this.#masterKey = copyBytes(opts.masterKey)
     this.#hintKey = hkdf(this.#masterKey, new Uint8Array(0), 'tessera kdf hint v1', 32)
     this.#cache = new LruCache(opts.cacheSize ?? DEFAULT_PRINCIPAL_DB_OPTIONS.cacheSize)
@@ -455,7 +480,7 @@ export class PrincipalDb {
    * Store a new principal. Throws TesseraError: TESSERA_BAD_NAME (see checkPrincipalId),
    * TESSERA_EXISTS, TESSERA_NOT_FOUND if `rec.policy` names no stored policy.
    */
-  async create(rec: PrincipalRecord): Promise<void> {
+  async create(rec: PrincipalRecord, opts?: WriteOptions): Promise<void> {
     this.#assertOpen()
     checkPrincipalId(rec)
     checkRecordShape(rec)
@@ -467,7 +492,7 @@ export class PrincipalDb {
       const ops: BatchOp[] = [{ type: 'put', sublevel: this.#principals, key, value: this.#encodePrincipal(rec, key) }]
       await this.#withPolicy(rec.policy, async () => {
         if (rec.policy !== undefined) ops.push(this.#refOp('put', rec.policy, key))
-        await this.#batch(ops, [key])
+        await this.#batch(ops, [key], opts)
       })
       this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
     })
@@ -479,7 +504,12 @@ export class PrincipalDb {
    * the record is written in one synced batch. Calls for the same principal are serialized.
    * Returns the record as written. Throws TesseraError(TESSERA_NOT_FOUND) if there is none.
    */
-  async update(id: PrincipalId, mutate: (rec: PrincipalRecord) => void | Promise<void>, by: string): Promise<PrincipalRecord> {
+  async update(
+    id: PrincipalId,
+    mutate: (rec: PrincipalRecord) => void | Promise<void>,
+    by: string,
+    opts?: WriteOptions,
+  ): Promise<PrincipalRecord> {
     this.#assertOpen()
     checkPrincipalId(id)
     const key = principalKey(id)
@@ -507,12 +537,12 @@ export class PrincipalDb {
       const ops: BatchOp[] = [{ type: 'put', sublevel: this.#principals, key, value: this.#encodePrincipal(rec, key) }]
       const newPolicy = rec.policy
       if (newPolicy === oldPolicy) {
-        await this.#batch(ops, [key])
+        await this.#batch(ops, [key], opts)
       } else {
         if (oldPolicy !== undefined) ops.push(this.#refOp('del', oldPolicy, key))
         await this.#withPolicy(newPolicy, async () => {
           if (newPolicy !== undefined) ops.push(this.#refOp('put', newPolicy, key))
-          await this.#batch(ops, [key])
+          await this.#batch(ops, [key], opts)
         })
       }
       this.#census(oldKdf, -1)
@@ -522,7 +552,7 @@ export class PrincipalDb {
   }
 
   /** Delete a principal and all its keys. Throws TesseraError(TESSERA_NOT_FOUND) if there is none. */
-  async delete(id: PrincipalId): Promise<void> {
+  async delete(id: PrincipalId, opts?: WriteOptions): Promise<void> {
     this.#assertOpen()
     checkPrincipalId(id)
     const key = principalKey(id)
@@ -532,9 +562,139 @@ export class PrincipalDb {
       const s = this.#decodePrincipal(raw)
       const ops: BatchOp[] = [{ type: 'del', sublevel: this.#principals, key }]
       if (typeof s.policy === 'string') ops.push(this.#refOp('del', s.policy, key))
-      await this.#batch(ops, [key])
+      await this.#batch(ops, [key], opts)
       this.#counters.delete(key)
       this.#census(s.keys[s.keys.length - 1]?.kdf, -1)
+    })
+  }
+
+  /**
+   * Rename a principal in one synced batch: the record moves to `to` with every key version
+   * (and the password history) sealed anew for its new name, since sealed keys are bound to
+   * the name; salts stay as stored, so the password keeps working. `mutate` may adjust the
+   * moved record (not its name). The lockout counters start afresh. Throws TesseraError:
+   * TESSERA_NOT_FOUND (no `from`), TESSERA_EXISTS (`to` exists), TESSERA_BAD_NAME.
+   */
+  async rename(
+    from: PrincipalId,
+    to: PrincipalId,
+    by: string,
+    opts?: WriteOptions & { mutate?: (rec: PrincipalRecord) => void },
+  ): Promise<PrincipalRecord> {
+    this.#assertOpen()
+    checkPrincipalId(from)
+    checkPrincipalId(to)
+    const fromKey = principalKey(from)
+    const toKey = principalKey(to)
+    if (fromKey === toKey) throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `principal ${formatPrincipal(to)} already exists`)
+    // Both locks, always taken in key order, so two renames cannot wait on each other.
+    const [first, second] = fromKey < toKey ? [fromKey, toKey] : [toKey, fromKey]
+    return this.#locked(first, () =>
+      this.#mutex.run(second, async () => {
+        const raw = await this.#get(this.#principals, fromKey)
+        if (raw === undefined) notFound(from)
+        if ((await this.#get(this.#principals, toKey)) !== undefined)
+          throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `principal ${formatPrincipal(to)} already exists`)
+        const rec = this.#unsealPrincipal(this.#decodePrincipal(raw), fromKey)
+        opts?.mutate?.(rec)
+        rec.realm = to.realm
+        rec.components = [...to.components]
+        applyCounters(rec, { failureCount: 0 })
+        checkRecordShape(rec)
+        rec.modifiedAt = this.#now()
+        rec.modifiedBy = by
+        const ops: BatchOp[] = [
+          { type: 'del', sublevel: this.#principals, key: fromKey },
+          { type: 'put', sublevel: this.#principals, key: toKey, value: this.#encodePrincipal(rec, toKey) },
+        ]
+        if (rec.policy !== undefined) ops.push(this.#refOp('del', rec.policy, fromKey), this.#refOp('put', rec.policy, toKey))
+        await this.#batch(ops, [fromKey, toKey], opts)
+        this.#counters.delete(fromKey)
+        this.#counters.delete(toKey)
+        return rec
+      }),
+    )
+  }
+
+  // ---- admin records ----
+
+  /** A record of the `admin` sublevel (written through {@link WriteOptions.commit} or {@link putAdminMeta}), or undefined. */
+  async getAdminMeta(key: string): Promise<Uint8Array | undefined> {
+    this.#assertOpen()
+    const v = await this.#track(this.#get(this.#admin, key))
+    return v === undefined ? undefined : copyBytes(v)
+  }
+
+  /** Write records of the `admin` sublevel alone, as one synced batch (through `opts.commit` if given). */
+  async putAdminMeta(puts: AdminMetaPut[], opts?: WriteOptions): Promise<void> {
+    this.#assertOpen()
+    await this.#track(this.#batch(this.#adminOps(puts), [], opts))
+  }
+
+  /**
+   * Every record of the store (all sublevels, values as stored: keys still sealed under the
+   * master key), from one iterator, so from one consistent snapshot of LevelDB however many
+   * writes land meanwhile. For dump; {@link PrincipalDb.restore} writes them back.
+   */
+  async *exportEntries(): AsyncGenerator<[string, Uint8Array]> {
+    this.#assertOpen()
+    const it = this.#db.iterator({ keyEncoding: 'utf8', valueEncoding: 'view' })
+    try {
+      for (;;) {
+        const next = await this.#guard('export', () => it.next())
+        if (next === undefined) break
+        yield [next[0] as string, copyBytes(next[1] as Uint8Array)]
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
+  /**
+   * Write entries from {@link exportEntries} into an empty store (a new `location`, or `db`),
+   * in batches, then close it; open it with {@link PrincipalDb.open} and the same master key.
+   * `skip` leaves out entries by key. Throws TesseraError(TESSERA_EXISTS) if the store holds data.
+   */
+  static async restore(
+    where: { location?: string; db?: AnyLevel },
+    entries: AsyncIterable<[string, Uint8Array]> | Iterable<[string, Uint8Array]>,
+    skip?: (key: string) => boolean,
+  ): Promise<number> {
+    let db: AnyLevel
+    if (where.db) db = where.db
+    else if (where.location !== undefined) {
+      await mkdir(where.location, { recursive: true, mode: 0o700 })
+      db = new Level<string, Uint8Array>(where.location, { keyEncoding: 'utf8', valueEncoding: 'view' })
+    } else throw new TypeError('restore needs a location or a db')
+    let n = 0
+    try {
+      await db.open()
+      for await (const _ of db.keys({ limit: 1 }))
+        throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, 'the target database is not empty; load only into a new realm directory')
+      let ops: { type: 'put'; key: string; value: Uint8Array }[] = []
+      for await (const [key, value] of entries) {
+        if (skip?.(key)) continue
+        ops.push({ type: 'put', key, value })
+        n++
+        if (ops.length >= 1000) {
+          await db.batch(ops, { keyEncoding: 'utf8', valueEncoding: 'view', ...SYNC })
+          ops = []
+        }
+      }
+      if (ops.length > 0) await db.batch(ops, { keyEncoding: 'utf8', valueEncoding: 'view', ...SYNC })
+    } catch (err) {
+      if (err instanceof TesseraError) throw err
+      throw new TesseraError(TesseraErrorCode.TESSERA_DB, 'principal database: restore failed', { cause: err })
+    } finally {
+      await db.close()
+    }
+    return n
+  }
+
+  #adminOps(puts: AdminMetaPut[]): BatchOp[] {
+    return puts.map((p) => {
+      if (typeof p.key !== 'string' || !isBytes(p.value)) throw new TypeError('admin records are { key: string, value: Uint8Array }')
+      return { type: 'put', sublevel: this.#admin, key: p.key, value: p.value }
     })
   }
 
@@ -902,7 +1062,7 @@ export class PrincipalDb {
   }
 
   /** Create or replace a policy. Throws TesseraError (TESSERA_BAD_NAME, TESSERA_VALIDATION) if invalid. */
-  async putPolicy(p: Policy): Promise<void> {
+  async putPolicy(p: Policy, opts?: WriteOptions): Promise<void> {
     this.#assertOpen()
     checkPolicy(p)
     const copy: Policy = {
@@ -914,8 +1074,10 @@ export class PrincipalDb {
       lockoutDurationMs: p.lockoutDurationMs,
       maxPasswordLifeMs: p.maxPasswordLifeMs,
     }
+    if (p.history !== undefined) copy.history = p.history
+    if (p.minPasswordLifeMs !== undefined) copy.minPasswordLifeMs = p.minPasswordLifeMs
     await this.#locked(`policy:${p.name}`, async () => {
-      await this.#batch([{ type: 'put', sublevel: this.#policyStore, key: p.name, value: encode(copy) }], [])
+      await this.#batch([{ type: 'put', sublevel: this.#policyStore, key: p.name, value: encode(copy) }], [], opts)
       this.#policies.set(p.name, Object.freeze(copy))
     })
   }
@@ -924,7 +1086,7 @@ export class PrincipalDb {
    * Delete a policy. Throws TesseraError: TESSERA_NOT_FOUND if there is none, TESSERA_EXISTS
    * if a principal still uses it (change those principals first).
    */
-  async deletePolicy(name: string): Promise<void> {
+  async deletePolicy(name: string, opts?: WriteOptions): Promise<void> {
     this.#assertOpen()
     checkPolicyName(name)
     await this.#locked(`policy:${name}`, async () => {
@@ -941,7 +1103,7 @@ export class PrincipalDb {
           TesseraErrorCode.TESSERA_EXISTS,
           `policy ${JSON.stringify(name)} is still used by ${formatPrincipal(user)} (and maybe others)`,
         )
-      await this.#batch([{ type: 'del', sublevel: this.#policyStore, key: name }], [])
+      await this.#batch([{ type: 'del', sublevel: this.#policyStore, key: name }], [], opts)
       this.#policies.delete(name)
     })
   }
@@ -998,10 +1160,19 @@ export class PrincipalDb {
     return this.#guard('read', () => sub.get(key))
   }
 
-  /** Write one atomic, synced batch, then drop the cached copies of `touched` principal keys. */
-  async #batch(ops: BatchOp[], touched: string[]): Promise<void> {
+  /** Write one atomic, synced batch (through `opts.commit` if given), then drop the cached copies of `touched` principal keys. */
+  async #batch(ops: BatchOp[], touched: string[], opts?: WriteOptions): Promise<void> {
     try {
-      await this.#guard('write', () => this.#db.batch(ops, SYNC))
+      if (opts?.commit === undefined) await this.#guard('write', () => this.#db.batch(ops, SYNC))
+      else {
+        let calls = 0
+        await opts.commit(async (extra) => {
+          if (calls++ > 0) throw new Error('WriteOptions.commit must call write once')
+          const all = [...ops, ...this.#adminOps(extra)]
+          await this.#guard('write', () => this.#db.batch(all, SYNC))
+        })
+        if (calls !== 1) throw new Error('WriteOptions.commit must call write once')
+      }
     } finally {
       // Also on failure: the outcome of a failed write is unknown, so no cached copy is trusted.
       for (const key of touched) this.#invalidate(key)
@@ -1091,6 +1262,10 @@ export class PrincipalDb {
     if (s.v !== FORMAT_VERSION || !Array.isArray(s.keys) || !Array.isArray(s.components) || typeof s.failureCount !== 'number')
       corrupt('principal record')
     for (const k of s.keys) if (k === null || typeof k !== 'object' || !isBytes(k.sealed)) corrupt('principal record')
+    if (s.passwordHistory !== undefined) {
+      if (!Array.isArray(s.passwordHistory)) corrupt('principal record')
+      for (const k of s.passwordHistory) if (k === null || typeof k !== 'object' || !isBytes(k.sealed)) corrupt('principal record')
+    }
     return s
   }
 
@@ -1122,23 +1297,30 @@ export class PrincipalDb {
   }
 
   #encodePrincipal(rec: PrincipalRecord, key: string): Uint8Array {
+    const { passwordHistory: _h, ...plain } = rec
     const stored: StoredPrincipal = {
-      ...rec,
+      ...plain,
       v: FORMAT_VERSION,
       keys: rec.keys.map(({ key: k, ...meta }) => ({ ...meta, sealed: this.#sealKey(k, key, meta.kvno) })),
     }
+    // Old password keys are bound to their own role, so none can be moved into `keys`.
+    if (rec.passwordHistory !== undefined)
+      stored.passwordHistory = rec.passwordHistory.map(({ key: k, ...meta }) => ({ ...meta, sealed: this.#sealKey(k, `history:${key}`, meta.kvno) }))
     return encode(stored)
   }
 
   #unsealPrincipal(s: StoredPrincipal, key: string): PrincipalRecord {
-    const { v: _v, keys, ...rest } = s
+    const { v: _v, keys, passwordHistory, ...rest } = s
     const id = principalFromKey(key)
     if (!samePrincipal(rest, id)) corrupt('principal record (name does not match its key)')
-    return {
+    const rec: PrincipalRecord = {
       ...rest,
       components: [...rest.components],
       keys: keys.map(({ sealed, ...meta }) => ({ ...meta, key: this.#openKey(sealed, key, meta.kvno) })),
     }
+    if (passwordHistory !== undefined)
+      rec.passwordHistory = passwordHistory.map(({ sealed, ...meta }) => ({ ...meta, key: this.#openKey(sealed, `history:${key}`, meta.kvno) }))
+    return rec
   }
 }
 

@@ -63,6 +63,12 @@ export interface PrincipalRecord {
   failureWindowStart?: number
   lastFailure?: number
   lockedUntil?: number
+  /**
+   * Keys of earlier passwords, kept only for the password-history check of the policy (MIT's
+   * old_keys): never valid for a ticket, sealed at rest like `keys`, never returned by an
+   * admin request. Newest last.
+   */
+  passwordHistory?: KeyVersion[]
 }
 
 /** A password and lockout policy. */
@@ -80,6 +86,13 @@ export interface Policy {
   lockoutDurationMs: number
   /** Password lifetime, ms; 0 = never expires. */
   maxPasswordLifeMs: number
+  /**
+   * MIT pw_history_num: a new password must differ from the current one and from the
+   * `history - 1` before it. Absent or 0 = no history kept (the current password is still refused).
+   */
+  history?: number
+  /** MIT pw_min_life: a principal may change its own password only this long after the last change, ms. Absent = 0. */
+  minPasswordLifeMs?: number
 }
 
 /** Realm-wide data: KDC identity keys (plaintext in memory, sealed at rest). */

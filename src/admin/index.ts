@@ -1,0 +1,7 @@
+/** Realm administration: the ACL, password policy, the audit log, the operations, dump and load. */
+export * from './acl.js'
+export * from './audit.js'
+export * from './dump.js'
+export * from './duration.js'
+export * from './operations.js'
+export * from './password-policy.js'
