@@ -59,5 +59,8 @@ export { ReplayCache, type ReplayCacheOptions } from './krb/replay-cache.js'
 
 // The KDC, embeddable (tests of apps, like Apache Kerby's SimpleKdcServer)
 export { DEFAULT_KDC_CONFIG, type KdcConfig, type KdcConfigInput } from './kdc/config.js'
-export { type AddPrincipalOptions, type RunningKdc, type StartKdcOptions, startKdc } from './kdc/kdc.js'
+export { type AddPrincipalOptions, type AdminService, type AdminServiceFactory, type RunningKdc, type StartKdcOptions } from './kdc/kdc.js'
+export { startKdc } from './admin/start.js'
+export { type AdminServiceOptions, adminService } from './admin/listener.js'
+export { AdminClient, AdminError, type AdminService as AdminServiceName } from './client/admin-client.js'
 export { initRealmDir, type InitRealmOptions } from './kdc/realm.js'

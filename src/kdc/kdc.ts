@@ -17,6 +17,7 @@ import { TicketIssuer } from '../wire/resumption.js'
 import { type RequestHandler, SecureServer } from '../wire/server.js'
 import { advertisedHost, type KdcConfig, type KdcConfigInput, resolveKdcConfig } from './config.js'
 import type { KdcContext } from './context.js'
+import { type AdminErrorMapper, type AdminExecutor, makeAdminHandler } from './admin-req.js'
 import { type ExtraHandlers, type ListenerName, makeHandler } from './dispatch.js'
 import { processTimeReq, ServedClock, type ServedClockOptions } from './time-req.js'
 import { bootstrapRealm, makeRealmFile, newPrincipalRecord, REALM_FILES, readListenSettings, writeRealmFile } from './realm.js'
@@ -39,9 +40,25 @@ export interface StartKdcOptions {
   securitySink?: SecurityEvent[]
   /** Handlers for listeners served outside src/kdc (the admin listener). */
   extraHandlers?: ExtraHandlers
+  /**
+   * The admin service of the admin listener (src/admin: `adminService()`). Absent: the admin
+   * listener answers ADMIN_REQ with TSR_ERR_NOT_IMPLEMENTED. The public `startKdc` and
+   * `kdc start` pass it.
+   */
+  admin?: AdminServiceFactory
   /** Clocks of the time service (tests inject host-clock steps). */
   timeClock?: Omit<ServedClockOptions, 'logger'>
 }
+
+/** The admin service once started: the executor of authenticated admin requests. */
+export interface AdminService {
+  exec: AdminExecutor
+  mapError: AdminErrorMapper
+  close(): Promise<void>
+}
+
+/** Starts the admin service over a KDC's database (called once the database is open). */
+export type AdminServiceFactory = (o: { context: KdcContext; dir?: string; masterKey: Uint8Array }) => Promise<AdminService>
 
 /** Options of RunningKdc.addPrincipal. */
 export interface AddPrincipalOptions {
@@ -97,8 +114,12 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
   let db: PrincipalDb
   let adminPassword: string | undefined
   let realm: RealmRecord
+  // Kept only until the admin service has derived its audit key from it, then wiped.
+  let masterCopy: Uint8Array | undefined
   if (memory) {
-    db = await PrincipalDb.open({ masterKey: randomBytes(32), trackLastSuccess: config.trackLastSuccess })
+    const masterKey = randomBytes(32)
+    db = await PrincipalDb.open({ masterKey, trackLastSuccess: config.trackLastSuccess })
+    masterCopy = masterKey
     adminPassword = opts.adminPassword ?? Buffer.from(randomBytes(18)).toString('base64url')
     realm = await bootstrapRealm(db, { realm: opts.realm ?? 'TESSERA.TEST', adminPassword, config, now: now() })
   } else {
@@ -108,9 +129,10 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
       masterKey,
       trackLastSuccess: config.trackLastSuccess,
     })
-    masterKey.fill(0)
+    masterCopy = masterKey
     const r = await db.getRealm()
     if (!r) {
+      masterCopy.fill(0)
       await db.close()
       throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${opts.dir} holds no realm; run kdc init first`)
     }
@@ -135,6 +157,26 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
       return processTimeReq(clock, realm.signingKey.secretKey, msg)
     },
     ...opts.extraHandlers,
+  }
+  let adminService: AdminService | undefined
+  try {
+    if (opts.admin && !opts.extraHandlers?.admin) {
+      const o: Parameters<AdminServiceFactory>[0] = { context, masterKey: masterCopy! }
+      if (!memory) o.dir = opts.dir!
+      adminService = await opts.admin(o)
+      const onAdmin = makeAdminHandler(context, adminService.exec, adminService.mapError)
+      handlers.admin = (msg, conn) => {
+        if (msg.t !== MsgType.ADMIN_REQ)
+          throw new KrbProtocolError(ErrorCode.KRB_AP_ERR_MSG_TYPE, 'MSG_TYPE', { message: `message type ${msg.t} is not served on the admin listener` })
+        return onAdmin(msg, conn)
+      }
+    }
+  } catch (err) {
+    await db.close().catch(() => {})
+    await log.close().catch(() => {})
+    throw err
+  } finally {
+    masterCopy!.fill(0)
   }
   // Every handler still running, answered or not (its connection may be gone): close() waits for them.
   const running = new Set<Promise<unknown>>()
@@ -176,6 +218,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
   } catch (err) {
     await Promise.all([...servers.values()].map((s) => s.close()))
     resumption?.close()
+    await adminService?.close().catch(() => {})
     await db.close()
     await log.close()
     throw new TesseraError(TesseraErrorCode.TESSERA_NETWORK, `cannot listen: ${(err as Error).message}`, { cause: err })
@@ -243,6 +286,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
         // Handlers whose connection closed before they answered (say during the pre-auth
         // failure floor) still run: the database and the logs stay open until they end.
         while (running.size > 0) await Promise.allSettled([...running])
+        await adminService?.close()
         resumption?.close()
         await db.close()
         log.ops.info('kdc stopped', { realm: realm.realm })

@@ -14,6 +14,7 @@ import { createStash } from '../db/master-key.js'
 import { checkPrincipalId, checkRealm, formatName } from '../db/names.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import type { KeyVersion, PrincipalAttributes, PrincipalRecord, RealmRecord } from '../db/types.js'
+import { defaultAcl } from '../admin/acl.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { type RealmFile, realmFileJson } from '../krb/realm-file.js'
 import { advertisedHost, DEFAULT_KDC_CONFIG, type KdcConfig, type KdcConfigInput } from './config.js'
@@ -26,6 +27,10 @@ export const REALM_FILES = {
   /** Where the listeners bind, as `kdc init` was told: what `kdc start` uses unless told otherwise. */
   listen: 'listen.json',
   logs: 'log',
+  /** Who may administer the realm (MIT kadm5.acl syntax; docs/admin.md). */
+  acl: 'kadm5.acl',
+  /** The tamper-evident audit log of admin requests. */
+  audit: 'audit.log',
 } as const
 
 /** The listener settings of a realm directory (DIR/listen.json). */
@@ -199,7 +204,7 @@ export async function initRealmDir(o: InitRealmOptions): Promise<RealmFile> {
   checkPrincipalId({ realm: o.realm, components: (o.adminName ?? 'admin').split('/') })
   if (o.adminPassword.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, 'the admin password is empty')
   await mkdir(o.dir, { recursive: true, mode: 0o700 })
-  const created = [REALM_FILES.stash, REALM_FILES.db, REALM_FILES.realmFile, REALM_FILES.listen].map((f) => path.join(o.dir, f))
+  const created = [REALM_FILES.stash, REALM_FILES.db, REALM_FILES.realmFile, REALM_FILES.listen, REALM_FILES.acl].map((f) => path.join(o.dir, f))
   let masterKey: Uint8Array | undefined
   let db: PrincipalDb | undefined
   try {
@@ -216,6 +221,8 @@ export async function initRealmDir(o: InitRealmOptions): Promise<RealmFile> {
     // A realm file with port 0 would be of no use to a client.
     if (Object.values(c.ports).every((p) => p !== 0)) await writeRealmFile(created[2]!, rf)
     await writeFile(created[3]!, `${JSON.stringify(listenSettingsOf(c), null, 2)}\n`, { mode: 0o644, flag: 'wx' })
+    // The initial admin gets every permission, extract included.
+    await writeFile(created[4]!, defaultAcl({ realm: o.realm, components: (o.adminName ?? 'admin').split('/') }), { mode: 0o600, flag: 'wx' })
     await db.close()
     db = undefined
     return rf

@@ -1,0 +1,162 @@
+/**
+ * The admin service on the KDC's admin listener: opens the realm's ACL (reloaded when the
+ * file changes) and audit log, and runs each authenticated ADMIN_REQ (src/kdc/admin-req.ts)
+ * through the operation layer. The operations, their `args` and `result` shapes are those
+ * of src/admin/operations.ts, by MIT kadmin's names (PROTOCOL.md §8.5).
+ */
+import os from 'node:os'
+import path from 'node:path'
+import { ErrorCode } from '../../proto/error-codes.js'
+import { DEFAULT_KDF_PARAMS, hkdf, wipe } from '../crypto/index.js'
+import { TesseraError, TesseraErrorCode } from '../errors.js'
+import type { AdminActor, AdminErrorMapper, AdminExecutor } from '../kdc/admin-req.js'
+import type { AdminServiceFactory } from '../kdc/kdc.js'
+import { Acl, AclFile, defaultAcl } from './acl.js'
+import { AUDIT_FILE, AuditLog, auditKey } from './audit.js'
+import { ACL_FILE } from './dump.js'
+import {
+  type Actor,
+  AdminContext,
+  addPolicy,
+  addPrincipal,
+  changeKey,
+  checkAcl,
+  deletePolicy,
+  deletePrincipal,
+  extractKeys,
+  getPolicy,
+  getPrincipal,
+  type KeyEvent,
+  listPolicies,
+  listPrincipals,
+  modifyPolicy,
+  modifyPrincipal,
+  readAudit,
+  renamePrincipal,
+} from './operations.js'
+
+/** Options of {@link adminService}. */
+export interface AdminServiceOptions {
+  /** Without a realm directory (in-memory KDC): the ACL text. @default the realm's admin gets everything */
+  aclText?: string
+  /** Without a realm directory: where the audit log goes. @default a new file in the OS temp directory */
+  auditFile?: string
+  /** Key events (issue 12's watch stream and webhooks subscribe here). */
+  onEvent?: (e: KeyEvent) => void
+}
+
+type Op = (ctx: AdminContext, actor: Actor, args: Record<string, unknown>) => Promise<unknown>
+
+/** The operations served, by their kadmin names. */
+function operations(key: Uint8Array): Record<string, Op> {
+  const a = <T>(x: Record<string, unknown>) => x as unknown as T
+  return {
+    addprinc: (c, w, x) => addPrincipal(c, w, a(x)),
+    delprinc: (c, w, x) => deletePrincipal(c, w, a(x)),
+    renprinc: (c, w, x) => renamePrincipal(c, w, a(x)),
+    modprinc: (c, w, x) => modifyPrincipal(c, w, a(x)),
+    getprinc: (c, w, x) => getPrincipal(c, w, a(x)),
+    listprincs: (c, w, x) => listPrincipals(c, w, a(x)),
+    cpw: (c, w, x) => changeKey(c, w, a(x)),
+    ktadd: (c, w, x) => extractKeys(c, w, a(x)),
+    addpol: (c, w, x) => addPolicy(c, w, a(x)),
+    modpol: (c, w, x) => modifyPolicy(c, w, a(x)),
+    delpol: (c, w, x) => deletePolicy(c, w, a(x)),
+    getpol: (c, w, x) => getPolicy(c, w, a(x)),
+    listpols: (c, w) => listPolicies(c, w),
+    aclcheck: (c, w, x) => checkAcl(c, w, a(x)),
+    audit: (c, w, x) => readAudit(c, w, a(x), key),
+  }
+}
+
+/** The wire form of a result: plain MessagePack (no undefined, no functions). */
+export function wireValue(v: unknown): unknown {
+  if (v === undefined || v === null || typeof v !== 'object' || v instanceof Uint8Array) return v
+  if (Array.isArray(v)) return v.map(wireValue)
+  const out: Record<string, unknown> = {}
+  for (const [k, x] of Object.entries(v)) if (x !== undefined && typeof x !== 'function') out[k] = wireValue(x)
+  return out
+}
+
+const CODES: Partial<Record<string, number>> = {
+  [TesseraErrorCode.TESSERA_NOT_AUTHORIZED]: ErrorCode.TSR_ERR_NOT_AUTHORIZED,
+  [TesseraErrorCode.TESSERA_NOT_FOUND]: ErrorCode.ADM_ERR_NOT_FOUND,
+  [TesseraErrorCode.TESSERA_EXISTS]: ErrorCode.ADM_ERR_EXISTS,
+  [TesseraErrorCode.TESSERA_PASSWORD_POLICY]: ErrorCode.ADM_ERR_PASSWORD_POLICY,
+  [TesseraErrorCode.TESSERA_PROTECTED]: ErrorCode.ADM_ERR_PROTECTED,
+  [TesseraErrorCode.TESSERA_VALIDATION]: ErrorCode.ADM_ERR_BAD_REQUEST,
+  [TesseraErrorCode.TESSERA_BAD_NAME]: ErrorCode.ADM_ERR_BAD_REQUEST,
+  [TesseraErrorCode.TESSERA_ACL]: ErrorCode.ADM_ERR_BAD_REQUEST,
+  [TesseraErrorCode.TESSERA_AUDIT]: ErrorCode.KDC_ERR_SVC_UNAVAILABLE,
+}
+
+/** (code, text) of a refusal; undefined for a bug (answered as an internal error, logged). */
+export const mapAdminError: AdminErrorMapper = (err) => {
+  if (err instanceof TesseraError) {
+    let code = CODES[err.code]
+    if (code === ErrorCode.ADM_ERR_EXISTS && /still used/.test(err.message)) code = ErrorCode.ADM_ERR_IN_USE
+    if (code !== undefined) return { code, text: err.message }
+    return undefined
+  }
+  // Arguments of the wrong type reach the operations as programmer errors.
+  if (err instanceof TypeError || err instanceof RangeError) return { code: ErrorCode.ADM_ERR_BAD_REQUEST, text: `bad arguments: ${err.message}` }
+  return undefined
+}
+
+/** The admin service, for StartKdcOptions.admin (the daemon and startKdc use it by default). */
+export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
+  return async ({ context, dir, masterKey }) => {
+    const realm = context.realm.realm
+    const admin = { realm, components: ['admin'] }
+    const acl: AclFile | Acl =
+      dir !== undefined
+        ? AclFile.open(path.join(dir, ACL_FILE), {
+            realm,
+            log: { error: (m: string) => context.log.ops.error(m), info: (m: string) => context.log.ops.info(m) },
+          })
+        : Acl.parse(o.aclText ?? defaultAcl(admin), { realm })
+    const key = auditKey(masterKey)
+    const file = dir !== undefined ? path.join(dir, AUDIT_FILE) : (o.auditFile ?? path.join(os.tmpdir(), `tessera-audit-${process.pid}-${hkdfTag(key)}.log`))
+    let audit: AuditLog
+    try {
+      audit = await AuditLog.open({ file, db: context.db, key, now: context.now, log: { error: (m: string) => context.log.ops.error(m) } })
+    } catch (err) {
+      if (acl instanceof AclFile) acl.close()
+      wipe(key)
+      throw err
+    }
+    const ctxOpts: ConstructorParameters<typeof AdminContext>[0] = {
+      db: context.db,
+      realm,
+      acl,
+      audit,
+      kdf: context.config.kdf ?? DEFAULT_KDF_PARAMS,
+      maxLife: context.config.principalMaxLifeMs,
+      maxRenewableLife: context.config.principalMaxRenewableLifeMs,
+      now: context.now,
+    }
+    if (o.onEvent) ctxOpts.onEvent = o.onEvent
+    const ctx = new AdminContext(ctxOpts)
+    const ops = operations(key)
+    const exec: AdminExecutor = async (who: AdminActor, op: string, args: Record<string, unknown>) => {
+      const run = Object.hasOwn(ops, op) ? ops[op] : undefined
+      if (!run) throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `unknown admin operation ${JSON.stringify(op)} (one of: ${Object.keys(ops).join(', ')})`)
+      const actor: Actor = { kind: 'principal', principal: who.id, via: who.changepwOnly ? 'changepw' : 'admin', initial: true, peer: who.peer }
+      return wireValue(await run(ctx, actor, args))
+    }
+    return {
+      exec,
+      mapError: mapAdminError,
+      async close() {
+        if (acl instanceof AclFile) acl.close()
+        await audit.close()
+        wipe(key)
+      },
+    }
+  }
+}
+
+/** A short tag for a temp audit file name (not secret: a hash of the audit key would do, this is a derived label). */
+function hkdfTag(key: Uint8Array): string {
+  return Buffer.from(hkdf(key, new Uint8Array(0), 'tessera audit file tag', 6)).toString('hex')
+}
