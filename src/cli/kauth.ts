@@ -1,11 +1,13 @@
 /** `kauth`: the kinit / klist / kdestroy / kvno / kpasswd habits, for Tessera. */
 import os from 'node:os'
 import yargs from 'yargs'
+import { ErrorCode } from '../../proto/error-codes.js'
 import { ticketFlagNames } from '../../proto/flags.js'
+import { AdminClient, AdminError } from '../client/admin-client.js'
 import { type CacheContents, ccachePath, CredentialCache, defaultCcachePath } from '../client/ccache.js'
 import { type Credentials, KdcClient } from '../client/kdc-client.js'
 import { syncTime } from '../client/time-sync.js'
-import { TesseraError, TesseraErrorCode } from '../errors.js'
+import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { readKeytab } from '../krb/keytab.js'
 import { describeSkew, principalString } from '../krb/parts.js'
 import { defaultRealmFilePath, loadRealmFile, type RealmFile } from '../krb/realm-file.js'
@@ -121,7 +123,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
     try {
       code = (await fn()) ?? Exit.OK
     } catch (e) {
-      err.write(`kauth: ${formatError(e, debug)}\n`)
+      err.write(`kauth: ${e instanceof AdminError && !debug ? `${e.message} (${e.codeName})` : formatError(e, debug)}\n`)
       code = exitCodeFor(e)
     }
   }
@@ -149,6 +151,11 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
           .option('lifetime', { alias: 'l', type: 'string', describe: 'ticket life, e.g. 10h' })
           .option('renewable', { alias: 'r', type: 'string', describe: 'renewable life, e.g. 7d' })
           .option('forwardable', { alias: 'f', type: 'boolean' })
+          .option('service', {
+            alias: 'S',
+            type: 'string',
+            describe: 'an initial ticket for this service instead of a TGT (kinit -S), e.g. kadmin/admin for kadmin',
+          })
           .option('json', jsonOption),
       (a) =>
         run(async () => {
@@ -158,6 +165,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
             ...(a.lifetime ? { lifetimeMs: parseDuration(a.lifetime) } : {}),
             ...(a.renewable ? { renewableLifeMs: parseDuration(a.renewable) } : {}),
             ...(a.forwardable ? { forwardable: true } : {}),
+            ...(a.service ? { service: a.service } : {}),
           }
           let principal: string
           let login: (c: KdcClient) => Promise<Credentials>
@@ -332,16 +340,71 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
         }),
     )
     .command(
-      'passwd',
-      'change your password (kpasswd; not available yet)',
-      () => {},
+      'passwd [principal]',
+      'change your own password (kpasswd), through kadmin/changepw',
+      (y) =>
+        y
+          .positional('principal', { type: 'string', describe: "name[@REALM] (default: the credential cache's principal, else your user name)" })
+          .option('password-file', { type: 'string', describe: 'file whose first line is the current password' })
+          .option('new-password-file', { type: 'string', describe: 'file whose first line is the new password (else asked twice)' })
+          .option('json', jsonOption),
       (a) =>
         run(async () => {
-          await loadRealm(a)
-          throw new TesseraError(
-            TesseraErrorCode.TESSERA_CONFIG,
-            'password change goes through the admin service, which this version of Tessera does not provide yet',
-          )
+          const rf = await loadRealm(a)
+          let principal: string
+          if (a.principal) principal = qualify(a.principal, rf.realm)
+          else {
+            const cached = await cache(a)
+              .load({ expired: true })
+              .catch(() => undefined)
+            principal = cached ? principalString(cached.cname, cached.crealm) : qualify(env.USER ?? os.userInfo().username, rf.realm)
+          }
+          const ask = async (question: string) => {
+            if (!stdin.isTTY)
+              throw new TesseraError(
+                TesseraErrorCode.TESSERA_CONFIG,
+                'no terminal to ask for passwords: give --password-file OLD --new-password-file NEW',
+              )
+            const v = await promptHidden(question, stdin, err as NodeJS.WriteStream)
+            if (v.length === 0) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, 'empty password; password not changed')
+            return v
+          }
+          const old = a['password-file'] ? await readPasswordFile(a['password-file'], err, 'kauth') : await ask(`Old password for ${principal}: `)
+          let next: string
+          if (a['new-password-file']) next = await readPasswordFile(a['new-password-file'], err, 'kauth')
+          else {
+            next = await ask('New password: ')
+            if ((await ask('New password (again): ')) !== next)
+              throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, 'the new passwords differ; password not changed')
+          }
+          const { c, resumption } = await client(a)
+          try {
+            let admin: AdminClient
+            try {
+              // An AS exchange with the old password: a wrong one is a failed login, counted towards lockout.
+              admin = await AdminClient.login(c, principal, old, 'kadmin/changepw')
+            } catch (e) {
+              if (e instanceof KrbProtocolError && e.code === ErrorCode.KDC_ERR_PREAUTH_FAILED)
+                throw new KrbProtocolError(e.code, e.status, {
+                  cause: e,
+                  message: `the old password of ${principal} is wrong (or there is no such principal); password not changed. Failed attempts count towards the lockout`,
+                })
+              throw e
+            }
+            let r: { kvno: number }
+            try {
+              r = await admin.changePassword(principal, next)
+            } catch (e) {
+              if (e instanceof AdminError) throw new AdminError(e.code, `password not changed: ${e.message}`)
+              throw e
+            }
+            if (a.json) json({ principal, kvno: r.kvno })
+            else out.write(`password of ${principal} changed (key version ${r.kvno}); log in again with the new one\n`)
+          } finally {
+            c.close()
+            resumption.clear()
+          }
+          return Exit.OK
         }),
     )
     .command(

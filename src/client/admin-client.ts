@@ -3,7 +3,7 @@
  * initial ticket for kadmin/admin (administration) or kadmin/changepw (one's own password)
  * and sends each operation as an ADMIN_REQ on the admin listener.
  */
-import { ErrorCode } from '../../proto/error-codes.js'
+import { ErrorCode, errorCodeName } from '../../proto/error-codes.js'
 import { TicketFlag } from '../../proto/flags.js'
 import { KeyUsage } from '../../proto/key-usage.js'
 import { AdminBody, type AdminReq, AdminResult, type Message } from '../../proto/messages.js'
@@ -12,7 +12,37 @@ import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { openPart, sealPart } from '../krb/parts.js'
 import { nextStamp } from './ap.js'
 import { krbErrorFromReply } from './errors.js'
+import type { AclDecision, AclExplanation, AclRule } from '../admin/acl.js'
+import type { AuditRecord, AuditVerification } from '../admin/audit.js'
+import type {
+  AclCheckArgs,
+  AddPrincipalArgs,
+  ExtractArgs,
+  KeyResult,
+  ModifyPrincipalArgs,
+  PolicyArgs,
+  PrincipalView,
+  ReadAuditArgs,
+} from '../admin/operations.js'
+import type { Policy } from '../db/types.js'
 import type { ClientKey, Credentials, KdcClient } from './kdc-client.js'
+
+export type { AddPrincipalArgs, ExtractArgs, KeyResult, ModifyPrincipalArgs, PolicyArgs, PrincipalView, ReadAuditArgs, AclCheckArgs }
+
+/** An ACL line as `acl check` reports it (its permission set stays on the server). */
+export type AclRuleView = Pick<AclRule, 'line' | 'text'>
+
+/** One permission decision of {@link AclCheckResult}. */
+export type AclDecisionView = Omit<AclDecision, 'rule'> & { rule?: AclRuleView }
+
+/** What `acl check` answers: the deciding line of each permission needed, and why. */
+export type AclCheckResult = Omit<AclExplanation, 'decisions'> & { decisions: AclDecisionView[] }
+
+/** What `audit` answers: the records asked for and, with verify, the verification. */
+export interface AuditResult {
+  records: AuditRecord[]
+  verification?: AuditVerification
+}
 
 /** An operation the admin service refused (AdminResult with ok false). `code` is a PROTOCOL.md §9 code. */
 export class AdminError extends Error {
@@ -22,6 +52,11 @@ export class AdminError extends Error {
     message: string,
   ) {
     super(message)
+  }
+
+  /** The code's name (PROTOCOL.md §9), e.g. `ADM_ERR_NOT_FOUND`. */
+  get codeName(): string {
+    return errorCodeName(this.code as ErrorCode)
   }
 }
 
@@ -100,4 +135,91 @@ export class AdminClient {
     if (!result.ok) throw new AdminError(result.code ?? ErrorCode.KRB_ERR_GENERIC, result.text ?? 'refused')
     return result.result
   }
+  // ---- typed operations (src/admin/operations.ts; what `kadmin` runs) ----
+
+  /** addprinc: a new principal with a password or a random key (`randkey: true`). `keys` holds the random key made, never a password key. */
+  async addPrincipal(args: AddPrincipalArgs): Promise<KeyResult> {
+    return keyResult(await this.call('addprinc', { ...args }))
+  }
+
+  /** delprinc. */
+  async deletePrincipal(name: string): Promise<void> {
+    await this.call('delprinc', { name })
+  }
+
+  /** renprinc: one atomic rename (needs `d` on the old name, `a` on the new one). */
+  async renamePrincipal(name: string, newName: string): Promise<void> {
+    await this.call('renprinc', { name, newName })
+  }
+
+  /** modprinc (attributes, lifetimes, policy or `policy: null`, expiry, `unlock`): the record after the change. */
+  async modifyPrincipal(args: ModifyPrincipalArgs): Promise<PrincipalView> {
+    return (await this.call('modprinc', { ...args })) as PrincipalView
+  }
+
+  /** getprinc: the record without key bytes (`kvno`, and `keys` with every version's times). */
+  async getPrincipal(name: string): Promise<PrincipalView> {
+    return (await this.call('getprinc', { name })) as PrincipalView
+  }
+
+  /** listprincs [GLOB]: names, sorted. */
+  async listPrincipals(glob?: string): Promise<string[]> {
+    return (await this.call('listprincs', glob === undefined ? {} : { glob })) as string[]
+  }
+
+  /** cpw with a new password (quality and history rules apply; own password: minlife too). */
+  async changePassword(name: string, password: string, o: { keepold?: boolean } = {}): Promise<KeyResult> {
+    return keyResult(await this.call('cpw', { name, password, ...(o.keepold ? { keepold: true } : {}) }))
+  }
+
+  /** cpw --randkey: a new random key, returned in `keys`. */
+  async randomizeKey(name: string, o: { keepold?: boolean } = {}): Promise<KeyResult> {
+    return keyResult(await this.call('cpw', { name, randkey: true, ...(o.keepold ? { keepold: true } : {}) }))
+  }
+
+  /** ktadd: the current and still valid older keys (never changes the key unless `randkey`). */
+  async extractKeys(name: string, o: Omit<ExtractArgs, 'name'> = {}): Promise<KeyResult> {
+    return keyResult(await this.call('ktadd', { name, ...o }))
+  }
+
+  /** addpol: unset fields take the default policy's values. */
+  async addPolicy(args: PolicyArgs): Promise<Policy> {
+    return (await this.call('addpol', { ...args })) as Policy
+  }
+
+  /** modpol: only the fields given change. */
+  async modifyPolicy(args: PolicyArgs): Promise<Policy> {
+    return (await this.call('modpol', { ...args })) as Policy
+  }
+
+  /** delpol (refused while a principal uses it). */
+  async deletePolicy(name: string): Promise<void> {
+    await this.call('delpol', { name })
+  }
+
+  /** getpol. */
+  async getPolicy(name: string): Promise<Policy> {
+    return (await this.call('getpol', { name })) as Policy
+  }
+
+  /** listpols: policy names. */
+  async listPolicies(): Promise<string[]> {
+    return (await this.call('listpols', {})) as string[]
+  }
+
+  /** acl check: which line decides `op` for `actor` on `target`, and why. */
+  async checkAcl(args: AclCheckArgs): Promise<AclCheckResult> {
+    return (await this.call('aclcheck', { ...args })) as AclCheckResult
+  }
+
+  /** audit [since] [verify]: the records and, with verify, the log checked against the database anchor. */
+  async readAudit(args: ReadAuditArgs = {}): Promise<AuditResult> {
+    return (await this.call('audit', { ...args })) as AuditResult
+  }
+}
+
+/** A key result with its key bytes copied out of the reply buffer (decoded binaries are views). */
+function keyResult(v: unknown): KeyResult {
+  const r = v as KeyResult
+  return { ...r, keys: (r.keys ?? []).map((k) => ({ ...k, name: [...k.name], key: new Uint8Array(k.key) })) }
 }

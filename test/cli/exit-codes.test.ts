@@ -61,14 +61,14 @@ describe('exit codes', () => {
     expect(rows.slice(0, table().length)).to.deep.equal(table())
   })
 
-  it('kadmin uses the scheme (1, not 69) and says only what is true today', async () => {
-    const r = await capture((io) => kadmin(['add-principal', 'alice'], io))
-    expect(r.code).to.equal(Exit.FAILURE)
-    expect(r.stderr).to.contain('not available in this version')
-    expect(r.stderr).to.not.contain('kadmin --local')
-    expect(r.stderr).to.contain('startKdc({ dir })')
-    const u = await capture((io) => kadmin(['--bogus'], io))
+  it('kadmin uses the scheme: an unknown command 2, no realm file 5', async () => {
+    const u = await capture((io) => kadmin(['add-principal', 'alice'], io))
     expect(u.code).to.equal(Exit.USAGE)
+    expect((await capture((io) => kadmin(['--bogus'], io))).code).to.equal(Exit.USAGE)
+    const env = { TESSERA_REALM_FILE: path.join(os.tmpdir(), 'tessera-no-such-realm.json') }
+    const r = await capture((io) => kadmin(['listprincs'], { env, ...io }))
+    expect(r.code).to.equal(Exit.CONFIG)
+    expect(r.stderr).to.contain('no realm file at')
   })
 
   it('kdc uses the scheme: a bad config 5, a realm that exists 5, a usage error 2', async () => {
