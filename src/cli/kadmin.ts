@@ -300,6 +300,9 @@ interface Session {
   close(): Promise<void>
 }
 
+/** A bad argument found by a yargs check: reported like any usage error. */
+class UsageError extends Error {}
+
 /** Refusals of one name in `addprinc --from` (the others go on); any other failure stops the run. */
 const PER_NAME_REFUSALS: ReadonlySet<string> = new Set([
   TesseraErrorCode.TESSERA_EXISTS,
@@ -567,7 +570,12 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
             .option('expire', { type: 'string', describe: 'when the principal expires (never, 30d, 2027-01-31)' })
             .option('pwexpire', { type: 'string', describe: 'when the password expires (else the policy decides)' })
             .option('disabled', { type: 'boolean', describe: 'created disabled: no tickets (MIT -allow_tix)' })
-            .conflicts('password-file', 'randkey'),
+            .conflicts('password-file', 'randkey')
+            .conflicts('name', 'from')
+            .check((a) => {
+              if (a.name === undefined && a.from === undefined) throw new UsageError('addprinc needs a NAME (or --from FILE)')
+              return true
+            }),
         ),
       (a) =>
         withAdmin(a, async (s) => {
@@ -579,7 +587,6 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
           const attributes = attributesOf(a)
           if (attributes) Object.assign(common, { attributes })
           if (a.from !== undefined) {
-            if (a.name !== undefined) throw usage('give either NAME or --from FILE')
             if (!a.randkey) throw usage('addprinc --from FILE adds principals with random keys: add --randkey (set passwords afterwards with cpw)')
             const names = await readNames(a.from)
             const bar = progressBar(err, 'addprinc', names.length)
@@ -948,10 +955,10 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
     .help()
     .exitProcess(false)
     .fail((msg, e) => {
-      if (e) throw e
+      if (e && !(e instanceof UsageError)) throw e
       if (usageError) return
       usageError = true
-      err.write(`kadmin: ${msg}\nRun kadmin --help for usage.\n`)
+      err.write(`kadmin: ${msg ?? e?.message}\nRun kadmin --help for usage.\n`)
       code = Exit.USAGE
     })
   await parser.parseAsync(splitGlobalOptions(argv), {}, (_e, _a, output) => {

@@ -15,7 +15,7 @@ import { resolveKdcConfig } from '../../src/kdc/config.js'
 import type { RunningKdc } from '../../src/kdc/kdc.js'
 import { initRealmDir, REALM_FILES } from '../../src/kdc/realm.js'
 import { readKeytab } from '../../src/krb/keytab.js'
-import { runKauth, tempDir } from '../helpers/cli-kdc.js'
+import { pipedStdin, runKauth, tempDir } from '../helpers/cli-kdc.js'
 import { ADMIN_PASSWORD, FAST_CONFIG } from '../helpers/kdc-helpers.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
 
@@ -34,14 +34,26 @@ function ttyStream(): PassThrough & { isTTY: boolean; columns: number } {
   return Object.assign(new PassThrough(), { isTTY: true, columns: 120 })
 }
 
-async function runKadmin(argv: string[], env: NodeJS.ProcessEnv, o: { stderr?: PassThrough } = {}): Promise<Run> {
+/**
+ * Run kadmin's main() with captured output. stdin is not a terminal (kadmin must never wait
+ * for a prompt), unless `answers` are given: then it is a terminal that types the next answer
+ * each time a prompt ending in ": " appears on stderr.
+ */
+async function runKadmin(argv: string[], env: NodeJS.ProcessEnv, o: { stderr?: PassThrough; answers?: string[] } = {}): Promise<Run> {
   const out = new PassThrough()
   const err = o.stderr ?? new PassThrough()
   const chunks = { o: [] as Buffer[], e: [] as Buffer[] }
   out.on('data', (c: Buffer) => chunks.o.push(c))
   err.on('data', (c: Buffer) => chunks.e.push(c))
-  // Not a terminal: kadmin must never wait for a prompt here.
-  const stdin = Object.assign(new PassThrough(), { isTTY: false }) as unknown as NodeJS.ReadStream
+  const tty = o.answers !== undefined
+  const input = new PassThrough()
+  const stdin = Object.assign(input, { isTTY: tty, setRawMode: () => input }) as unknown as NodeJS.ReadStream
+  if (tty) {
+    const answers = [...o.answers!]
+    err.on('data', (c: Buffer) => {
+      if (c.toString().endsWith(': ') && answers.length > 0) setImmediate(() => input.write(`${answers.shift()}\r`))
+    })
+  }
   const code = await main(argv, { env, stdout: out, stderr: err, stdin })
   await new Promise((r) => setImmediate(r))
   return { code, stdout: Buffer.concat(chunks.o).toString('utf8'), stderr: Buffer.concat(chunks.e).toString('utf8') }
@@ -175,6 +187,17 @@ describe('kadmin (CLI)', function () {
       const noTty = await runKadmin(['-p', 'admin', 'listprincs'], { ...env, TESSERA_CCACHE: path.join(tmp, 'no-cache') })
       expect(noTty.code).to.equal(Exit.CONFIG)
       expect(noTty.stderr).to.contain('no terminal')
+    })
+
+    it('asks for the passwords on a terminal (admin once, the new principal twice)', async () => {
+      const e = { ...env, TESSERA_CCACHE: path.join(tmp, 'no-cache') }
+      const r = await runKadmin(['-p', 'admin', 'addprinc', 'henry', '--json'], e, { answers: [ADMIN_PASSWORD, 'Spruce-Meadow-27', 'Spruce-Meadow-27'] })
+      expect(jsonOf(r)).to.deep.equal({ name: `henry@${REALM}`, kvno: 1 })
+      expect(r.stderr).to.equal(`Password for admin@${REALM}: \nEnter password for principal "henry": \nRe-enter password for principal "henry": \n`)
+      const typo = await runKadmin(['-p', 'admin', 'cpw', 'henry'], e, { answers: [ADMIN_PASSWORD, 'Spruce-Meadow-28', 'Spruce-Meadow-29'] })
+      expect(typo.code).to.equal(Exit.CONFIG)
+      expect(typo.stderr).to.contain('the two passwords differ; nothing changed')
+      ok(await runKauth(['login', 'henry'], e, pipedStdin('Spruce-Meadow-27\n')))
     })
 
     it('uses an initial kadmin/admin ticket from the credential cache (kauth login -S kadmin/admin)', async () => {
@@ -381,8 +404,11 @@ describe('kadmin (CLI)', function () {
       ])
     })
 
-    it('refuses an unknown command and a bad duration as usage errors', async () => {
+    it('refuses an unknown command, a missing name and a bad duration as usage errors', async () => {
       expect((await runKadmin(['frobnicate'], env)).code).to.equal(Exit.USAGE)
+      const noName = await runKadmin(['addprinc', '--randkey'], {})
+      expect(noName.code).to.equal(Exit.USAGE)
+      expect(noName.stderr).to.contain('addprinc needs a NAME (or --from FILE)')
       const r = await runKadmin(['--local', '--dir', dir, 'addprinc', 'x', '--randkey', '--maxlife', 'forever'], env)
       expect(r.code).to.equal(Exit.USAGE)
       expect(r.stderr).to.contain('not a duration')
