@@ -639,7 +639,7 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
     )
     .command(
       'renprinc <name> <newName>',
-      'rename a principal (its keys stay; password keys are salted with the old name, so set a new password)',
+      'rename a principal (its keys and password stay)',
       (y) => y.positional('name', { type: 'string', demandOption: true }).positional('newName', { type: 'string', demandOption: true }),
       (a) =>
         withAdmin(a, async (s) => {
