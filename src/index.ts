@@ -62,5 +62,13 @@ export { DEFAULT_KDC_CONFIG, type KdcConfig, type KdcConfigInput } from './kdc/c
 export { type AddPrincipalOptions, type AdminService, type AdminServiceFactory, type RunningKdc, type StartKdcOptions } from './kdc/kdc.js'
 export { startKdc } from './admin/start.js'
 export { type AdminServiceOptions, adminService } from './admin/listener.js'
-export { AdminClient, AdminError, type AdminService as AdminServiceName } from './client/admin-client.js'
+export {
+  type AclCheckResult,
+  AdminClient,
+  AdminError,
+  type AdminService as AdminServiceName,
+  type AuditResult,
+  type KeyResult,
+  type PrincipalView,
+} from './client/admin-client.js'
 export { initRealmDir, type InitRealmOptions } from './kdc/realm.js'

@@ -300,6 +300,9 @@ interface Session {
   close(): Promise<void>
 }
 
+/** Most audit records asked for in one remote request (one reply is at most 60 KB). */
+const REMOTE_AUDIT_LIMIT = 100
+
 /** A bad argument found by a yargs check: reported like any usage error. */
 class UsageError extends Error {}
 
@@ -878,6 +881,11 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
             return Exit.OK
           }
           if (!Number.isSafeInteger(a.limit) || a.limit < 1) throw usage('--limit must be a positive whole number')
+          // One admin reply holds at most 60 KB (PROTOCOL.md §8.5): a few hundred records.
+          if (!s.local && a.limit > REMOTE_AUDIT_LIMIT)
+            throw usage(
+              `--limit ${a.limit}: over the admin listener at most ${REMOTE_AUDIT_LIMIT} records per request; narrow with --since, or read the whole log with --local on the KDC host`,
+            )
           const r = await s.api.readAudit({ limit: a.limit, ...(a.since !== undefined ? { since: parseSince(a.since, Date.now()) } : {}) })
           if (a.json) json({ records: r.records })
           else {

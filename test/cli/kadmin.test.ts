@@ -242,10 +242,13 @@ describe('kadmin (CLI)', function () {
     })
 
     it('shows the audit log and verifies it', async () => {
-      const a = jsonOf<{ records: { actor: string; op: string; outcome: string; seq: number }[] }>(await kadmin('audit', '--json', '--limit', '500'))
+      const a = jsonOf<{ records: { actor: string; op: string; outcome: string; seq: number }[] }>(await kadmin('audit', '--json', '--limit', '100'))
       expect(a.records.some((x) => x.op === 'addprinc' && x.actor === `admin@${REALM}` && x.outcome === 'ok')).to.equal(true)
       expect(a.records.some((x) => x.op === 'addprinc' && x.actor === `eve@${REALM}` && x.outcome === 'denied')).to.equal(true)
       expect(ok(await kadmin('audit', '--since', '1h')).stdout).to.match(/^ +SEQ +TIME +ACTOR/)
+      const big = await kadmin('audit', '--limit', '500')
+      expect(big.code).to.equal(Exit.USAGE)
+      expect(big.stderr).to.contain('at most 100 records per request')
       const v = jsonOf<{ ok: boolean; records: number }>(await kadmin('audit', '--verify', '--json'))
       expect(v.ok).to.equal(true)
       expect(v.records).to.be.greaterThan(10)
