@@ -174,10 +174,11 @@ export function checkAdminArgs(op: string, args: Record<string, unknown>): void 
   if (op === 'listpols') for (const k of Object.keys(args)) throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `unknown field ${JSON.stringify(k)}`)
 }
 
-/** The wire form of a result: plain MessagePack (no undefined, no functions). */
+/** The wire form of a result: plain MessagePack (no undefined, no functions; a Set, such as an ACL rule's letters, as an array). */
 export function wireValue(v: unknown): unknown {
   if (v === undefined || v === null || typeof v !== 'object' || v instanceof Uint8Array) return v
   if (Array.isArray(v)) return v.map(wireValue)
+  if (v instanceof Set) return [...v].map(wireValue)
   const out: Record<string, unknown> = {}
   for (const [k, x] of Object.entries(v)) if (x !== undefined && typeof x !== 'function') out[k] = wireValue(x)
   return out
