@@ -115,6 +115,9 @@ const KEYS = {
   serviceSession: seq(32, 0xa0),
   kadmin: seq(32, 0xc0),
   adminSession: seq(32, 0xe0),
+  adminSession2: seq(32, 0x10),
+  /** The random key addprinc --randkey made in the admin example (a daemon draws it at random). */
+  newServiceKey: seq(32, 0x24),
 }
 const SMALL_KDF = { alg: 'scrypt', N: 1024, r: 8, p: 1 } as const
 
@@ -125,6 +128,9 @@ const SMALL_KDF = { alg: 'scrypt', N: 1024, r: 8, p: 1 } as const
 export const DAEMON_TEXTS = {
   PREAUTH_REQUIRED: 'pre-authentication required',
   SKEW: 'clock skew too great',
+  /** AdminResult.text of the getprinc refused to alice (no ACL line names her). */
+  GETPRINC_REFUSED:
+    "getprinc requires the 'i' (inquire) permission on bob@EXAMPLE.COM: no ACL line matches alice@EXAMPLE.COM on bob@EXAMPLE.COM: 'i' (inquire) is not granted",
 } as const
 
 // ---------------------------------------------------------------- files
@@ -847,7 +853,8 @@ async function exchanges(): Promise<VectorFile> {
   })
   messageStep('AP_REP', { v, t: MsgType.AP_REP, enc: apEnc })
 
-  // Admin (the op names and args are defined by the admin issue; this one is illustrative)
+  // Admin (§8.5): alice, without any ACL line, asks for bob's record and is refused (107)
+  // inside the sealed AdminResult; then the realm's admin adds a service with a random key.
   const kadminEnc = sealedStep('kadmin ticket EncTicketPart', 'EncTicketPart', 'kadmin', KeyUsage.KDC_REP_TICKET, seq(24, 0x19), {
     flags: TicketFlag.INITIAL | TicketFlag.PRE_AUTHENT,
     key: KEYS.adminSession,
@@ -872,9 +879,40 @@ async function exchanges(): Promise<VectorFile> {
     ctime: T0 + 5000,
     cusec: 0,
     code: ErrorCode.TSR_ERR_NOT_AUTHORIZED,
-    text: 'alice@EXAMPLE.COM may not inquire about bob@EXAMPLE.COM (needs i)',
+    text: DAEMON_TEXTS.GETPRINC_REFUSED,
   })
   messageStep('ADMIN_REP', { v, t: MsgType.ADMIN_REP, enc: adminEnc })
+  const admin = ['admin']
+  const kadminEnc2 = sealedStep('kadmin ticket EncTicketPart (admin)', 'EncTicketPart', 'kadmin', KeyUsage.KDC_REP_TICKET, seq(24, 0x1c), {
+    flags: TicketFlag.INITIAL | TicketFlag.PRE_AUTHENT,
+    key: KEYS.adminSession2,
+    crealm: REALM,
+    cname: admin,
+    authtime: T0 + 6000,
+    starttime: T0 + 6000,
+    endtime: T0 + 306_000,
+  })
+  const kadminTicket2 = { realm: REALM, sname: kadmin, kvno: 1, enc: kadminEnc2 }
+  const addAuth = sealedStep('ADMIN_REQ AdminBody addprinc randkey', 'AdminBody', 'adminSession2', KeyUsage.ADMIN_REQ_BODY, seq(24, 0x1d), {
+    crealm: REALM,
+    cname: admin,
+    ctime: T0 + 7000,
+    cusec: 1,
+    op: 'addprinc',
+    args: { name: 'host/db.example.com', randkey: true },
+  })
+  messageStep('ADMIN_REQ addprinc randkey', { v, t: MsgType.ADMIN_REQ, ticket: kadminTicket2, auth: addAuth })
+  const addEnc = sealedStep('ADMIN_REP AdminResult addprinc randkey', 'AdminResult', 'adminSession2', KeyUsage.ADMIN_REP_BODY, seq(24, 0x1e), {
+    ok: true,
+    ctime: T0 + 7000,
+    cusec: 1,
+    result: {
+      name: 'host/db.example.com@EXAMPLE.COM',
+      kvno: 1,
+      keys: [{ realm: REALM, name: ['host', 'db.example.com'], kvno: 1, key: KEYS.newServiceKey, createdAt: T0 + 7000 }],
+    },
+  })
+  messageStep('ADMIN_REP addprinc randkey', { v, t: MsgType.ADMIN_REP, enc: addEnc })
 
   const keys: Record<string, string> = {}
   for (const [k, val] of Object.entries(KEYS)) keys[k] = hex(val)

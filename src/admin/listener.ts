@@ -12,11 +12,12 @@ import { TesseraError, TesseraErrorCode } from '../errors.js'
 import type { AdminActor, AdminErrorMapper, AdminExecutor } from '../kdc/admin-req.js'
 import type { AdminServiceFactory } from '../kdc/kdc.js'
 import { Acl, AclFile, defaultAcl } from './acl.js'
-import { AUDIT_FILE, AuditLog, auditKey } from './audit.js'
+import { AUDIT_FILE, type AuditEvent, AuditLog, auditKey } from './audit.js'
 import { ACL_FILE } from './dump.js'
 import {
   type Actor,
   AdminContext,
+  actorName,
   addPolicy,
   addPrincipal,
   changeKey,
@@ -69,10 +70,115 @@ function operations(key: Uint8Array): Record<string, Op> {
   }
 }
 
-/** The wire form of a result: plain MessagePack (no undefined, no functions). */
+/** The type of an argument on the wire (PROTOCOL.md §8.5). `?` marks the ones that may also be nil. */
+export type AdminArgType = 'str' | 'str?' | 'bool' | 'uint' | 'uint?' | 'map'
+
+/** One argument of an operation: its wire type and whether it must be present. */
+export interface AdminArgSpec {
+  type: AdminArgType
+  required?: true
+}
+
+const NAME: AdminArgSpec = { type: 'str', required: true }
+const POLICY_ARGS: Readonly<Record<string, AdminArgSpec>> = {
+  name: NAME,
+  minLength: { type: 'uint' },
+  minClasses: { type: 'uint' },
+  history: { type: 'uint' },
+  minPasswordLifeMs: { type: 'uint' },
+  maxPasswordLifeMs: { type: 'uint' },
+  maxFailures: { type: 'uint' },
+  failureCountIntervalMs: { type: 'uint' },
+  lockoutDurationMs: { type: 'uint' },
+}
+
+/**
+ * The arguments of every operation, by name, as PROTOCOL.md §8.5 specifies them: checked
+ * here before the operation runs (a wrong type is 109, never a crash), then the operation
+ * checks values (ranges, names, one of password/randkey) and refuses a field it does not take
+ * (109, or 113 for a field the KDC keeps).
+ */
+export const ADMIN_ARGS: Readonly<Record<string, Readonly<Record<string, AdminArgSpec>>>> = {
+  addprinc: {
+    name: NAME,
+    password: { type: 'str' },
+    randkey: { type: 'bool' },
+    policy: { type: 'str' },
+    maxLife: { type: 'uint' },
+    maxRenewableLife: { type: 'uint' },
+    expiresAt: { type: 'uint?' },
+    passwordExpiresAt: { type: 'uint?' },
+    attributes: { type: 'map' },
+  },
+  delprinc: { name: NAME },
+  renprinc: { name: NAME, newName: NAME },
+  modprinc: {
+    name: NAME,
+    attributes: { type: 'map' },
+    policy: { type: 'str?' },
+    maxLife: { type: 'uint' },
+    maxRenewableLife: { type: 'uint' },
+    expiresAt: { type: 'uint?' },
+    passwordExpiresAt: { type: 'uint?' },
+    unlock: { type: 'bool' },
+  },
+  getprinc: { name: NAME },
+  listprincs: { glob: { type: 'str' } },
+  cpw: { name: NAME, password: { type: 'str' }, randkey: { type: 'bool' }, keepold: { type: 'bool' } },
+  ktadd: { name: NAME, randkey: { type: 'bool' }, keepold: { type: 'bool' } },
+  addpol: POLICY_ARGS,
+  modpol: POLICY_ARGS,
+  delpol: { name: NAME },
+  getpol: { name: NAME },
+  listpols: {},
+  aclcheck: { actor: NAME, op: NAME, target: { type: 'str' }, newTarget: { type: 'str' }, randkey: { type: 'bool' } },
+  audit: { since: { type: 'uint' }, limit: { type: 'uint' }, verify: { type: 'bool' } },
+}
+
+function hasType(v: unknown, t: AdminArgType): boolean {
+  if (v === null) return t.endsWith('?')
+  switch (t) {
+    case 'str':
+    case 'str?':
+      return typeof v === 'string'
+    case 'bool':
+      return typeof v === 'boolean'
+    case 'uint':
+    case 'uint?':
+      return Number.isSafeInteger(v) && (v as number) >= 0
+    case 'map':
+      return typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array)
+  }
+}
+
+const TYPE_WORDS: Record<AdminArgType, string> = {
+  str: 'a string',
+  'str?': 'a string or nil',
+  bool: 'true or false',
+  uint: 'a non-negative integer',
+  'uint?': 'a non-negative integer or nil',
+  map: 'a map',
+}
+
+/** Refuse (TESSERA_VALIDATION) arguments of the wrong type or missing; fields not in `spec` are left to the operation. */
+export function checkAdminArgs(op: string, args: Record<string, unknown>): void {
+  const spec = ADMIN_ARGS[op]!
+  for (const [k, s] of Object.entries(spec)) {
+    const v = Object.hasOwn(args, k) ? args[k] : undefined
+    if (v === undefined) {
+      if (s.required) throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `${op} needs the argument ${k} (${TYPE_WORDS[s.type]})`)
+      continue
+    }
+    if (!hasType(v, s.type)) throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `${op}: ${k} must be ${TYPE_WORDS[s.type]}`)
+  }
+  if (op === 'listpols') for (const k of Object.keys(args)) throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `unknown field ${JSON.stringify(k)}`)
+}
+
+/** The wire form of a result: plain MessagePack (no undefined, no functions; a Set, such as an ACL rule's letters, as an array). */
 export function wireValue(v: unknown): unknown {
   if (v === undefined || v === null || typeof v !== 'object' || v instanceof Uint8Array) return v
   if (Array.isArray(v)) return v.map(wireValue)
+  if (v instanceof Set) return [...v].map(wireValue)
   const out: Record<string, unknown> = {}
   for (const [k, x] of Object.entries(v)) if (x !== undefined && typeof x !== 'function') out[k] = wireValue(x)
   return out
@@ -139,10 +245,19 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
     const ctx = new AdminContext(ctxOpts)
     const ops = operations(key)
     const exec: AdminExecutor = async (who: AdminActor, op: string, args: Record<string, unknown>) => {
-      const run = Object.hasOwn(ops, op) ? ops[op] : undefined
-      if (!run) throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `unknown admin operation ${JSON.stringify(op)} (one of: ${Object.keys(ops).join(', ')})`)
       const actor: Actor = { kind: 'principal', principal: who.id, via: who.changepwOnly ? 'changepw' : 'admin', initial: true, peer: who.peer }
-      return wireValue(await run(ctx, actor, args))
+      const run = Object.hasOwn(ops, op) ? ops[op] : undefined
+      try {
+        if (!run) throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `unknown admin operation ${JSON.stringify(op)} (one of: ${Object.keys(ops).join(', ')})`)
+        checkAdminArgs(op, args)
+      } catch (err) {
+        // Refused before the operation: audited here (the operation audits its own refusals).
+        const ev: AuditEvent = { actor: actorName(actor), op, outcome: 'error', code: TesseraErrorCode.TESSERA_VALIDATION, reason: (err as Error).message, peer: who.peer }
+        if (typeof args.name === 'string') ev.target = args.name
+        await audit.record(ev)
+        throw err
+      }
+      return wireValue(await run!(ctx, actor, args))
     }
     return {
       exec,

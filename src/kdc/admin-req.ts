@@ -11,10 +11,11 @@ import { TicketFlag } from '../../proto/flags.js'
 import { KeyUsage } from '../../proto/key-usage.js'
 import { AdminBody, type AdminRep, type AdminReq, AdminResult, EncTicketPart } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
-import { sha256 } from '../crypto/index.js'
+import { SEAL_OVERHEAD, sha256 } from '../crypto/index.js'
 import type { PrincipalId } from '../db/types.js'
 import { KrbProtocolError } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
+import { decode, encode } from '../wire/codec.js'
 import type { ConnectionContext } from '../wire/server.js'
 import { type KdcContext, keyByKvno } from './context.js'
 
@@ -47,6 +48,26 @@ export type AdminExecutor = (actor: AdminActor, op: string, args: Record<string,
 export type AdminErrorMapper = (err: unknown) => { code: number; text: string } | undefined
 
 const KADMIN = 'kadmin'
+
+/** Largest AdminResult, encoded: sealed, it must fit ADMIN_REP.enc (60000 bytes, PROTOCOL.md §7.1). */
+export const MAX_ADMIN_RESULT_BYTES = 60000 - SEAL_OVERHEAD
+
+/**
+ * Why a result cannot travel in one ADMIN_REP (too many bytes, or beyond the decoder's limits
+ * of §10: nesting, entries per container), or undefined when it can. The operation has run;
+ * only its answer is refused, so a client asks again for less (audit `limit`, listprincs `glob`).
+ */
+function unfitResult(r: AdminResult): string | undefined {
+  const bytes = encode(r)
+  if (bytes.length > MAX_ADMIN_RESULT_BYTES)
+    return `the result is too large for one reply (${bytes.length} bytes, at most ${MAX_ADMIN_RESULT_BYTES}): ask for less (audit: limit or since; listprincs: a glob)`
+  try {
+    decode(bytes)
+  } catch (err) {
+    return `the result is too large for one reply (${(err as Error).message}): ask for less (audit: limit or since; listprincs: a glob)`
+  }
+  return undefined
+}
 
 function refuse(code: number, status: string, message: string): never {
   throw new KrbProtocolError(code, status, { message })
@@ -104,6 +125,8 @@ export function makeAdminHandler(ctx: KdcContext, exec: AdminExecutor, mapError:
       const value = await exec(actor, body.op, body.args as Record<string, unknown>)
       result = { ok: true, ctime: body.ctime, cusec: body.cusec }
       if (value !== undefined) result.result = value
+      const unfit = unfitResult(result)
+      if (unfit !== undefined) result = { ok: false, ctime: body.ctime, cusec: body.cusec, code: ErrorCode.ADM_ERR_BAD_REQUEST, text: unfit }
     } catch (err) {
       const mapped = mapError(err)
       if (!mapped) throw err

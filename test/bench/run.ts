@@ -31,6 +31,7 @@ export const BENCHMARKS: readonly { name: string; module: string }[] = [
   { name: 'app', module: 'app' },
   { name: 'time', module: 'time' },
   { name: 'enumeration', module: 'enumeration' },
+  { name: 'admin', module: 'admin' },
 ]
 
 const args = process.argv.slice(2)

@@ -7,6 +7,7 @@ import { buildJsonSchema } from '../../proto/gen-json-schema.js'
 import { KeyUsage } from '../../proto/key-usage.js'
 import { InnerSchemas } from '../../proto/messages.js'
 import { MsgType } from '../../proto/msg-types.js'
+import { ADMIN_ARGS, type AdminArgSpec } from '../../src/admin/listener.js'
 
 const doc = readFileSync(new URL('../../proto/PROTOCOL.md', import.meta.url), 'utf8')
 const vectorsDir = new URL('../../proto/vectors/', import.meta.url)
@@ -217,5 +218,39 @@ describe('proto/PROTOCOL.md', () => {
       '"tessera-time-v1" || nonce(32) || uint64be(recv) || uint64be(xmit) || uint32be(radius)',
     ])
       expect(doc).to.include(s)
+  })
+})
+
+describe('proto/PROTOCOL.md §8.5 admin operations', () => {
+  const section = sectionText('#### 8.5.4')
+  const WORD: Record<AdminArgSpec['type'], string> = { str: 'str', 'str?': 'str or nil', bool: 'bool', uint: 'uint', 'uint?': 'uint or nil', map: 'map' }
+
+  /** The args table under "##### `op`", as [arg, type, req.] rows. */
+  function argsTable(op: string): string[][] {
+    const at = section.indexOf(`\n##### \`${op}\` `)
+    expect(at, `§8.5.4 has no "##### \`${op}\`" heading`).to.be.greaterThan(-1)
+    const rest = section.slice(at + 1)
+    const end = rest.slice(1).search(/\n##### /)
+    const rows: string[][] = []
+    for (const line of (end < 0 ? rest : rest.slice(0, end + 1)).split('\n'))
+      if (line.startsWith('|')) rows.push(line.split('|').slice(1, -1).map((c) => c.trim()))
+    return rows.slice(2).map((r) => r.slice(0, 3))
+  }
+
+  it('has a heading for exactly the operations the admin service serves', () => {
+    const documented = [...section.matchAll(/^##### `([a-z]+)` /gm)].map((m) => m[1])
+    expect(documented).to.deep.equal(Object.keys(ADMIN_ARGS))
+  })
+
+  for (const [op, spec] of Object.entries(ADMIN_ARGS)) {
+    it(`documents the args of ${op} with the types and requirements the service checks`, () => {
+      const want = Object.entries(spec).map(([k, s]) => [`\`${k}\``, WORD[s.type], s.required ? 'yes' : 'opt'])
+      expect(argsTable(op)).to.deep.equal(want)
+    })
+  }
+
+  it('lists in the refusal table every code an AdminResult carries', () => {
+    const rows = sectionText('#### 8.5.2').split('\n').filter((l) => /^\| \d+ \|/.test(l)).map((l) => l.split('|')[1]!.trim())
+    expect(rows).to.have.members(['107', '109', '110', '111', '112', '113', '114', '29'])
   })
 })

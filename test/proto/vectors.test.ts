@@ -11,10 +11,13 @@ import { expect } from 'chai'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { PaType } from '../../proto/flags.js'
 import { KeyUsage } from '../../proto/key-usage.js'
-import { type AsReq, InnerSchemas, type Message, PaEncTs } from '../../proto/messages.js'
+import { AdminBody, AdminResult, type AsReq, InnerSchemas, type Message, PaEncTs } from '../../proto/messages.js'
 import { MsgType } from '../../proto/msg-types.js'
 import { validate, validateMessage } from '../../proto/validate.js'
 import { fromJsonValue, generateAll, renderVectorFile, toJsonValue } from '../../proto/vectors/generate.js'
+import { startKdc as startAdminKdc } from '../../src/admin/start.js'
+import { AdminClient } from '../../src/client/admin-client.js'
+import { KdcClient } from '../../src/client/kdc-client.js'
 import { allBackends, backend, type NaclBackend, useBackend } from '../../src/crypto/backend.js'
 import {
   checkConfirm,
@@ -44,17 +47,19 @@ import {
   verify,
   x25519,
 } from '../../src/crypto/index.js'
+import { DEFAULT_POLICY } from '../../src/db/policy.js'
 import { isTesseraError, KrbProtocolError, TesseraError } from '../../src/errors.js'
+import type { RunningKdc } from '../../src/kdc/kdc.js'
+import { processTimeReq, ServedClock } from '../../src/kdc/time-req.js'
+import { openPart, sealPart } from '../../src/krb/parts.js'
+import { timeSignatureInput } from '../../src/krb/time-sig.js'
 import { decodeMessage, plainFrame, SealedCodec } from '../../src/wire/channel.js'
+import { connectChannel } from '../../src/wire/client.js'
 import { decode, encode } from '../../src/wire/codec.js'
 import { FrameReader, frame } from '../../src/wire/frame-reader.js'
 import type { TicketIssuer } from '../../src/wire/resumption.js'
 import { SecureServer } from '../../src/wire/server.js'
-import { ServedClock, processTimeReq } from '../../src/kdc/time-req.js'
-import { DEFAULT_POLICY } from '../../src/db/policy.js'
-import { sealPart } from '../../src/krb/parts.js'
-import { timeSignatureInput } from '../../src/krb/time-sig.js'
-import { expectKrbError, expectType, tgsReq, useTestKdc } from '../helpers/kdc-helpers.js'
+import { ADMIN_PASSWORD, expectKrbError, expectType, FAST_CONFIG, tgsReq, useTestKdc } from '../helpers/kdc-helpers.js'
 import { refEncode } from './msgpack-ref.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: vector files are free-form JSON
@@ -780,5 +785,76 @@ describe('proto/vectors against a running KDC (what the daemon sends has the sha
     const malformed = expectKrbError(await bad.request(asReqFor(['\u{1F600}'.repeat(128)])), ErrorCode.TSR_ERR_MALFORMED)
     expect(malformed.text.startsWith(quoted.find(([c]) => c === 100)![1])).to.equal(true)
     expect(section).to.include(malformed.text.slice('invalid message: '.length))
+  })
+})
+
+/** The AdminResult inner part of a step of exchanges.json. */
+const exchangeInner = (name: string): J => (exchanges.steps as J[]).find((s) => s.kind === 'sealed' && s.name === name)!.inner
+
+describe('proto/vectors against a running admin service (the admin examples of exchanges.json, §8.5)', function () {
+  this.timeout(20000)
+  let kdc: RunningKdc
+  let kc: KdcClient
+
+  before(async () => {
+    kdc = await startAdminKdc({ realm: 'EXAMPLE.COM', adminPassword: ADMIN_PASSWORD, config: FAST_CONFIG })
+    kc = new KdcClient(kdc.realmFile, { connectTimeoutMs: 2000, timeoutMs: 10_000 })
+    const admin = await AdminClient.login(kc, 'admin', ADMIN_PASSWORD)
+    await admin.call('addprinc', { name: 'alice', password: 'password' })
+    await admin.call('addprinc', { name: 'bob', password: 'another password' })
+  })
+  after(async () => {
+    kc.close()
+    await kdc.close()
+  })
+
+  /** Send one AdminBody as the vectors do (op, args from the example) and open the AdminResult. */
+  async function exchange(who: string, password: string, bodyStep: string): Promise<J> {
+    const creds = (await AdminClient.login(kc, who, password)).creds
+    const example = exchangeInner(bodyStep)
+    const ch = await connectChannel({
+      host: kdc.addresses.admin.host,
+      port: kdc.addresses.admin.port,
+      serverKey: kdc.realmFile.transportKey,
+      connectTimeoutMs: 2000,
+      handshakeTimeoutMs: 2000,
+    })
+    try {
+      const body = { crealm: creds.crealm, cname: creds.cname, ctime: kdc.context.now(), cusec: example.cusec, op: example.op, args: fromJsonValue(example.args) }
+      expect(Object.keys(body)).to.deep.equal(Object.keys(example))
+      const auth = sealPart(creds.sessionKey, KeyUsage.ADMIN_REQ_BODY, AdminBody, body as AdminBody)
+      const rep = expectType(await ch.request({ v: 1, t: MsgType.ADMIN_REQ, ticket: creds.ticket, auth }), MsgType.ADMIN_REP)
+      expect(Object.keys(rep)).to.deep.equal(Object.keys(exchangeMessage('ADMIN_REP')))
+      return openPart(creds.sessionKey, KeyUsage.ADMIN_REP_BODY, AdminResult, rep.enc)
+    } finally {
+      ch.close()
+    }
+  }
+
+  it('refuses getprinc to alice inside the AdminResult with 107 and the example text, the fields in the example order', async () => {
+    const example = exchangeInner('ADMIN_REP AdminResult')
+    const r = await exchange('alice', 'password', 'ADMIN_REQ AdminBody')
+    expect(Object.keys(r)).to.deep.equal(Object.keys(example))
+    expect(r.ok).to.equal(false)
+    expect(r.code).to.equal(example.code)
+    expect(r.text).to.equal(example.text)
+  })
+
+  it('answers addprinc --randkey with the result of the example: the name, kvno 1 and the one new key, shaped as in the example', async () => {
+    const example = exchangeInner('ADMIN_REP AdminResult addprinc randkey')
+    const r = await exchange('admin', ADMIN_PASSWORD, 'ADMIN_REQ AdminBody addprinc randkey')
+    expect(Object.keys(r)).to.deep.equal(Object.keys(example))
+    expect(r.ok).to.equal(true)
+    expect(Object.keys(r.result)).to.deep.equal(Object.keys(example.result))
+    expect(r.result.name).to.equal(example.result.name)
+    expect(r.result.kvno).to.equal(example.result.kvno)
+    expect(r.result.keys).to.have.length(1)
+    expect(Object.keys(r.result.keys[0])).to.deep.equal(Object.keys(example.result.keys[0]))
+    const { key, createdAt, ...rest } = r.result.keys[0]
+    const { key: exKey, createdAt: _t, ...exRest } = fromJsonValue(example.result.keys[0]) as J
+    expect(rest).to.deep.equal(exRest)
+    expect(key).to.be.instanceOf(Uint8Array)
+    expect(key.length).to.equal(exKey.length)
+    expect(createdAt).to.be.a('number')
   })
 })
