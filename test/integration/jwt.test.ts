@@ -88,6 +88,17 @@ describe('JWT bridge (integration)', function () {
       expect(t.ticket.sname).to.deep.equal(['HTTP', 'api.example.test'])
     })
 
+    it('modprinc refuses a jwtAudience that is not a URL and an allowJwt that is not a boolean', async () => {
+      const admin = await AdminClient.login(client, 'admin', 'admin password 1')
+      for (const attributes of [{ jwtAudience: 'not a url' }, { allowJwt: 'yes' }]) {
+        const err = await admin.call('modprinc', { name: OTHER, attributes }).catch((e: unknown) => e)
+        expect(err, JSON.stringify(attributes)).to.be.instanceOf(Error)
+        expect((err as Error).message).to.match(/attribute (jwtAudience must be a URL|allowJwt must be true or false)/)
+      }
+      const view = (await admin.call('getprinc', { name: OTHER })) as { attributes: Record<string, unknown> }
+      expect(view.attributes.allowJwt).to.equal(true)
+    })
+
     it("uses the service's jwtAudience attribute as aud", async () => {
       const t = await client.getServiceToken(tgt, 'HTTP/files.example.test')
       expect(t.claims.aud).to.equal(URL_AUD)
