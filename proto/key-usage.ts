@@ -30,5 +30,7 @@ export const KeyUsage = {
   SESSION_S2C: 1028,
   /** Credential cache / keytab entries when sealed (reserved). */
   LOCAL_STORE: 1029,
+  /** TGS_REP.jwt (EncJwtPart: the JWT bridge's token), sealed with the presented ticket's session key. */
+  TGS_REP_JWT: 1040,
 } as const
 export type KeyUsage = (typeof KeyUsage)[keyof typeof KeyUsage]

@@ -196,10 +196,23 @@ export const TgsAuthenticator = obj({
   rtill: Type.Optional(Time),
   nonce: Nonce,
   options: Flags,
+  jwtKey: Type.Optional(bin(32, 32, 'Ed25519 public key: ask for a JWT bound to it (PROTOCOL.md §15)')),
+})
+/** Sealed content of TGS_REP.jwt (session key of the presented ticket, usage TGS_REP_JWT). */
+export const EncJwtPart = obj({
+  token: Type.String({ minLength: 1, maxLength: 8192, description: 'the JWS compact serialization (PROTOCOL.md §15)' }),
 })
 export const TgsReq = obj({ v, t: t(MsgType.TGS_REQ), ticket: Ticket, auth: Sealed(2048) }, 'TGS_REQ')
 export const TgsRep = obj(
-  { v, t: t(MsgType.TGS_REP), crealm: Realm, cname: PrincipalName, ticket: Ticket, enc: Sealed(2048) },
+  {
+    v,
+    t: t(MsgType.TGS_REP),
+    crealm: Realm,
+    cname: PrincipalName,
+    ticket: Ticket,
+    enc: Sealed(2048),
+    jwt: Type.Optional(Sealed(8400)),
+  },
   'TGS_REP',
 )
 
@@ -308,6 +321,7 @@ export const InnerSchemas = {
   PaEncTs,
   EncKdcRepPart,
   TgsAuthenticator,
+  EncJwtPart,
   ApAuthenticator,
   EncApRepPart,
   AdminBody,
@@ -326,6 +340,7 @@ export type AsReq = Static<typeof AsReq>
 export type AsRep = Static<typeof AsRep>
 export type EncKdcRepPart = Static<typeof EncKdcRepPart>
 export type TgsAuthenticator = Static<typeof TgsAuthenticator>
+export type EncJwtPart = Static<typeof EncJwtPart>
 export type TgsReq = Static<typeof TgsReq>
 export type TgsRep = Static<typeof TgsRep>
 export type ApAuthenticator = Static<typeof ApAuthenticator>

@@ -53,6 +53,7 @@ export const TesseraErrorCode = {
   TESSERA_PROTECTED: 'TESSERA_PROTECTED',
   TESSERA_ACL: 'TESSERA_ACL',
   TESSERA_AUDIT: 'TESSERA_AUDIT',
+  TESSERA_TOKEN: 'TESSERA_TOKEN',
 } as const
 export type TesseraErrorCode = (typeof TesseraErrorCode)[keyof typeof TesseraErrorCode]
 
@@ -89,6 +90,38 @@ export class NotAuthorizedError extends TesseraError {
     message: string,
   ) {
     super(TesseraErrorCode.TESSERA_NOT_AUTHORIZED, message)
+  }
+}
+
+/** The RFC 9449 §7.1 / RFC 6750 §3.1 error of a refused HTTP request; undefined: no credentials were sent at all. */
+export type TokenErrorName = 'invalid_request' | 'invalid_token' | 'invalid_dpop_proof' | 'use_dpop_nonce' | undefined
+
+/**
+ * A JWT bridge request refused by the service (TESSERA_TOKEN): `reason` is stable (tests and
+ * callers match on it), `status` and `wwwAuthenticate` are what to answer (RFC 9449 §7.1).
+ */
+export class TokenError extends TesseraError {
+  constructor(
+    readonly error: TokenErrorName,
+    readonly reason: string,
+    message: string,
+    readonly status: 400 | 401 | 503 = error === 'invalid_request' ? 400 : 401,
+    opts?: ErrorOptions & { nonce?: string },
+  ) {
+    super(TesseraErrorCode.TESSERA_TOKEN, message, opts)
+    if (opts?.nonce !== undefined) this.nonce = opts.nonce
+  }
+
+  /** A fresh server nonce to send as DPoP-Nonce (with use_dpop_nonce). */
+  readonly nonce?: string
+
+  /** The WWW-Authenticate value: `DPoP error="…", error_description="…", algs="EdDSA Ed25519"`. */
+  get wwwAuthenticate(): string {
+    const algs = 'algs="EdDSA Ed25519"'
+    if (this.error === undefined) return `DPoP ${algs}`
+    // error_description: printable ASCII without '"' and '\\' (RFC 6750 §3).
+    const text = this.message.replace(/[^\x20-\x7e]|["\\]/g, '')
+    return `DPoP error="${this.error}", error_description="${text}", ${algs}`
   }
 }
 

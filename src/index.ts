@@ -6,7 +6,7 @@ export { KdcOption, PaType, TicketFlag, ticketFlagNames } from '../proto/flags.j
 export { KeyUsage } from '../proto/key-usage.js'
 export type { ApRep, ApReq, Ticket } from '../proto/messages.js'
 export { MsgType, PROTOCOL_VERSION } from '../proto/msg-types.js'
-export { isTesseraError, KrbProtocolError, TesseraError, TesseraErrorCode } from './errors.js'
+export { isTesseraError, KrbProtocolError, TesseraError, TesseraErrorCode, TokenError, type TokenErrorName } from './errors.js'
 
 // Client side
 export { type ApRepResult, type ApReqOptions, buildApReq, type PendingApReq, verifyApRep } from './client/ap.js'
@@ -20,6 +20,10 @@ export {
   type TicketOptions,
 } from './client/kdc-client.js'
 export { checkTimeRep, type SyncTimeOptions, syncTime, type TimeSample } from './client/time-sync.js'
+// JWT bridge (PROTOCOL.md §15)
+export { type DpopKeyPair, generateDpopKeyPair, type ServiceToken, type ServiceTokenOptions } from './client/jwt.js'
+export { accessTokenHash, createDpopProof, type DpopProofInput, type DpopResponse, DpopSession, type DpopSessionOptions, htuOf } from './client/dpop.js'
+export { discoveryDocument, type PublicSigningKey, type RealmJwk, type RealmJwks, realmJwks, signingKeyId } from './krb/jwks.js'
 export {
   defaultRealmFilePath,
   type KdcAddress,
@@ -56,6 +60,19 @@ export {
   type VerifyOptions,
 } from './service/verify-ap-req.js'
 export { ReplayCache, type ReplayCacheOptions } from './krb/replay-cache.js'
+export {
+  type ServiceTokenClaims,
+  ServiceTokenVerifier,
+  type TokenMiddleware,
+  type TokenMiddlewareOptions,
+  type TokenRequest,
+  type TokenVerifierOptions,
+  tokenMiddleware,
+  tokenOf,
+  tokenRequestOf,
+  type VerifiedToken,
+  verifyServiceToken,
+} from './service/jwt-verifier.js'
 
 // The KDC, embeddable (tests of apps, like Apache Kerby's SimpleKdcServer)
 export { DEFAULT_KDC_CONFIG, type KdcConfig, type KdcConfigInput } from './kdc/config.js'

@@ -23,6 +23,7 @@ import { ErrorCode } from '../error-codes.js'
 import { KeyUsage } from '../key-usage.js'
 import { KdcOption, PaType, TicketFlag } from '../flags.js'
 import { backend } from '../../src/crypto/backend.js'
+import { clientKeyThumbprint, serviceTokenClaims, signServiceToken } from '../../src/kdc/jwt.js'
 import {
   checkConfirm,
   clientHandshakeFinish,
@@ -694,6 +695,8 @@ export function timeSignatureInput(nonce: Uint8Array, recv: number, xmit: number
 
 /** The fixed Ed25519 seed of the realm signing key in the vectors. */
 export const SIGNING_SEED = seq(32, 0x33)
+/** The fixed Ed25519 seed of the client's proof-of-possession key in the JWT exchange vectors. */
+export const JWT_CLIENT_SEED = seq(32, 0x60)
 
 function timeRep() {
   const nonce = seq(32, 0x50)
@@ -836,6 +839,37 @@ async function exchanges(): Promise<VectorFile> {
   })
   messageStep('TGS_REP', { v, t: MsgType.TGS_REP, crealm: REALM, cname: alice, ticket: svcTicket, enc: tgsEnc })
 
+  // TGS with a JWT (§15): the same request plus jwtKey, the same reply plus jwt.
+  const jwtKey = backend().ed25519PublicKey(JWT_CLIENT_SEED)
+  const jwtAuth = sealedStep('TGS_REQ TgsAuthenticator with jwtKey', 'TgsAuthenticator', 'tgtSession', KeyUsage.TGS_REQ_AUTH, seq(24, 0x1c), {
+    crealm: REALM,
+    cname: alice,
+    ctime: T0 + 2000,
+    cusec: 8,
+    sname: svc,
+    till,
+    nonce: 0x0a0b0c0d,
+    options: 0,
+    jwtKey,
+  })
+  messageStep('TGS_REQ with jwtKey', { v, t: MsgType.TGS_REQ, ticket: tgt, auth: jwtAuth })
+  const token = await signServiceToken(
+    { secretKey: SIGNING_SEED, publicKey: backend().ed25519PublicKey(SIGNING_SEED) },
+    serviceTokenClaims({
+      issuer: `tessera:${REALM}`,
+      client: `alice@${REALM}`,
+      audience: `host/db.example.com@${REALM}`,
+      now: T0 + 2000,
+      endtime: till,
+      maxLifeMs: 300_000,
+      flags: TicketFlag.PRE_AUTHENT,
+      jkt: await clientKeyThumbprint(jwtKey),
+      jti: Buffer.from(seq(16, 0x00)).toString('base64url'),
+    }),
+  )
+  const jwtEnc = sealedStep('TGS_REP EncJwtPart', 'EncJwtPart', 'tgtSession', KeyUsage.TGS_REP_JWT, seq(24, 0x1d), { token })
+  messageStep('TGS_REP with jwt', { v, t: MsgType.TGS_REP, crealm: REALM, cname: alice, ticket: svcTicket, enc: tgsEnc, jwt: jwtEnc })
+
   // AP
   const apAuth = sealedStep('AP_REQ ApAuthenticator', 'ApAuthenticator', 'serviceSession', KeyUsage.AP_REQ_AUTH, seq(24, 0x17), {
     crealm: REALM,
@@ -921,7 +955,9 @@ async function exchanges(): Promise<VectorFile> {
       'Worked exchanges (AS, TGS, AP, admin) with fixed keys and seal nonces. `keys.client` is passwordToKey("password", ' +
       '"EXAMPLE.COMalice", scrypt N=1024 r=8 p=1). A `sealed` step is seal(keys[key], usage, msgpack(inner), nonce); ' +
       'a `message` step is the msgpack of a top-level message embedding earlier sealed bytes. These are the bodies ' +
-      'before transport sealing.',
+      'before transport sealing. The TGS exchange with a JWT (PROTOCOL.md §15): `jwtKey` is the Ed25519 public key of ' +
+      `seed ${hex(JWT_CLIENT_SEED)}; the token in EncJwtPart is signed with time-signature.json's signingSeed (Ed25519 ` +
+      'signatures are deterministic, so it is reproducible byte for byte).',
     keys,
     steps,
   }

@@ -75,7 +75,7 @@ export const OP_PERMISSIONS: Readonly<Record<AdminOpName, { letters: readonly Ac
 })
 
 /** Attribute names of `+flag`/`-flag` restrictions: MIT's names (and aliases) -> our attribute and the value `+` forces. */
-export const ACL_FLAGS: Readonly<Record<string, { attr: keyof PrincipalAttributes; plus: boolean }>> = Object.freeze({
+export const ACL_FLAGS: Readonly<Record<string, { attr: Exclude<keyof PrincipalAttributes, 'jwtAudience'>; plus: boolean }>> = Object.freeze({
   allow_tix: { attr: 'disabled', plus: false },
   allow_tickets: { attr: 'disabled', plus: false },
   disallow_all_tix: { attr: 'disabled', plus: true },

@@ -200,7 +200,7 @@ export interface PrincipalView {
   /** Every version, oldest first, with its times. */
   keys: KeyVersionView[]
   /** The attributes in force (absent stored values shown with the KDC's default). */
-  attributes: Required<PrincipalAttributes>
+  attributes: Required<Omit<PrincipalAttributes, 'jwtAudience'>> & Pick<PrincipalAttributes, 'jwtAudience'>
   policy?: string
   expiresAt?: number
   passwordExpiresAt?: number
@@ -275,14 +275,17 @@ function onlyFields(args: object, allowed: readonly string[]): void {
   }
 }
 
-const ATTRIBUTES: readonly (keyof PrincipalAttributes)[] = ['disabled', 'requiresPreauth', 'allowForwardable', 'allowRenewable', 'allowService']
+const ATTRIBUTES: readonly (keyof PrincipalAttributes)[] = ['disabled', 'requiresPreauth', 'allowForwardable', 'allowRenewable', 'allowService', 'allowJwt', 'jwtAudience']
 
 function checkAttributes(a: Partial<PrincipalAttributes> | undefined): void {
   if (a === undefined) return
   if (a === null || typeof a !== 'object') throw validation('attributes must be an object')
   for (const [k, v] of Object.entries(a)) {
     if (!ATTRIBUTES.includes(k as keyof PrincipalAttributes)) throw validation(`unknown attribute ${JSON.stringify(k)}`)
-    if (typeof v !== 'boolean') throw validation(`attribute ${k} must be true or false`)
+    // jwtAudience: the `aud` of the service's JWTs (PROTOCOL.md §15.1), a URL.
+    if (k === 'jwtAudience') {
+      if (typeof v !== 'string' || v.length === 0 || v.length > 1024 || !URL.canParse(v)) throw validation('attribute jwtAudience must be a URL')
+    } else if (typeof v !== 'boolean') throw validation(`attribute ${k} must be true or false`)
   }
 }
 
@@ -485,6 +488,8 @@ export function principalView(rec: Readonly<PrincipalRecord>, lockout: Partial<P
       allowRenewable: a.allowRenewable !== false,
       // Unset: random-key principals accept tickets, password ones do not (kdc/context.ts acceptsTickets).
       allowService: a.allowService ?? (current !== undefined && current.kdf === undefined),
+      allowJwt: a.allowJwt === true,
+      ...(a.jwtAudience !== undefined ? { jwtAudience: a.jwtAudience } : {}),
     },
     maxLife: rec.maxLife,
     maxRenewableLife: rec.maxRenewableLife,

@@ -5,6 +5,7 @@ import { KeyUsage } from '../../proto/key-usage.js'
 import {
   type AsRep,
   type AsReq,
+  EncJwtPart,
   EncKdcRepPart,
   type EncKdcRepPart as EncKdcRepPartT,
   type KdfParamsWire,
@@ -24,6 +25,7 @@ import { type ChannelOptions, type ClientChannel, connectChannel, openWithReques
 import { ResumptionStore } from '../wire/resumption.js'
 import type { CredentialCache } from './ccache.js'
 import { krbErrorFromReply } from './errors.js'
+import { getServiceToken, type ServiceToken, type ServiceTokenOptions } from './jwt.js'
 import { syncTime } from './time-sync.js'
 
 /** A ticket and what the client needs to use it. */
@@ -308,6 +310,23 @@ export class KdcClient {
   }
 
   /**
+   * A JWT for an HTTP service (PROTOCOL.md §15), bound to an Ed25519 key pair made for it
+   * (or `opts.keyPair`), whose private key stays in this process unless `extractable`.
+   */
+  getServiceToken(tgt: Credentials, service: string, opts: ServiceTokenOptions = {}): Promise<ServiceToken> {
+    return getServiceToken(this, tgt, service, opts)
+  }
+
+  /** The TGS exchange of getServiceToken: a service ticket and a token bound to the raw Ed25519 public key `jwtKey`. */
+  async requestServiceToken(tgt: Credentials, service: string, jwtKey: Uint8Array, opts: TicketOptions = {}): Promise<{ creds: Credentials; token: string }> {
+    const sname = splitPrincipal(service, this.realm.realm).components
+    const r = await this.tgsExchange(tgt, sname, this.kdcOptions(opts), opts, service, jwtKey)
+    const { token, ...creds } = r
+    if (token === undefined) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, 'the KDC sent no token')
+    return { creds, token }
+  }
+
+  /**
    * Run under a user's existing login (kauth login): a service ticket from the credential
    * cache if it holds a valid one, else one obtained with the cached TGT and stored there.
    * TESSERA_NO_CREDENTIALS when the cache holds no valid TGT for this realm.
@@ -340,7 +359,8 @@ export class KdcClient {
     options: number,
     opts: TicketOptions,
     display: string,
-  ): Promise<Credentials> {
+    jwtKey?: Uint8Array,
+  ): Promise<Credentials & { token?: string }> {
     const signal = this.callSignal(opts.signal)
     let skewRetried = false
     for (;;) {
@@ -359,6 +379,7 @@ export class KdcClient {
           options,
         }
         if (opts.renewableLifeMs) auth.rtill = ms + opts.renewableLifeMs
+        if (jwtKey !== undefined) auth.jwtKey = jwtKey
         return {
           v: PROTOCOL_VERSION,
           t: MsgType.TGS_REQ,
@@ -376,7 +397,9 @@ export class KdcClient {
         throw krbErrorFromReply(reply, this.now(), display)
       }
       if (reply.t !== MsgType.TGS_REP) throw new TesseraError(TesseraErrorCode.TESSERA_BAD_REPLY, `unexpected reply type ${reply.t} to TGS_REQ`)
-      return this.acceptKdcRep(reply, creds.sessionKey, KeyUsage.TGS_REP_ENCPART_SESSKEY, nonce, sname, creds.srealm)
+      const accepted = this.acceptKdcRep(reply, creds.sessionKey, KeyUsage.TGS_REP_ENCPART_SESSKEY, nonce, sname, creds.srealm)
+      if (jwtKey === undefined || reply.jwt === undefined) return accepted
+      return { ...accepted, token: openPart(creds.sessionKey, KeyUsage.TGS_REP_JWT, EncJwtPart, reply.jwt).token }
     }
   }
 

@@ -19,6 +19,10 @@ export interface PrincipalAttributes {
   allowRenewable?: boolean
   /** May be the server of a service ticket (false for users created with `--no-service`). Default true. */
   allowService?: boolean
+  /** The TGS may issue JWTs for this service (PROTOCOL.md §15). Default false. */
+  allowJwt?: boolean
+  /** The `aud` of its JWTs (a URL), instead of its principal name. */
+  jwtAudience?: string
 }
 
 /** One version of a principal's long-term key. */

@@ -47,6 +47,10 @@ export interface KdcConfig {
   replayCacheMaxEntries: number
   /** Record last successful login on every AS success (costs a DB write per login). @default false */
   trackLastSuccess: boolean
+  /** JWT bridge (PROTOCOL.md §15): the `iss` of the tokens, e.g. an https URL. @default "tessera:REALM" */
+  jwtIssuer?: string
+  /** JWT bridge: longest token life, ms (a token never outlives its ticket either). @default 300000 */
+  jwtMaxLifeMs: number
   limits: {
     maxFrameBytes: number
     handshakeTimeoutMs: number
@@ -87,6 +91,7 @@ export const DEFAULT_KDC_CONFIG: Readonly<KdcConfig> = Object.freeze({
   preauthFailureFloorMs: 100,
   replayCacheMaxEntries: 2_000_000,
   trackLastSuccess: false,
+  jwtMaxLifeMs: 300_000,
   limits: {
     maxFrameBytes: Limits.MAX_FRAME_BYTES,
     handshakeTimeoutMs: 5000,
@@ -107,7 +112,7 @@ export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' 
   kdf?: Partial<KdfParams>
 }
 
-const KNOWN_TOP = new Set(Object.keys(DEFAULT_KDC_CONFIG).concat(['advertiseHost']))
+const KNOWN_TOP = new Set(Object.keys(DEFAULT_KDC_CONFIG).concat(['advertiseHost', 'jwtIssuer']))
 
 function bad(msg: string): never {
   throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `invalid KDC configuration: ${msg}`)
@@ -166,6 +171,9 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
   int('kdf.r', c.kdf.r, 1, 32)
   int('kdf.p', c.kdf.p, 1, 16)
   if (typeof c.trackLastSuccess !== 'boolean') bad('trackLastSuccess must be a boolean')
+  if (c.jwtIssuer !== undefined && (typeof c.jwtIssuer !== 'string' || c.jwtIssuer.length === 0 || c.jwtIssuer.length > 1024))
+    bad('jwtIssuer must be a non-empty string of at most 1024 characters')
+  int('jwtMaxLifeMs', c.jwtMaxLifeMs, 1000, DAY)
   return c
 }
 

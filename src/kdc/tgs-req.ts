@@ -19,6 +19,7 @@ import { KrbProtocolError } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { ConnectionContext } from '../wire/server.js'
 import { acceptsTickets, currentKey, isInitialOnly, type KdcContext, keyByKvno, notATargetText, type OpenedTicket, tgsName } from './context.js'
+import { addServiceToken, checkJwtRequest } from './jwt.js'
 import { computeTimes } from './policy.js'
 
 interface TgsGathered {
@@ -292,12 +293,16 @@ export function processTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionCont
 }
 
 /** Check and issue, once the request is gathered. */
-function answerTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionContext, g: TgsGathered): TgsRep {
+function answerTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionContext, g: TgsGathered): TgsRep | Promise<TgsRep> {
   try {
     // The replay id is a hash of the sealed authenticator: only the session-key holder can make another.
     const digest = sha256(req.auth)
     const authId = Buffer.from(digest.buffer, digest.byteOffset, 16).toString('latin1')
     checkTgsReq(ctx, g, authId)
+    if (g.auth.jwtKey !== undefined) {
+      checkJwtRequest(g.service!, g.renew, g.serviceName)
+      return answerWithToken(ctx, conn, g, issueTgsRep(ctx, g), g.auth.jwtKey)
+    }
     const rep = issueTgsRep(ctx, g)
     ctx.log.security.log({
       event: g.renew ? 'tgs-renew' : 'tgs',
@@ -311,6 +316,16 @@ function answerTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionContext, g: 
     logRefusal(ctx, req, conn, g, err)
     throw err
   }
+}
+
+/** The JWT bridge (PROTOCOL.md §15): the issued reply plus a token bound to the client's key (src/kdc/jwt.ts). */
+async function answerWithToken(ctx: KdcContext, conn: ConnectionContext, g: TgsGathered, rep: TgsRep, jwtKey: Uint8Array): Promise<TgsRep> {
+  const withToken = await addServiceToken(
+    { config: ctx.config, realm: ctx.realm, now: ctx.now(), replyKey: g.ticket.key, jwtKey, clientName: g.clientName, service: g.service!, serviceName: g.serviceName },
+    rep,
+  )
+  ctx.log.security.log({ event: 'tgs', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'ok', jwt: true })
+  return withToken
 }
 
 /** One security-log line for a refused request (KrbProtocolError); anything else is logged by dispatch. */

@@ -341,7 +341,7 @@ for (const backend of ['memory', 'level'] as const) {
         expect(out.keys).to.have.length(1)
         const v = await getPrincipal(r.ctx, as('admin'), { name: 'HTTP/www.example.com' })
         expect(v).to.deep.include({ kvno: 1, maxLife: 2 * HOUR, maxRenewableLife: 7 * 24 * HOUR, expiresAt: r.clock.now + 100 * HOUR, createdBy: `admin@${REALM}` })
-        expect(v.attributes).to.deep.equal({ disabled: false, requiresPreauth: true, allowForwardable: false, allowRenewable: true, allowService: true })
+        expect(v.attributes).to.deep.equal({ disabled: false, requiresPreauth: true, allowForwardable: false, allowRenewable: true, allowService: true, allowJwt: false })
         await rejectsWith(addPrincipal(r.ctx, as('admin'), { name: 'HTTP/www.example.com', randkey: true }), TesseraErrorCode.TESSERA_EXISTS)
         await rejectsWith(addPrincipal(r.ctx, as('admin'), { name: 'x', randkey: true, password: 'Both-Passw0rd' }), TesseraErrorCode.TESSERA_VALIDATION)
         await rejectsWith(addPrincipal(r.ctx, as('admin'), { name: 'x@OTHER.ORG', randkey: true }), TesseraErrorCode.TESSERA_BAD_NAME)

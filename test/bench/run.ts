@@ -30,6 +30,7 @@ export const BENCHMARKS: readonly { name: string; module: string }[] = [
   { name: 'kdc', module: 'kdc' },
   { name: 'app', module: 'app' },
   { name: 'time', module: 'time' },
+  { name: 'jwt', module: 'jwt' },
   { name: 'enumeration', module: 'enumeration' },
   { name: 'admin', module: 'admin' },
 ]

@@ -14,7 +14,7 @@ import { KeyUsage } from '../../proto/key-usage.js'
 import { AdminBody, AdminResult, type AsReq, InnerSchemas, type Message, PaEncTs } from '../../proto/messages.js'
 import { MsgType } from '../../proto/msg-types.js'
 import { validate, validateMessage } from '../../proto/validate.js'
-import { fromJsonValue, generateAll, renderVectorFile, toJsonValue } from '../../proto/vectors/generate.js'
+import { fromJsonValue, generateAll, renderVectorFile, T0, toJsonValue } from '../../proto/vectors/generate.js'
 import { startKdc as startAdminKdc } from '../../src/admin/start.js'
 import { AdminClient } from '../../src/client/admin-client.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
@@ -61,6 +61,9 @@ import type { TicketIssuer } from '../../src/wire/resumption.js'
 import { SecureServer } from '../../src/wire/server.js'
 import { ADMIN_PASSWORD, expectKrbError, expectType, FAST_CONFIG, tgsReq, useTestKdc } from '../helpers/kdc-helpers.js'
 import { refEncode } from './msgpack-ref.js'
+import { importJWK, jwtVerify } from 'jose'
+import { clientKeyThumbprint, signServiceToken } from '../../src/kdc/jwt.js'
+import { signingKeyId } from '../../src/krb/jwks.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: vector files are free-form JSON
 type J = any
@@ -667,6 +670,20 @@ describe('proto/vectors', () => {
   it('derives keys.client of the worked exchanges from the password', async () => {
     const key = await passwordToKey('password', 'EXAMPLE.COMalice', { alg: 'scrypt', N: 1024, r: 8, p: 1 })
     expect(hex(key)).to.equal(exchanges.keys.client)
+  })
+
+  it('pins the JWT of the worked TGS exchange: EdDSA at+jwt under the vectors signing key, bound to jwtKey (§15.1)', async () => {
+    const step = (name: string) => (exchanges.steps as J[]).find((s) => s.name === name)!
+    const token = (fromJsonValue(step('TGS_REP EncJwtPart').inner) as { token: string }).token
+    const jwtKey = (fromJsonValue(step('TGS_REQ TgsAuthenticator with jwtKey').inner) as { jwtKey: Uint8Array }).jwtKey
+    const signingKey = unhex(load('time-signature.json').signingKey)
+    const pub = await importJWK({ kty: 'OKP', crv: 'Ed25519', x: Buffer.from(signingKey).toString('base64url') }, 'EdDSA')
+    const { payload, protectedHeader } = await jwtVerify(token, pub, { algorithms: ['EdDSA'], typ: 'at+jwt', currentDate: new Date(T0 + 2000) })
+    expect(protectedHeader).to.deep.equal({ alg: 'EdDSA', typ: 'at+jwt', kid: await signingKeyId(signingKey) })
+    expect((payload.cnf as { jkt: string }).jkt).to.equal(await clientKeyThumbprint(jwtKey))
+    // the KDC's own signing function gives these bytes from these claims
+    const again = await signServiceToken({ secretKey: unhex(load('time-signature.json').signingSeed), publicKey: signingKey }, payload)
+    expect(again).to.equal(token)
   })
 
   it('are reproduced by the independent stdlib-only Python check (proto/vectors/check.py)', function () {
