@@ -635,6 +635,8 @@ export async function addPrincipal(ctx: AdminContext, actor: Actor, args: AddPri
       failureCount: 0,
     }
     applyChanges(rec, { ...ch, policy: policyName ?? null })
+    // The bound on the life of the tickets this version seals (raised by modprinc, src/admin/key-lifecycle.ts).
+    key.sealLifeMs = rec.maxLife
     if (args.password !== undefined && ch.passwordExpiresAt === undefined) {
       const exp = passwordExpiry(policy, now)
       if (exp !== undefined) rec.passwordExpiresAt = exp
