@@ -11,7 +11,7 @@ import type { RotationScheduler } from '../../src/admin/rotation.js'
 import { startKdc } from '../../src/admin/start.js'
 import { AdminClient, AdminError } from '../../src/client/admin-client.js'
 import { buildApReq } from '../../src/client/ap.js'
-import { type Credentials, KdcClient } from '../../src/client/kdc-client.js'
+import { KdcClient } from '../../src/client/kdc-client.js'
 import type { RunningKdc } from '../../src/kdc/kdc.js'
 import { Keytab, type KeytabEntry } from '../../src/krb/keytab.js'
 import { ReplayCache } from '../../src/krb/replay-cache.js'
@@ -323,4 +323,3 @@ function expectKrbSync(fn: () => unknown, code: number): void {
   throw new Error('expected a refusal')
 }
 
-export type { Credentials }
