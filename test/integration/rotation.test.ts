@@ -308,8 +308,10 @@ describe('key rotation (integration)', function () {
   })
 
   it('refuses a schedule on a password principal and rotate on a password key', async () => {
-    await adminError(admin.call('modprinc', { name: 'user', rotateEvery: HOUR }), ErrorCode.ADM_ERR_BAD_REQUEST)
-    await adminError(admin.call('rotate', { name: 'user' }), ErrorCode.ADM_ERR_BAD_REQUEST)
+    const a = await adminError(admin.call('modprinc', { name: 'user', rotateEvery: HOUR }), ErrorCode.ADM_ERR_BAD_REQUEST)
+    expect(a.message).to.match(/password key: only random-key principals/)
+    const b = await adminError(admin.call('rotate', { name: 'user' }), ErrorCode.ADM_ERR_BAD_REQUEST)
+    expect(b.message).to.match(/password key: change it with cpw/)
   })
 })
 
