@@ -47,6 +47,8 @@ export type AdminOpName =
   | 'audit'
   | 'dump'
   | 'aclcheck'
+  | 'rotate'
+  | 'purgekeys'
 
 /**
  * The letters each operation needs, and whether it names a principal as target. An operation
@@ -72,6 +74,10 @@ export const OP_PERMISSIONS: Readonly<Record<AdminOpName, { letters: readonly Ac
   audit: { letters: ['u'], target: false },
   dump: { letters: ['i', 'l', 'e'], target: false },
   aclcheck: { letters: ['i'], target: false },
+  // A rotation is a key change (cpw -randkey -keepold); purging old versions modifies the
+  // record (MIT purgekeys needs modify), and with force, which can end live tickets, `c` too.
+  rotate: { letters: ['c'], target: true },
+  purgekeys: { letters: ['m'], target: true },
 })
 
 /** Attribute names of `+flag`/`-flag` restrictions: MIT's names (and aliases) -> our attribute and the value `+` forces. */
@@ -386,6 +392,10 @@ export interface ExplainOptions {
   actorPolicy?: string
   /** ktadd: the key is also changed (needs `c`). */
   randkey?: boolean
+  /** purgekeys: versions that may still open a valid ticket are purged too (needs `c`). */
+  force?: boolean
+  /** modprinc: a rotation schedule is set or cleared (needs `c`: the KDC will change the key). */
+  rotation?: boolean
 }
 
 /** The self-service rule that allows `op` to `actor` without an ACL line, or undefined. */
@@ -412,6 +422,8 @@ export function explain(acl: Acl, actor: PrincipalId, op: AdminOpName, target?: 
   } else {
     for (const l of spec.letters) decisions.push(acl.check(actor, l, t))
     if (op === 'ktadd' && o.randkey === true) decisions.push(acl.check(actor, 'c', t))
+    if (op === 'purgekeys' && o.force === true) decisions.push(acl.check(actor, 'c', t))
+    if (op === 'modprinc' && o.rotation === true) decisions.push(acl.check(actor, 'c', t))
   }
   const byAcl = decisions.every((d) => d.allowed)
   if (self !== undefined && !byAcl) return { allowed: true, op, decisions, selfService: self, reason: `allowed: ${self}` }

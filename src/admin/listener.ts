@@ -35,6 +35,7 @@ import {
   readAudit,
   renamePrincipal,
 } from './operations.js'
+import { purgeKeys, RotationScheduler, type RotationSchedulerOptions, rotateKey } from './rotation.js'
 
 /** Options of {@link adminService}. */
 export interface AdminServiceOptions {
@@ -44,6 +45,10 @@ export interface AdminServiceOptions {
   auditFile?: string
   /** Key events (issue 12's watch stream and webhooks subscribe here). */
   onEvent?: (e: KeyEvent) => void
+  /** The key rotation scheduler (src/admin/rotation.ts); false: none runs. @default {} (pollMs 60000) */
+  scheduler?: RotationSchedulerOptions | false
+  /** Given the scheduler once started (tests with an injected clock call its runDue()). */
+  onScheduler?: (s: RotationScheduler) => void
 }
 
 type Op = (ctx: AdminContext, actor: Actor, args: Record<string, unknown>) => Promise<unknown>
@@ -67,6 +72,8 @@ function operations(key: Uint8Array): Record<string, Op> {
     listpols: (c, w) => listPolicies(c, w),
     aclcheck: (c, w, x) => checkAcl(c, w, a(x)),
     audit: (c, w, x) => readAudit(c, w, a(x), key),
+    rotate: (c, w, x) => rotateKey(c, w, a(x)),
+    purgekeys: (c, w, x) => purgeKeys(c, w, a(x)),
   }
 }
 
@@ -121,6 +128,9 @@ export const ADMIN_ARGS: Readonly<Record<string, Readonly<Record<string, AdminAr
     expiresAt: { type: 'uint?' },
     passwordExpiresAt: { type: 'uint?' },
     unlock: { type: 'bool' },
+    rotateEvery: { type: 'uint?' },
+    stageAhead: { type: 'uint' },
+    grace: { type: 'uint?' },
   },
   getprinc: { name: NAME },
   listprincs: { glob: { type: 'str' } },
@@ -133,6 +143,8 @@ export const ADMIN_ARGS: Readonly<Record<string, Readonly<Record<string, AdminAr
   listpols: {},
   aclcheck: { actor: NAME, op: NAME, target: { type: 'str' }, newTarget: { type: 'str' }, randkey: { type: 'bool' } },
   audit: { since: { type: 'uint' }, limit: { type: 'uint' }, verify: { type: 'bool' } },
+  rotate: { name: NAME, grace: { type: 'uint' }, stageAhead: { type: 'uint' }, emergency: { type: 'bool' } },
+  purgekeys: { name: NAME, keepkvno: { type: 'uint' }, allOld: { type: 'bool' }, force: { type: 'bool' } },
 }
 
 function hasType(v: unknown, t: AdminArgType): boolean {
@@ -239,10 +251,17 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
       kdf: context.config.kdf ?? DEFAULT_KDF_PARAMS,
       maxLife: context.config.principalMaxLifeMs,
       maxRenewableLife: context.config.principalMaxRenewableLifeMs,
+      maxTicketLife: context.config.maxTicketLifeMs,
       now: context.now,
     }
     if (o.onEvent) ctxOpts.onEvent = o.onEvent
     const ctx = new AdminContext(ctxOpts)
+    let scheduler: RotationScheduler | undefined
+    if (o.scheduler !== false) {
+      scheduler = new RotationScheduler(ctx, { onError: (m) => context.log.ops.error(m), ...o.scheduler })
+      scheduler.start()
+      o.onScheduler?.(scheduler)
+    }
     const ops = operations(key)
     const exec: AdminExecutor = async (who: AdminActor, op: string, args: Record<string, unknown>) => {
       const actor: Actor = { kind: 'principal', principal: who.id, via: who.changepwOnly ? 'changepw' : 'admin', initial: true, peer: who.peer }
@@ -263,6 +282,7 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
       exec,
       mapError: mapAdminError,
       async close() {
+        await scheduler?.close()
         if (acl instanceof AclFile) acl.close()
         await audit.close()
         wipe(key)

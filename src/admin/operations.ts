@@ -9,9 +9,10 @@
 import { DEFAULT_KDF_PARAMS, defaultSalt, type KdfParams, passwordToKey, randomKey } from '../crypto/index.js'
 import { KeyedMutex } from '../db/mutex.js'
 import { formatName, formatPrincipal, parsePrincipal, samePrincipal } from '../db/names.js'
+import { activationOf, type KeyState, keyStateAt, sealingKeyAt } from '../db/key-states.js'
 import { checkPolicy, checkPolicyName, DEFAULT_POLICY } from '../db/policy.js'
 import type { PrincipalDb } from '../db/principal-db.js'
-import type { KeyVersion, Policy, PrincipalAttributes, PrincipalId, PrincipalRecord } from '../db/types.js'
+import type { KeyVersion, Policy, PrincipalAttributes, PrincipalId, PrincipalRecord, RotationSchedule } from '../db/types.js'
 import { NotAuthorizedError, TesseraError, TesseraErrorCode } from '../errors.js'
 import type { KeytabEntry } from '../krb/keytab.js'
 import {
@@ -28,6 +29,7 @@ import {
 } from './acl.js'
 import type { AuditEvent, AuditLog, AuditRecord, AuditVerification } from './audit.js'
 import { readAuditLog, verifyAuditLog } from './audit.js'
+import { addKeyVersion, raiseSealLife } from './key-lifecycle.js'
 import { checkMinLife, checkPasswordQuality, checkPasswordReuse, nextPasswordHistory, passwordExpiry } from './password-policy.js'
 
 /** A principal changing its own keys keeps at most this many key versions, the new one included (MIT MAX_SELF_KEEPOLD). */
@@ -50,10 +52,17 @@ export type Actor =
 
 /** A key event, published after the change landed (issue 12's watch stream and webhooks subscribe here). */
 export interface KeyEvent {
-  type: 'created' | 'changed' | 'extracted' | 'deleted' | 'renamed' | 'unlocked'
+  type: 'created' | 'changed' | 'extracted' | 'deleted' | 'renamed' | 'unlocked' | 'rotated' | 'staged' | 'activated' | 'purged'
   principal: string
   newName?: string
+  /** The version made, activated or (rotated) now current. */
   kvno?: number
+  /** purged: every version removed. */
+  kvnos?: number[]
+  /** staged: when the version becomes current. */
+  activatesAt?: number
+  /** rotated: the older versions were retired at once (emergency rotation). */
+  emergency?: boolean
   time: number
   actor: string
 }
@@ -76,6 +85,11 @@ export interface AdminContextOptions {
   now?: () => number
   /** Called once per key event, after the change landed. Must not throw. */
   onEvent?: (e: KeyEvent) => void
+  /**
+   * The realm's cap on ticket life (KdcConfig.maxTicketLifeMs), ms: bounds the tickets sealed
+   * by key versions written before versions recorded their own bound. @default 24 h
+   */
+  maxTicketLife?: number
 }
 
 /** What every admin operation runs against. */
@@ -91,6 +105,9 @@ export class AdminContext {
   readonly #onEvent: ((e: KeyEvent) => void) | undefined
   /** Serializes check-then-write sections per policy name (addpol against addpol). */
   readonly policyLocks = new KeyedMutex()
+  readonly maxTicketLife: number
+  /** Told after every write that may change a principal's keys or rotation schedule (the rotation scheduler listens). */
+  keysChanged: ((id: PrincipalId) => void) | undefined
 
   constructor(o: AdminContextOptions) {
     this.db = o.db
@@ -102,6 +119,16 @@ export class AdminContext {
     this.now = o.now ?? Date.now
     this.#acl = o.acl
     this.#onEvent = o.onEvent
+    this.maxTicketLife = o.maxTicketLife ?? 24 * 3600_000
+  }
+
+  /** Tell the rotation scheduler that `id`'s keys or schedule may have changed. */
+  noteKeys(id: PrincipalId): void {
+    try {
+      this.keysChanged?.(id)
+    } catch {
+      // The scheduler's failure is its own.
+    }
   }
 
   /** The ACL in force now. */
@@ -162,6 +189,12 @@ export interface ModifyPrincipalArgs {
   passwordExpiresAt?: number | null
   /** Clear a lockout and the failure counters. */
   unlock?: boolean
+  /** Rotate the key automatically this often, ms (random-key principals); null clears the schedule. Needs `c` too. */
+  rotateEvery?: number | null
+  /** With rotateEvery: stage the next key this long before it becomes current, ms. @default 0 (or the value already set) */
+  stageAhead?: number
+  /** With rotateEvery: retire the previous key this long after its successor became current, ms; null: once its tickets can all have expired. */
+  grace?: number | null
 }
 
 /** Arguments of {@link changeKey} (kadmin cpw, kauth passwd). */
@@ -186,7 +219,14 @@ export interface KeyVersionView {
   kvno: number
   kind: 'password' | 'random'
   kdf?: KdfParams
+  /** next (staged: published, not yet sealing), current (sealing), previous (still opens tickets), retired. */
+  state: KeyState
   createdAt: number
+  /** When it became (or becomes) current. */
+  activatesAt: number
+  /** No ticket sealed with it ends later (set once a successor exists). */
+  sealedUntil?: number
+  /** When it stops (or stopped) opening tickets. */
   retiresAt?: number
 }
 
@@ -195,8 +235,10 @@ export interface PrincipalView {
   name: string
   realm: string
   components: string[]
-  /** The current key version. */
+  /** The current key version (the one tickets are sealed with now). */
   kvno: number
+  /** The automatic rotation schedule, ms, and when the next key is due to become current. */
+  rotation?: { rotateEvery: number; stageAhead: number; grace?: number; nextRotationAt?: number }
   /** Every version, oldest first, with its times. */
   keys: KeyVersionView[]
   /** The attributes in force (absent stored values shown with the KDC's default). */
@@ -238,11 +280,13 @@ export interface ExtractArgs {
 
 // ---- the shared steps ----
 
-function validation(message: string): TesseraError {
+/** A TESSERA_VALIDATION error (also for src/admin/rotation.ts). */
+export function validation(message: string): TesseraError {
   return new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, message)
 }
 
-function protectedError(message: string): TesseraError {
+/** A TESSERA_PROTECTED error. */
+export function protectedError(message: string): TesseraError {
   return new TesseraError(TesseraErrorCode.TESSERA_PROTECTED, message)
 }
 
@@ -266,7 +310,7 @@ const KDC_FIELDS = [
 ]
 
 /** Refuse any argument not in `allowed`: TESSERA_PROTECTED for a field the KDC keeps, TESSERA_VALIDATION for an unknown one. */
-function onlyFields(args: object, allowed: readonly string[]): void {
+export function onlyFields(args: object, allowed: readonly string[]): void {
   if (args === null || typeof args !== 'object') throw validation('the request arguments must be an object')
   for (const [k, v] of Object.entries(args)) {
     if (v === undefined || allowed.includes(k)) continue
@@ -298,7 +342,7 @@ function checkTime(what: string, v: number | null | undefined): void {
 }
 
 /** `text` as a principal of the context's realm. */
-function nameOf(ctx: AdminContext, text: unknown): PrincipalId {
+export function nameOf(ctx: AdminContext, text: unknown): PrincipalId {
   if (typeof text !== 'string') throw validation('a principal name is required')
   const id = parsePrincipal(text, ctx.realm)
   if (id.realm !== ctx.realm)
@@ -391,7 +435,8 @@ export async function runAdmin<T>(ctx: AdminContext, actor: Actor, op: AdminOpNa
   }
 }
 
-async function getOrFail(ctx: AdminContext, id: PrincipalId): Promise<Readonly<PrincipalRecord>> {
+/** The record of `id`, or TESSERA_NOT_FOUND. */
+export async function getOrFail(ctx: AdminContext, id: PrincipalId): Promise<Readonly<PrincipalRecord>> {
   const rec = await ctx.db.get(id)
   if (rec === undefined) throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `principal ${formatPrincipal(id)} does not exist`)
   return rec
@@ -416,7 +461,8 @@ async function makeKey(ctx: AdminContext, id: PrincipalId, kvno: number, passwor
   return { kvno, key: randomKey(), createdAt: now }
 }
 
-function entryOf(id: PrincipalId, k: KeyVersion): KeytabEntry {
+/** A keytab entry (a copy of the key) of version `k` of `id`. */
+export function entryOf(id: PrincipalId, k: KeyVersion): KeytabEntry {
   const e: KeytabEntry = { realm: id.realm, name: [...id.components], kvno: k.kvno, key: new Uint8Array(k.key), createdAt: k.createdAt }
   if (k.kdf !== undefined) e.kdf = { ...k.kdf }
   if (k.salt !== undefined) e.salt = k.salt
@@ -458,6 +504,34 @@ function detailsOf(ch: PrincipalChanges): Record<string, string | number | boole
   return d
 }
 
+/** Types and ranges of modprinc's schedule arguments. */
+function checkSchedule(a: ModifyPrincipalArgs): void {
+  if (a.rotateEvery !== undefined && a.rotateEvery !== null) checkDuration('rotateEvery', a.rotateEvery)
+  if (a.stageAhead !== undefined && (!Number.isSafeInteger(a.stageAhead) || a.stageAhead < 0))
+    throw validation('stageAhead must be a non-negative number of milliseconds')
+  if (a.grace !== undefined && a.grace !== null && (!Number.isSafeInteger(a.grace) || a.grace < 0))
+    throw validation('grace must be a non-negative number of milliseconds, or null')
+}
+
+/** Set or clear `r.rotation` from modprinc's arguments (mutates `r`). */
+function applySchedule(r: PrincipalRecord, a: ModifyPrincipalArgs): void {
+  if (a.rotateEvery === null) {
+    if (a.stageAhead !== undefined || a.grace !== undefined) throw validation('rotateEvery null clears the schedule: give no stageAhead or grace with it')
+    delete r.rotation
+    return
+  }
+  const old = r.rotation
+  const everyMs = a.rotateEvery ?? old?.everyMs
+  if (everyMs === undefined) throw validation(`${formatPrincipal(r)} has no rotation schedule: give rotateEvery`)
+  if (r.keys.some((k) => k.kdf !== undefined))
+    throw validation(`${formatPrincipal(r)} has a password key: only random-key principals (services, krbtgt) rotate automatically`)
+  const next: RotationSchedule = { everyMs, stageAheadMs: a.stageAhead ?? old?.stageAheadMs ?? 0 }
+  const grace = a.grace === undefined ? old?.graceMs : (a.grace ?? undefined)
+  if (grace !== undefined) next.graceMs = grace
+  if (next.stageAheadMs >= next.everyMs) throw validation('stageAhead must be shorter than rotateEvery')
+  r.rotation = next
+}
+
 /** Refuse changes that would disable a protected principal. */
 function guardDisable(ctx: AdminContext, id: PrincipalId, ch: PrincipalChanges): void {
   if (!isProtectedPrincipal(ctx, id)) return
@@ -468,16 +542,23 @@ function guardDisable(ctx: AdminContext, id: PrincipalId, ch: PrincipalChanges):
 
 /** The record without key bytes (getprinc). */
 export function principalView(rec: Readonly<PrincipalRecord>, lockout: Partial<PrincipalView['lockout']> | undefined, now: number): PrincipalView {
-  const current = rec.keys[rec.keys.length - 1]
+  const current = sealingKeyAt(rec.keys, now) ?? rec.keys[rec.keys.length - 1]
   const a = rec.attributes
   const v: PrincipalView = {
     name: formatPrincipal(rec),
     realm: rec.realm,
     components: [...rec.components],
     kvno: current?.kvno ?? 0,
-    keys: rec.keys.map((k) => {
-      const kv: KeyVersionView = { kvno: k.kvno, kind: k.kdf === undefined ? 'random' : 'password', createdAt: k.createdAt }
+    keys: rec.keys.map((k, i) => {
+      const kv: KeyVersionView = {
+        kvno: k.kvno,
+        kind: k.kdf === undefined ? 'random' : 'password',
+        state: keyStateAt(rec.keys, i, now),
+        createdAt: k.createdAt,
+        activatesAt: activationOf(k),
+      }
       if (k.kdf !== undefined) kv.kdf = { ...k.kdf }
+      if (k.sealedUntil !== undefined) kv.sealedUntil = k.sealedUntil
       if (k.retiresAt !== undefined) kv.retiresAt = k.retiresAt
       return kv
     }),
@@ -498,6 +579,14 @@ export function principalView(rec: Readonly<PrincipalRecord>, lockout: Partial<P
     modifiedAt: rec.modifiedAt,
     modifiedBy: rec.modifiedBy,
     lockout: { failureCount: lockout?.failureCount ?? rec.failureCount, locked: false },
+  }
+  if (rec.rotation !== undefined) {
+    const r = rec.rotation
+    v.rotation = { rotateEvery: r.everyMs, stageAhead: r.stageAheadMs }
+    if (r.graceMs !== undefined) v.rotation.grace = r.graceMs
+    const next = rec.keys.find((k) => k.activatesAt !== undefined && k.activatesAt > now)
+    const at = next !== undefined ? activationOf(next) : current !== undefined ? activationOf(current) + r.everyMs : undefined
+    if (at !== undefined) v.rotation.nextRotationAt = at
   }
   if (rec.policy !== undefined) v.policy = rec.policy
   if (rec.expiresAt !== undefined) v.expiresAt = rec.expiresAt
@@ -551,6 +640,8 @@ export async function addPrincipal(ctx: AdminContext, actor: Actor, args: AddPri
       failureCount: 0,
     }
     applyChanges(rec, { ...ch, policy: policyName ?? null })
+    // The bound on the life of the tickets this version seals (raised by modprinc, src/admin/key-lifecycle.ts).
+    key.sealLifeMs = rec.maxLife
     if (args.password !== undefined && ch.passwordExpiresAt === undefined) {
       const exp = passwordExpiry(policy, now)
       if (exp !== undefined) rec.passwordExpiresAt = exp
@@ -571,6 +662,7 @@ export async function deletePrincipal(ctx: AdminContext, actor: Actor, args: { n
     await getOrFail(ctx, id)
     await keepLastAdmin(ctx, id, 'delete')
     await ctx.db.delete(id, ctx.audit.commit(base))
+    ctx.noteKeys(id)
     ctx.emit({ type: 'deleted', principal: formatPrincipal(id), time: ctx.now(), actor: actorName(actor) })
   })
 }
@@ -588,6 +680,8 @@ export async function renamePrincipal(ctx: AdminContext, actor: Actor, args: { n
     await getOrFail(ctx, id)
     await keepLastAdmin(ctx, id, 'rename')
     await ctx.db.rename(id, to, actorName(actor), ctx.audit.commit(base))
+    ctx.noteKeys(id)
+    ctx.noteKeys(to)
     ctx.emit({ type: 'renamed', principal: formatPrincipal(id), newName: formatPrincipal(to), time: ctx.now(), actor: actorName(actor) })
   })
 }
@@ -595,9 +689,11 @@ export async function renamePrincipal(ctx: AdminContext, actor: Actor, args: { n
 /** modprinc (incl. unlock, disable/enable). Needs `m`; the line's restrictions are imposed. */
 export async function modifyPrincipal(ctx: AdminContext, actor: Actor, args: ModifyPrincipalArgs): Promise<PrincipalView> {
   return runAdmin(ctx, actor, 'modprinc', typeof args?.name === 'string' ? args.name : undefined, async (base) => {
-    onlyFields(args, ['name', 'attributes', 'policy', 'maxLife', 'maxRenewableLife', 'expiresAt', 'passwordExpiresAt', 'unlock'])
+    onlyFields(args, ['name', 'attributes', 'policy', 'maxLife', 'maxRenewableLife', 'expiresAt', 'passwordExpiresAt', 'unlock', 'rotateEvery', 'stageAhead', 'grace'])
     const id = nameOf(ctx, args.name)
-    const rs = authorize(ctx, actor, 'modprinc', id)
+    const rotating = args.rotateEvery !== undefined || args.stageAhead !== undefined || args.grace !== undefined
+    const rs = authorize(ctx, actor, 'modprinc', id, { rotation: rotating })
+    checkSchedule(args)
     checkAttributes(args.attributes)
     checkDuration('maxLife', args.maxLife)
     checkDuration('maxRenewableLife', args.maxRenewableLife)
@@ -616,10 +712,15 @@ export async function modifyPrincipal(ctx: AdminContext, actor: Actor, args: Mod
       throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `policy ${JSON.stringify(ch.policy)} does not exist`)
     const details = detailsOf(ch)
     if (args.unlock === true) details.unlock = true
+    if (args.rotateEvery !== undefined) details.rotateEvery = args.rotateEvery
+    if (args.stageAhead !== undefined) details.stageAhead = args.stageAhead
+    if (args.grace !== undefined) details.grace = args.grace
     const rec = await ctx.db.update(
       id,
       (r) => {
         const policyChanged = ch.policy !== undefined && (ch.policy ?? undefined) !== r.policy
+        if (rotating) applySchedule(r, args)
+        if (ch.maxLife !== undefined && ch.maxLife > r.maxLife) raiseSealLife(r, ch.maxLife, now)
         applyChanges(r, ch)
         // MIT modprinc: a new policy recomputes the password expiry from the last change.
         if (policyChanged && ch.passwordExpiresAt === undefined) {
@@ -638,6 +739,7 @@ export async function modifyPrincipal(ctx: AdminContext, actor: Actor, args: Mod
       ctx.audit.commit({ ...base, details }),
     )
     if (args.unlock === true) ctx.emit({ type: 'unlocked', principal: formatPrincipal(id), time: now, actor: actorName(actor) })
+    if (rotating) ctx.noteKeys(id)
     return principalView(rec, undefined, now)
   })
 }
@@ -670,9 +772,10 @@ export async function changeKey(ctx: AdminContext, actor: Actor, args: ChangeKey
         const kvno = Math.max(0, ...r.keys.map((k) => k.kvno)) + 1
         made = await makeKey(ctx, id, kvno, args.password, now)
         const history = nextPasswordHistory(r, policy)
-        let kept: KeyVersion[] = []
-        if (args.keepold === true) kept = self ? r.keys.slice(-(MAX_SELF_KEEPOLD - 1)) : r.keys
-        r.keys = [...kept, made]
+        // -keepold is a rotation whose old versions stay until purgekeys (MIT), each with the bound of the tickets it sealed.
+        const o: Parameters<typeof addKeyVersion>[2] = { now, keepold: args.keepold === true, retire: 'never', fallbackLifeMs: ctx.maxTicketLife }
+        if (self) o.keepLast = MAX_SELF_KEEPOLD
+        addKeyVersion(r, made, o)
         if (history === undefined) delete r.passwordHistory
         else r.passwordHistory = history
         const exp = passwordExpiry(policy, now)
@@ -687,6 +790,7 @@ export async function changeKey(ctx: AdminContext, actor: Actor, args: ChangeKey
       ctx.audit.commit(() => ({ ...base, kvno: made!.kvno, details: { key: args.randkey ? 'random' : 'password', keepold: args.keepold === true } })),
     )
     const k = made!
+    ctx.noteKeys(id)
     ctx.emit({ type: 'changed', principal: formatPrincipal(id), kvno: k.kvno, time: now, actor: actorName(actor) })
     return { name: formatPrincipal(id), kvno: k.kvno, keys: args.randkey ? [entryOf(id, k)] : [] }
   })
@@ -720,7 +824,7 @@ export async function listPrincipals(ctx: AdminContext, actor: Actor, args: { gl
 }
 
 /**
- * ktadd: the current key and the older versions still valid (not retired), for a keytab.
+ * ktadd: the current key, the next (staged) one and the older versions still valid (not retired), for a keytab.
  * Needs `e` (and `c` with randkey, which then changes the key and returns only the new one).
  * Never changes the key unless randkey is asked (MIT's ktadd randomises by default).
  * krbtgt/REALM and kadmin/* keys cannot be extracted (MIT's lockdown_keys on them).
@@ -740,18 +844,20 @@ export async function extractKeys(ctx: AdminContext, actor: Actor, args: Extract
         (r) => {
           const kvno = Math.max(0, ...r.keys.map((k) => k.kvno)) + 1
           made = { kvno, key: randomKey(), createdAt: now }
-          r.keys = [...(args.keepold === true ? r.keys : []), made]
+          addKeyVersion(r, made, { now, keepold: args.keepold === true, retire: 'never', fallbackLifeMs: ctx.maxTicketLife })
         },
         actorName(actor),
         ctx.audit.commit(() => ({ ...base, kvno: made!.kvno, kvnos: [made!.kvno], details: { randkey: true, keepold: args.keepold === true } })),
       )
+      ctx.noteKeys(id)
       ctx.emit({ type: 'changed', principal: formatPrincipal(id), kvno: made!.kvno, time: now, actor: actorName(actor) })
       ctx.emit({ type: 'extracted', principal: formatPrincipal(id), kvno: made!.kvno, time: now, actor: actorName(actor) })
       return { name: formatPrincipal(id), kvno: made!.kvno, keys: [entryOf(id, made!)] }
     }
     const rec = await getOrFail(ctx, id)
+    // The next (staged) version too: a service holds it before the KDC seals with it.
     const valid = rec.keys.filter((k) => k.retiresAt === undefined || k.retiresAt > now)
-    const current = rec.keys[rec.keys.length - 1]!
+    const current = sealingKeyAt(rec.keys, now) ?? rec.keys[rec.keys.length - 1]!
     await ctx.audit.record({ ...base, kvno: current.kvno, kvnos: valid.map((k) => k.kvno) })
     ctx.emit({ type: 'extracted', principal: formatPrincipal(id), kvno: current.kvno, time: now, actor: actorName(actor) })
     return { name: formatPrincipal(id), kvno: current.kvno, keys: valid.map((k) => entryOf(id, k)) }
@@ -897,6 +1003,8 @@ const OP_NAMES: Record<AdminOpName, true> = {
   audit: true,
   dump: true,
   aclcheck: true,
+  rotate: true,
+  purgekeys: true,
 }
 
 /** Arguments of {@link readAudit} (kadmin audit). */

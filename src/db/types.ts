@@ -35,8 +35,35 @@ export interface KeyVersion {
   /** Salt used with kdf (realm + principal by default). */
   salt?: string
   createdAt: number
+  /**
+   * A staged (next) version: the KDC seals nothing with it before this time, and seals with it
+   * from this time on (decided by the clock at each seal, no write needed). Absent: active
+   * since createdAt. Activation times never decrease with the kvno.
+   */
+  activatesAt?: number
+  /**
+   * Upper bound on the end time of any ticket sealed with this version: set when a successor
+   * is added, as the successor's activation + {@link sealLifeMs}. Absent while no successor exists.
+   */
+  sealedUntil?: number
+  /**
+   * The longest life a ticket sealed with this version can have: the principal's maxLife when
+   * the version was made, raised (never lowered) by a modprinc that raises maxLife while the
+   * version may still seal. Absent on versions written before rotation existed.
+   */
+  sealLifeMs?: number
   /** After this time the version no longer opens tickets (grace period end). Absent = current or no limit. */
   retiresAt?: number
+}
+
+/** An automatic rotation schedule (modprinc rotateEvery / stageAhead / grace), run by the KDC's scheduler. */
+export interface RotationSchedule {
+  /** A new key becomes current this long after the current one did, ms. */
+  everyMs: number
+  /** The next key is created (and may be fetched) this long before it becomes current, ms. */
+  stageAheadMs: number
+  /** The previous key retires this long after its successor became current, ms. Absent: once its last ticket can have expired. */
+  graceMs?: number
 }
 
 /** A principal as the KDC and admin see it. */
@@ -73,6 +100,10 @@ export interface PrincipalRecord {
    * admin request. Newest last.
    */
   passwordHistory?: KeyVersion[]
+  /** Automatic key rotation (src/admin/rotation.ts). */
+  rotation?: RotationSchedule
+  /** The kvno whose activation the scheduler last recorded (audit and event); the KDC seals by time, not by this. */
+  activatedKvno?: number
 }
 
 /** A password and lockout policy. */

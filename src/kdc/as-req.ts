@@ -55,7 +55,7 @@ async function gatherAsReq(ctx: KdcContext, req: AsReq): Promise<AsGathered> {
  */
 async function preauthHint(ctx: KdcContext, req: AsReq, client: PrincipalRecord | undefined) {
   const configKdf = ctx.config.kdf ?? DEFAULT_KDF_PARAMS
-  const key = client ? currentKey(client) : undefined
+  const key = client ? currentKey(client, ctx.now()) : undefined
   return {
     salt: key?.salt ?? defaultSalt(req.realm, req.cname.join('/')),
     // Unknown names: one of the parameter sets in use, chosen per name (PrincipalDb.kdfHint).
@@ -99,7 +99,7 @@ async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionCont
   } else {
     const policy = client.policy ? await ctx.db.getPolicy(client.policy) : undefined
     const out = await ctx.db.attemptPreauth({ realm: client.realm, components: client.components }, ctx.now(), policy, (rec) => {
-      const key = currentKey(rec).key
+      const key = currentKey(rec, ctx.now()).key
       const plain = tryOpen(key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, value)
       if (!wellFormed) return { ok: false, reason: 'pre-auth data missing, duplicated or of an unsupported type' }
       if (plain === null) return { ok: false, reason: 'wrong key (bad password)' }
@@ -192,8 +192,8 @@ function issueAsRep(ctx: KdcContext, g: AsGathered, preauthenticated: boolean): 
     flags |= TicketFlag.FORWARDABLE
   if (times.renewTill !== undefined) flags |= TicketFlag.RENEWABLE
   const sessionKey = randomKey()
-  const serviceKey = currentKey(service)
-  const clientKey = currentKey(client)
+  const serviceKey = currentKey(service, now)
+  const clientKey = currentKey(client, now)
   const encTicket = sealPart(serviceKey.key, KeyUsage.KDC_REP_TICKET, EncTicketPart, {
     flags,
     key: sessionKey,

@@ -2,6 +2,7 @@
 import type { EncTicketPart } from '../../proto/messages.js'
 import type { LruCache } from '../db/lru.js'
 import type { PrincipalDb } from '../db/principal-db.js'
+import { opensAt, sealingKeyAt } from '../db/key-states.js'
 import type { KeyVersion, PrincipalRecord, RealmRecord } from '../db/types.js'
 import { ErrorCode, KrbProtocolError } from '../errors.js'
 import type { ReplayCache } from '../krb/replay-cache.js'
@@ -39,19 +40,25 @@ export function tgsName(realm: string): string[] {
   return ['krbtgt', realm]
 }
 
-/** The current (newest) key version of a principal. */
-export function currentKey(p: PrincipalRecord): KeyVersion {
-  const k = p.keys[p.keys.length - 1]
+/**
+ * The key version a principal's tickets are sealed with at `now`: the newest version whose
+ * activation has come (a staged "next" version seals nothing before its activatesAt, and
+ * everything from then on, without any write). One property check unless a version is staged.
+ */
+export function currentKey(p: PrincipalRecord, now: number): KeyVersion {
+  const k = sealingKeyAt(p.keys, now)
   if (!k) throw new KrbProtocolError(ErrorCode.KDC_ERR_NULL_KEY, 'NULL_KEY', { message: 'principal has no key' })
   return k
 }
 
-/** The key version `kvno` if it is still usable at `now`, else undefined. */
+/** The key version `kvno` if it may open a ticket at `now` (activated, not retired), else undefined. */
 export function keyByKvno(p: PrincipalRecord, kvno: number, now: number): KeyVersion | undefined {
-  const k = p.keys.find((x) => x.kvno === kvno)
-  if (!k) return undefined
-  if (k.retiresAt !== undefined && k.retiresAt <= now) return undefined
-  return k
+  const keys = p.keys
+  for (let i = keys.length - 1; i >= 0; i--) {
+    const k = keys[i]!
+    if (k.kvno === kvno) return opensAt(k, now) ? k : undefined
+  }
+  return undefined
 }
 
 /**

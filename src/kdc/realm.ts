@@ -103,6 +103,8 @@ export async function makeKeyVersion(o: {
 /** A complete principal record, ready for db.create(). */
 export async function newPrincipalRecord(o: NewPrincipalOptions): Promise<PrincipalRecord> {
   const key = await makeKeyVersion({ ...o, kvno: o.kvno ?? 1 })
+  // No ticket sealed with this version outlives maxLife (raised by modprinc; src/admin/key-lifecycle.ts).
+  key.sealLifeMs = o.maxLife
   const rec: PrincipalRecord = {
     realm: o.realm,
     components: o.components,

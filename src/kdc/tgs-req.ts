@@ -211,8 +211,12 @@ function issueTgsRep(ctx: KdcContext, g: TgsGathered): TgsRep {
   let times: { endtime: number; renewTill: number | undefined }
   if (g.renew) {
     // Renewal keeps the original life length, capped by renew-till (RFC 4120 §3.3.3.1).
+    // Also capped by the service's and the realm's max life now: the renewed ticket is sealed
+    // with the current key, whose recorded sealLifeMs bounds the life of every ticket it seals
+    // (purgekeys relies on it, src/db/key-states.ts).
     const life = ticket.endtime - ticket.starttime
-    times = { endtime: Math.min(now + life, ticket.renewTill!), renewTill: ticket.renewTill }
+    const end = Math.min(now + life, ticket.renewTill!, now + service.maxLife, now + ctx.config.maxTicketLifeMs)
+    times = { endtime: Math.max(end, now + 1), renewTill: ticket.renewTill }
     flags = ticket.flags & ~TicketFlag.INITIAL
   } else {
     times = computeTimes(ctx, {
@@ -235,7 +239,7 @@ function issueTgsRep(ctx: KdcContext, g: TgsGathered): TgsRep {
     if (times.renewTill !== undefined) flags |= TicketFlag.RENEWABLE
   }
   const sname = g.renew ? g.req.ticket.sname : auth.sname
-  const serviceKey = currentKey(service)
+  const serviceKey = currentKey(service, now)
   const sessionKey = randomKey()
   const encTicket = sealPart(serviceKey.key, KeyUsage.KDC_REP_TICKET, EncTicketPart, {
     flags,
