@@ -501,6 +501,9 @@ interface FileStamp {
   ino: number
 }
 
+/** An ACL file edited in place is read once it has been still this long (ms). */
+export const ACL_SETTLE_MS = 250
+
 function stamp(file: string): FileStamp | undefined {
   try {
     const st = statSync(file)
@@ -530,6 +533,8 @@ export class AclFile {
   #stamp: FileStamp | undefined
   #error: TesseraError | undefined
   #watcher: FSWatcher | undefined
+  #recheck: NodeJS.Timeout | undefined
+  #closed = false
 
   private constructor(file: string, realm: string, log: AclLog | undefined, acl: Acl, st: FileStamp | undefined) {
     this.file = file
@@ -573,20 +578,51 @@ export class AclFile {
 
   /** Stop watching. */
   close(): void {
+    this.#closed = true
     this.#watcher?.close()
     this.#watcher = undefined
+    if (this.#recheck !== undefined) clearTimeout(this.#recheck)
+    this.#recheck = undefined
+  }
+
+  #recheckAfter(ms: number): void {
+    if (this.#closed || this.#recheck !== undefined) return
+    this.#recheck = setTimeout(() => {
+      this.#recheck = undefined
+      if (!this.#closed) this.current()
+    }, Math.max(1, Math.ceil(ms)))
+    this.#recheck.unref()
   }
 
   #reload(st: FileStamp | undefined): void {
-    this.#stamp = st
+    // An edit in place (same inode) may be caught half-written: a truncated file would read as
+    // "no rules", a line cut short as a wider grant (`bob ci svc/*` read as `bob ci`). Such a
+    // file is read only once it has not changed for ACL_SETTLE_MS, and only if it did not
+    // change while being read. A file renamed into place (a new inode: what editors and
+    // `mv` do) is complete at once.
+    if (st !== undefined && this.#stamp !== undefined && st.ino === this.#stamp.ino) {
+      const age = Date.now() - Math.max(st.mtimeMs, st.ctimeMs)
+      if (age < ACL_SETTLE_MS) {
+        this.#recheckAfter(ACL_SETTLE_MS - age)
+        return
+      }
+    }
     if (st === undefined) {
+      this.#stamp = st
       this.#acl = new Acl([], this.#realm)
       this.#error = undefined
       this.#log?.error(`ACL file ${this.file} was removed: no principal has admin rights (self-service only)`)
       return
     }
     try {
-      this.#acl = Acl.parse(readFileSync(this.file, 'utf8'), { realm: this.#realm, file: this.file })
+      const text = readFileSync(this.file, 'utf8')
+      if (!sameStamp(stamp(this.file), st)) {
+        // Changed while we read it: try again once it is still.
+        this.#recheckAfter(ACL_SETTLE_MS)
+        return
+      }
+      this.#stamp = st
+      this.#acl = Acl.parse(text, { realm: this.#realm, file: this.file })
       this.#error = undefined
       this.#log?.info?.(`ACL file ${this.file} reloaded (${this.#acl.rules.length} rules)`)
     } catch (err) {

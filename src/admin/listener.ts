@@ -35,6 +35,7 @@ import {
   readAudit,
   renamePrincipal,
 } from './operations.js'
+import { RemoteDumps } from './remote-dump.js'
 import { purgeKeys, RotationScheduler, type RotationSchedulerOptions, rotateKey } from './rotation.js'
 
 /** Options of {@link adminService}. */
@@ -54,7 +55,7 @@ export interface AdminServiceOptions {
 type Op = (ctx: AdminContext, actor: Actor, args: Record<string, unknown>) => Promise<unknown>
 
 /** The operations served, by their kadmin names. */
-function operations(key: Uint8Array): Record<string, Op> {
+function operations(key: Uint8Array, dumps: RemoteDumps): Record<string, Op> {
   const a = <T>(x: Record<string, unknown>) => x as unknown as T
   return {
     addprinc: (c, w, x) => addPrincipal(c, w, a(x)),
@@ -74,6 +75,7 @@ function operations(key: Uint8Array): Record<string, Op> {
     audit: (c, w, x) => readAudit(c, w, a(x), key),
     rotate: (c, w, x) => rotateKey(c, w, a(x)),
     purgekeys: (c, w, x) => purgeKeys(c, w, a(x)),
+    dump: (c, w, x) => dumps.handle(c, w, a(x)),
   }
 }
 
@@ -145,6 +147,7 @@ export const ADMIN_ARGS: Readonly<Record<string, Readonly<Record<string, AdminAr
   audit: { since: { type: 'uint' }, limit: { type: 'uint' }, verify: { type: 'bool' } },
   rotate: { name: NAME, grace: { type: 'uint' }, stageAhead: { type: 'uint' }, emergency: { type: 'bool' } },
   purgekeys: { name: NAME, keepkvno: { type: 'uint' }, allOld: { type: 'bool' }, force: { type: 'bool' } },
+  dump: { session: { type: 'str' }, offset: { type: 'uint' } },
 }
 
 function hasType(v: unknown, t: AdminArgType): boolean {
@@ -262,7 +265,8 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
       scheduler.start()
       o.onScheduler?.(scheduler)
     }
-    const ops = operations(key)
+    const dumps = new RemoteDumps(dir)
+    const ops = operations(key, dumps)
     const exec: AdminExecutor = async (who: AdminActor, op: string, args: Record<string, unknown>) => {
       const actor: Actor = { kind: 'principal', principal: who.id, via: who.changepwOnly ? 'changepw' : 'admin', initial: true, peer: who.peer }
       const run = Object.hasOwn(ops, op) ? ops[op] : undefined
@@ -282,6 +286,7 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
       exec,
       mapError: mapAdminError,
       async close() {
+        await dumps.close()
         await scheduler?.close()
         if (acl instanceof AclFile) acl.close()
         await audit.close()

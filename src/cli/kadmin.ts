@@ -900,15 +900,32 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
     )
     .command(
       'dump <file>',
-      'write a consistent snapshot of the database to FILE (0600, keys still sealed); --local only for now',
+      'write a consistent snapshot of the database to FILE (0600, keys still sealed), while the KDC serves',
       (y) => y.positional('file', { type: 'string', demandOption: true }),
       (a) =>
         run(async () => {
-          if (!a.local)
-            throw new TesseraError(
-              TesseraErrorCode.TESSERA_CONFIG,
-              'dump is not served by the admin listener yet: on the KDC host run kadmin --local --dir DIR dump FILE with the kdc stopped',
-            )
+          if (!a.local) {
+            const s = await openRemote(a)
+            try {
+              let bar: ReturnType<typeof progressBar> | undefined
+              let r: { entries: number; sha256: string }
+              try {
+                r = await (s.api as AdminClient).dump(a.file, (got: number, total: number) => {
+                  bar ??= progressBar(err, 'dump (bytes)', total)
+                  bar?.update(got)
+                })
+                bar?.stop()
+              } catch (e) {
+                bar?.stop()
+                throw e
+              }
+              if (a.json) json({ file: a.file, entries: r.entries, sha256: r.sha256 })
+              else say(`dumped ${r.entries} entries to ${a.file} (sha256 ${r.sha256})`)
+            } finally {
+              await s.close()
+            }
+            return Exit.OK
+          }
           const s = await openLocal(a)
           try {
             const local = s.local!

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { expect } from 'chai'
 import {
   Acl,
+  ACL_SETTLE_MS,
   AclFile,
   type AclLetter,
   applyRestrictions,
@@ -250,6 +251,9 @@ describe('Acl', () => {
   })
 })
 
+/** Wait until an ACL file edited in place counts as still. */
+const settle = () => new Promise((r) => setTimeout(r, ACL_SETTLE_MS + 60))
+
 describe('AclFile', () => {
   let dir: string
   beforeEach(async () => {
@@ -269,7 +273,9 @@ describe('AclFile', () => {
     await writeFile(file, 'bob  i\n')
     const f = AclFile.open(file, { realm: REALM, watch: false })
     expect(f.current().check(p('bob'), 'c', p('x')).allowed).to.equal(false)
+    // Edited in place: read once it has been still for ACL_SETTLE_MS.
     await writeFile(file, 'bob  ic\n')
+    await settle()
     expect(f.current().check(p('bob'), 'c', p('x')).allowed).to.equal(true)
     // Replaced by rename (what editors do): a new inode.
     await writeFile(join(dir, 'new'), 'bob  I\n')
@@ -284,12 +290,33 @@ describe('AclFile', () => {
     const { errors, log } = logger()
     const f = AclFile.open(file, { realm: REALM, log, watch: false })
     await writeFile(file, 'bob  i\nbob  iq\n')
+    await settle()
     expect(f.current().check(p('bob'), 'i', p('x')).allowed).to.equal(true)
     expect(errors.join('\n')).to.include(`${file}:2:`)
     expect(f.error?.code).to.equal(TesseraErrorCode.TESSERA_ACL)
     await writeFile(file, 'carol  i\n')
+    await settle()
     expect(f.current().check(p('bob'), 'i', p('x')).allowed).to.equal(false)
     expect(f.error).to.equal(undefined)
+    f.close()
+  })
+
+  it('never reads a file edited in place half-written: truncated (no rules) or cut mid-line (a wider grant)', async () => {
+    const file = join(dir, 'kadm5.acl')
+    await writeFile(file, 'admin  *e\nbob  ci  svc/*\n')
+    const f = AclFile.open(file, { realm: REALM, watch: false })
+    expect(f.current().check(p('admin'), 'a', p('x')).allowed).to.equal(true)
+    // An editor writing in place: truncate, then a first chunk cut mid-line.
+    await writeFile(file, '')
+    expect(f.current().check(p('admin'), 'a', p('x')).allowed, 'truncated file not taken').to.equal(true)
+    await writeFile(file, 'admin  *e\nbob  ci')
+    expect(f.current().check(p('bob'), 'c', p('anything')).allowed, 'cut line not taken').to.equal(false)
+    await writeFile(file, 'admin  *e\nbob  ci  svc/*\ncarol  i\n')
+    await settle()
+    const acl = f.current()
+    expect(acl.check(p('carol'), 'i', p('x')).allowed).to.equal(true)
+    expect(acl.check(p('bob'), 'c', p('anything')).allowed).to.equal(false)
+    expect(acl.check(p('bob'), 'c', p('svc/a')).allowed).to.equal(true)
     f.close()
   })
 

@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises'
+import { rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { AclFile } from '../../src/admin/acl.js'
@@ -449,7 +449,10 @@ describe('admin operations with a reloading ACL file', () => {
       const acl = AclFile.open(file, { realm: REALM, watch: false })
       const ctx = new AdminContext({ db: r.db, realm: REALM, acl, audit: r.audit, kdf: FAST_KDF, maxLife: HOUR, maxRenewableLife: HOUR })
       await rejectsWith(getPrincipal(ctx, as('alice'), { name: 'bob' }), TesseraErrorCode.TESSERA_NOT_AUTHORIZED)
-      await writeFile(file, 'admin *e\nalice i bob\n')
+      // Saved by rename (what editors and mv do): the next request follows it. An edit in
+      // place is followed once the file has been still for ACL_SETTLE_MS (acl.test.ts).
+      await writeFile(`${file}.new`, 'admin *e\nalice i bob\n')
+      await rename(`${file}.new`, file)
       expect((await getPrincipal(ctx, as('alice'), { name: 'bob' })).name).to.equal(`bob@${REALM}`)
       acl.close()
     } finally {

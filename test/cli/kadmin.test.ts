@@ -284,10 +284,16 @@ describe('kadmin (CLI)', function () {
       expect(r.stderr).to.contain('without --local')
     })
 
-    it('says a remote dump is not served yet, and how to dump', async () => {
-      const r = await kadmin('dump', path.join(tmp, 'remote.dump'))
-      expect(r.code).to.equal(Exit.CONFIG)
-      expect(r.stderr).to.contain('kadmin --local --dir DIR dump FILE')
+    it('dumps through the running daemon (a consistent snapshot, 0600), and refuses to overwrite a file', async () => {
+      const file = path.join(tmp, 'remote.dump')
+      const r = await kadmin('--json', 'dump', file)
+      expect(r.code, r.stderr).to.equal(Exit.OK)
+      const j = JSON.parse(r.stdout) as { file: string; entries: number; sha256: string }
+      expect(j.entries).to.be.greaterThan(3)
+      expect((await stat(file)).mode & 0o777).to.equal(0o600)
+      const again = await kadmin('dump', file)
+      expect(again.code).to.not.equal(Exit.OK)
+      expect(again.stderr).to.contain('already exists')
     })
   })
 
