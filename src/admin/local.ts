@@ -3,6 +3,7 @@
  * the same operation functions as the admin listener, audited as the local Unix user. Also the
  * realm-directory side of `kadmin load` (stash, realm.json, listen.json around loadDump).
  */
+import { type PurgeKeysArgs, type PurgeKeysResult, purgeKeys, type RotateArgs, type RotateResult, rotateKey } from './rotation.js'
 import { constants as fsc } from 'node:fs'
 import { access, open, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
@@ -173,6 +174,12 @@ export class LocalAdmin {
   }
   extractKeys(name: string, o: Omit<ExtractArgs, 'name'> = {}): Promise<KeyResult> {
     return extractKeys(this.ctx, this.#actor, { name, ...o })
+  }
+  rotateKey(args: RotateArgs): Promise<RotateResult> {
+    return rotateKey(this.ctx, this.#actor, args)
+  }
+  purgeKeys(args: PurgeKeysArgs): Promise<PurgeKeysResult> {
+    return purgeKeys(this.ctx, this.#actor, args)
   }
   addPolicy(args: PolicyArgs): Promise<Policy> {
     return addPolicy(this.ctx, this.#actor, args)

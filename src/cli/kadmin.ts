@@ -19,7 +19,7 @@ import { readStash } from '../db/master-key.js'
 import type { Policy, PrincipalAttributes } from '../db/types.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { type KdcConfig, type KdcConfigInput, resolveKdcConfig } from '../kdc/config.js'
-import { Keytab, readKeytab, writeKeytab } from '../krb/keytab.js'
+import { Keytab, type KeytabEntry, readKeytab, writeKeytab } from '../krb/keytab.js'
 import { defaultRealmFilePath, loadRealmFile, type RealmFile } from '../krb/realm-file.js'
 import { ResumptionStore } from '../wire/resumption.js'
 import { Exit, exitCodeFor, exitCodesEpilogue, formatError, promptHidden, readPasswordFile } from './common.js'
@@ -51,6 +51,8 @@ export type AdminApi = Pick<
   | 'listPolicies'
   | 'checkAcl'
   | 'readAudit'
+  | 'rotateKey'
+  | 'purgeKeys'
 >
 
 /** Global options that take a value: the word after them is not the command. */
@@ -469,6 +471,17 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
     }
   }
 
+  /** Add `keys` to the keytab at `file` (created 0600), then wipe them. */
+  const addToKeytab = async (file: string, keys: KeytabEntry[]) => {
+    const kt = (await exists(file)) ? await readKeytab(file) : new Keytab()
+    try {
+      for (const e of keys) kt.add(e)
+      await writeKeytab(file, kt)
+    } finally {
+      kt.wipe()
+      for (const e of keys) e.key.fill(0)
+    }
+  }
   const lifetimes = (a: { maxlife?: string | undefined; maxrenewlife?: string | undefined }) => ({
     ...(a.maxlife !== undefined ? { maxLife: parseDuration(a.maxlife) } : {}),
     ...(a.maxrenewlife !== undefined ? { maxRenewableLife: parseDuration(a.maxrenewlife) } : {}),
@@ -669,6 +682,9 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
             .option('unlock', { type: 'boolean', describe: 'end a lockout and reset the failure count' })
             .option('disable', { type: 'boolean', describe: 'no tickets for or to it (MIT -allow_tix)' })
             .option('enable', { type: 'boolean', describe: 'tickets again (MIT +allow_tix)' })
+            .option('rotate-every', { type: 'string', describe: 'rotate the key on this schedule (e.g. 30d; "never" clears it)' })
+            .option('stage-ahead', { type: 'string', describe: 'with --rotate-every: stage the next key this long before it becomes current (e.g. 1d)' })
+            .option('grace', { type: 'string', describe: 'with --rotate-every: keep the previous key this long after (e.g. 2d; "tickets": until its tickets expire)' })
             .conflicts('policy', 'clear-policy')
             .conflicts('disable', 'enable'),
         ),
@@ -682,11 +698,65 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
             ...expiries(a),
             ...(a.policy !== undefined ? { policy: a.policy } : a['clear-policy'] ? { policy: null } : {}),
             ...(a.unlock ? { unlock: true } : {}),
+            ...(a['rotate-every'] !== undefined ? { rotateEvery: a['rotate-every'] === 'never' ? null : parseDuration(a['rotate-every']) } : {}),
+            ...(a['stage-ahead'] !== undefined ? { stageAhead: parseDuration(a['stage-ahead']) } : {}),
+            ...(a.grace !== undefined ? { grace: a.grace === 'tickets' ? null : parseDuration(a.grace) } : {}),
           }
           if (Object.keys(args).length === 1) throw usage('modprinc: nothing to change (see kadmin modprinc --help)')
           const v = await s.api.modifyPrincipal(args)
           if (a.json) json(v)
           else say(`Principal "${v.name}" modified.`)
+          return Exit.OK
+        }),
+    )
+    .command(
+      'rotate <name>',
+      'add a new random key version; the old one stays through --grace (services, krbtgt)',
+      (y) =>
+        y
+          .positional('name', { type: 'string', demandOption: true })
+          .option('grace', { type: 'string', describe: 'keep the previous key this long after the new one is current (default: until its tickets can all have expired)' })
+          .option('stage-ahead', { type: 'string', describe: 'create the next key now (ktadd returns it) and make it current this much later' })
+          .option('emergency', { type: 'boolean', describe: 'retire every older key at once: tickets sealed with them are refused from now on' })
+          .option('keytab', { type: 'string', describe: 'also add the new key to this keytab (0600)' }),
+      (a) =>
+        withAdmin(a, async (s) => {
+          const r = await s.api.rotateKey({
+            name: a.name,
+            ...(a.grace !== undefined ? { grace: parseDuration(a.grace) } : {}),
+            ...(a['stage-ahead'] !== undefined ? { stageAhead: parseDuration(a['stage-ahead']) } : {}),
+            ...(a.emergency ? { emergency: true } : {}),
+          })
+          if (a.keytab !== undefined && r.keys.length > 0) await addToKeytab(a.keytab, r.keys)
+          if (a.json) json({ ...r, keys: r.keys.map(({ key: _k, ...e }) => e) })
+          else {
+            const when = r.activatesAt > Date.now() + 1000 ? `staged, current from ${iso(r.activatesAt)}` : 'current now'
+            const prev = r.previous.retiresAt !== undefined ? `; kvno ${r.previous.kvno} retires ${iso(r.previous.retiresAt)}` : ''
+            say(`${r.name}: kvno ${r.kvno} ${when}${prev}`)
+          }
+          return Exit.OK
+        }),
+    )
+    .command(
+      'purgekeys <name>',
+      'remove old key versions (refused while they may still open a valid ticket, unless --force)',
+      (y) =>
+        y
+          .positional('name', { type: 'string', demandOption: true })
+          .option('keepkvno', { type: 'number', describe: 'remove the versions below this kvno' })
+          .option('all-old', { type: 'boolean', describe: 'remove every version older than the current one (the default)' })
+          .option('force', { type: 'boolean', describe: 'also remove versions that may still open valid tickets' })
+          .conflicts('keepkvno', 'all-old'),
+      (a) =>
+        withAdmin(a, async (s) => {
+          const r = await s.api.purgeKeys({
+            name: a.name,
+            ...(a.keepkvno !== undefined ? { keepkvno: a.keepkvno } : {}),
+            ...(a['all-old'] ? { allOld: true } : {}),
+            ...(a.force ? { force: true } : {}),
+          })
+          if (a.json) json(r)
+          else say(`${r.name}: purged ${r.purged.length > 0 ? r.purged.map((k) => `kvno ${k}`).join(', ') : 'nothing'}; kept ${r.kept.join(', ')}${r.forced.length > 0 ? ` (forced: ${r.forced.join(', ')})` : ''}`)
           return Exit.OK
         }),
     )
@@ -746,15 +816,8 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
       (a) =>
         withAdmin(a, async (s) => {
           const r = await s.api.extractKeys(a.name, { ...(a.randkey ? { randkey: true } : {}), ...(a.keepold ? { keepold: true } : {}) })
-          const kt = (await exists(a.keytab)) ? await readKeytab(a.keytab) : new Keytab()
-          try {
-            for (const e of r.keys) kt.add(e)
-            await writeKeytab(a.keytab, kt)
-          } finally {
-            kt.wipe()
-            for (const e of r.keys) e.key.fill(0)
-          }
           const kvnos = r.keys.map((k) => k.kvno)
+          await addToKeytab(a.keytab, r.keys)
           if (a.json) json({ name: r.name, keytab: a.keytab, kvno: r.kvno, kvnos })
           else for (const v of kvnos) say(`Entry for principal ${r.name} with kvno ${v} added to keytab ${a.keytab}.`)
           return Exit.OK

@@ -28,6 +28,7 @@ import type {
   PrincipalView,
   ReadAuditArgs,
 } from '../admin/operations.js'
+import type { PurgeKeysArgs, PurgeKeysResult, RotateArgs, RotateResult } from '../admin/rotation.js'
 import type { Policy } from '../db/types.js'
 import type { ClientKey, Credentials, KdcClient } from './kdc-client.js'
 
@@ -227,6 +228,17 @@ export class AdminClient {
         await unlink(tmp).catch(() => {})
       }
     }
+  }
+
+  /** rotate: a new random key version (services, krbtgt); the old one kept through `grace` (PROTOCOL.md §8.5.4). */
+  async rotateKey(args: RotateArgs): Promise<RotateResult> {
+    const r = (await this.call('rotate', { ...args })) as RotateResult
+    return { ...r, keys: keyResult({ name: r.name, kvno: r.kvno, keys: r.keys }).keys }
+  }
+
+  /** purgekeys: remove old key versions (refused while they may still open a valid ticket unless `force`). */
+  async purgeKeys(args: PurgeKeysArgs): Promise<PurgeKeysResult> {
+    return (await this.call('purgekeys', { ...args })) as PurgeKeysResult
   }
 
   /** addpol: unset fields take the default policy's values. */

@@ -226,6 +226,30 @@ describe('kadmin (CLI)', function () {
       ok(await runKauth(['login', '--keytab', kt], { ...env, TESSERA_CCACHE: path.join(tmp, 'svc-cc') }))
     })
 
+    it('rotates a service key into its keytab, refuses to purge the old one while its tickets may be valid, and sets a schedule', async () => {
+      const svc = 'HTTP/rot.kadmin.test'
+      ok(await kadmin('addprinc', svc, '--randkey'))
+      const kt = path.join(tmp, 'rot.keytab')
+      ok(await kadmin('ktadd', svc, '--keytab', kt))
+      const r = ok(await kadmin('rotate', svc, '--keytab', kt, '--grace', '1h'))
+      expect(r.stdout).to.match(new RegExp(`^${svc.replace('/', '\\/')}@${REALM}: kvno 2 current now; kvno 1 retires `))
+      expect((await readKeytab(kt)).kvnos(`${svc}@${REALM}`)).to.deep.equal([1, 2])
+      const v = jsonOf<{ kvno: number; keys: { kvno: number; state: string }[] }>(await kadmin('getprinc', svc, '--json'))
+      expect(v.kvno).to.equal(2)
+      expect(v.keys.map((k) => [k.kvno, k.state])).to.deep.equal([
+        [1, 'previous'],
+        [2, 'current'],
+      ])
+      const refused = await kadmin('purgekeys', svc)
+      expect(refused.code).to.equal(Exit.FAILURE)
+      expect(refused.stderr).to.match(/is still used: tickets sealed with it may be valid/)
+      const forced = jsonOf<{ purged: number[]; forced: number[] }>(await kadmin('purgekeys', svc, '--force', '--json'))
+      expect(forced).to.deep.include({ purged: [1], forced: [1] })
+      ok(await kadmin('modprinc', svc, '--rotate-every', '30d', '--stage-ahead', '1d', '--grace', '2d'))
+      const sched = jsonOf<{ rotation: { rotateEvery: number; stageAhead: number; grace: number } }>(await kadmin('getprinc', svc, '--json'))
+      expect(sched.rotation).to.deep.include({ rotateEvery: 30 * 86400_000, stageAhead: 86400_000, grace: 2 * 86400_000 })
+    })
+
     it('acl check prints the deciding line and why', async () => {
       const yes = ok(await kadmin('acl', 'check', 'admin', 'addprinc', 'anyone'))
       expect(yes.stdout).to.match(new RegExp(`^ALLOWED: line (\\d+) \\(admin@${REALM} +\\*e\\) grants 'a' \\(add\\) to admin@${REALM} on anyone@${REALM}\n`))
