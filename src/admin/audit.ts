@@ -413,8 +413,10 @@ export async function verifyAuditLog(file: string, anchor: AuditAnchor | undefin
 export interface ReadAuditOptions {
   /** Only records at or after this time (ms since epoch). */
   since?: number
-  /** At most this many (the newest). */
+  /** At most this many: the newest, or with `after` the first ones after it (paging forward). */
   limit?: number
+  /** Only records whose `seq` is above this (page through the log: pass the last `seq` seen). */
+  after?: number
 }
 
 /** The records of the log (for `kadmin audit`); lines that do not parse are skipped (verify to find them). */
@@ -424,6 +426,12 @@ export async function readAuditLog(file: string, o: ReadAuditOptions = {}): Prom
     for await (const text of lines(file)) {
       const r = parseRecord(text)
       if (r === undefined || (o.since !== undefined && r.time < o.since)) continue
+      if (o.after !== undefined) {
+        if (r.seq <= o.after) continue
+        out.push(r)
+        if (o.limit !== undefined && out.length >= o.limit) break
+        continue
+      }
       out.push(r)
       if (o.limit !== undefined && out.length > o.limit) out.shift()
     }

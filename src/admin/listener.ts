@@ -144,7 +144,7 @@ export const ADMIN_ARGS: Readonly<Record<string, Readonly<Record<string, AdminAr
   getpol: { name: NAME },
   listpols: {},
   aclcheck: { actor: NAME, op: NAME, target: { type: 'str' }, newTarget: { type: 'str' }, randkey: { type: 'bool' } },
-  audit: { since: { type: 'uint' }, limit: { type: 'uint' }, verify: { type: 'bool' } },
+  audit: { since: { type: 'uint' }, limit: { type: 'uint' }, verify: { type: 'bool' }, after: { type: 'uint' } },
   rotate: { name: NAME, grace: { type: 'uint' }, stageAhead: { type: 'uint' }, emergency: { type: 'bool' } },
   purgekeys: { name: NAME, keepkvno: { type: 'uint' }, allOld: { type: 'bool' }, force: { type: 'bool' } },
   dump: { session: { type: 'str' }, offset: { type: 'uint' } },

@@ -1011,6 +1011,8 @@ const OP_NAMES: Record<AdminOpName, true> = {
 export interface ReadAuditArgs {
   since?: number
   limit?: number
+  /** Only records whose seq is above this, oldest first (with limit: the next page). */
+  after?: number
   verify?: boolean
 }
 
@@ -1022,11 +1024,12 @@ export async function readAudit(
   auditKey: Uint8Array,
 ): Promise<{ records: AuditRecord[]; verification?: AuditVerification }> {
   return runAdmin(ctx, actor, 'audit', undefined, async (base) => {
-    onlyFields(args, ['since', 'limit', 'verify'])
+    onlyFields(args, ['since', 'limit', 'verify', 'after'])
     authorize(ctx, actor, 'audit')
-    const o: { since?: number; limit?: number } = {}
+    const o: { since?: number; limit?: number; after?: number } = {}
     if (args.since !== undefined) o.since = args.since
     if (args.limit !== undefined) o.limit = args.limit
+    if (args.after !== undefined) o.after = args.after
     // The anchor is read before the file so that records appended meanwhile count as beyond it only if the file is read first.
     const anchor = args.verify === true ? await ctx.audit.anchor() : undefined
     const verification = args.verify === true ? await verifyAuditLog(ctx.audit.file, anchor, auditKey) : undefined

@@ -100,6 +100,20 @@ describe('admin service (integration)', function () {
     expect(((await admin.call('getprinc', { name: 'admin' })) as { name: string }).name).to.equal(`admin@${REALM}`)
   })
 
+  it('pages through the whole audit log with after + limit, every record once, in order', async () => {
+    const seqs: number[] = []
+    let after = 0
+    for (let page = 0; page < 200; page++) {
+      const r = (await admin.call('audit', { after, limit: 7 })) as { records: { seq: number }[] }
+      if (r.records.length === 0) break
+      expect(r.records.length).to.be.at.most(7)
+      for (const x of r.records) seqs.push(x.seq)
+      after = r.records[r.records.length - 1]!.seq
+    }
+    expect(seqs.length).to.be.greaterThan(10)
+    expect(seqs).to.deep.equal(seqs.map((_, i) => seqs[0]! + i))
+  })
+
   it('protects krbtgt and kadmin/* from deletion', async () => {
     await adminError(admin.call('delprinc', { name: `krbtgt/${REALM}` }), ErrorCode.ADM_ERR_PROTECTED)
     await adminError(admin.call('delprinc', { name: 'kadmin/admin' }), ErrorCode.ADM_ERR_PROTECTED)

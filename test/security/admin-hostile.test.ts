@@ -388,7 +388,7 @@ describe('admin listener under hostile input (security)', function () {
       getpol: [{ name: 5 }, {}],
       listpols: [{ glob: '*' }],
       aclcheck: [{ actor: 5, op: 'getprinc' }, { actor: 'bob', op: 5 }, { actor: 'bob', op: 'getprinc', target: 5 }, { actor: 'bob', op: 'nope' }, { actor: 'bob', op: 'ktadd', target: 'svc/app', randkey: 'yes' }],
-      audit: [{ since: 'yesterday' }, { limit: 'ten' }, { limit: -1 }, { verify: 'yes' }, { since: -1 }],
+      audit: [{ since: 'yesterday' }, { limit: 'ten' }, { limit: -1 }, { verify: 'yes' }, { since: -1 }, { after: 'x' }],
       rotate: [{ name: 5 }, {}, { name: 'svc/app', grace: '1d' }, { name: 'svc/app', stageAhead: -1 }, { name: 'svc/app', emergency: 'yes' }],
       purgekeys: [{ name: 5 }, {}, { name: 'svc/app', keepkvno: 'one' }, { name: 'svc/app', allOld: 1 }, { name: 'svc/app', force: 'true' }],
       dump: [{ session: 5 }, { offset: 'zero' }, { session: 'x', offset: -1 }],
