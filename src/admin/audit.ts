@@ -78,6 +78,11 @@ export function auditKey(masterKey: Uint8Array): Uint8Array {
   return hkdf(masterKey, new Uint8Array(0), 'tessera audit v1', 32)
 }
 
+/** The key of a dump's end-record MAC, from the audit key (so from the master key): an edited dump cannot be re-summed without it. */
+export function dumpMacKey(auditKeyBytes: Uint8Array): Uint8Array {
+  return hkdf(auditKeyBytes, new Uint8Array(0), 'tessera dump mac v1', 32)
+}
+
 const FIELDS = ['seq', 'time', 'actor', 'op', 'target', 'newTarget', 'kvno', 'kvnos', 'outcome', 'reason', 'code', 'peer', 'details', 'prev'] as const
 
 /** The record's canonical JSON without `h`: fixed key order, absent fields left out. */
@@ -144,6 +149,17 @@ export class AuditLog {
   readonly recovery: AuditRecovery
   readonly #db: PrincipalDb
   readonly #key: Uint8Array
+
+  /** HMAC-SHA256 (hex) of `digest` under the dump MAC key (see {@link dumpMacKey}). */
+  dumpMac(digest: string): string {
+    if (this.#closed) throw auditError('the audit log is closed')
+    const k = dumpMacKey(this.#key)
+    try {
+      return Buffer.from(hmacSha256(k, new TextEncoder().encode(digest))).toString('hex')
+    } finally {
+      k.fill(0)
+    }
+  }
   readonly #now: () => number
   readonly #log: AuditLogSink | undefined
   #fh: FileHandle

@@ -10,7 +10,8 @@ import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { PrincipalDb } from '../db/principal-db.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
-import { AUDIT_FILE, AUDIT_HEAD_KEY, AuditLog, auditKey } from './audit.js'
+import { constantTimeEqual, hmacSha256 } from '../crypto/index.js'
+import { AUDIT_FILE, AUDIT_HEAD_KEY, AuditLog, auditKey, dumpMacKey } from './audit.js'
 import { type Actor, type AdminContext, actorName, authorize, runAdmin } from './operations.js'
 
 /** The ACL file's name in the realm directory. */
@@ -98,7 +99,8 @@ export async function dumpDatabase(
         if (++n % 1000 === 0) o.onProgress?.(n)
       }
       const digest = hash.copy().digest('hex')
-      await put(JSON.stringify({ end: true, entries: n, sha256: digest }), true)
+      // Keyed: an edited dump cannot be given a new end record without the master key.
+      await put(JSON.stringify({ end: true, entries: n, sha256: digest, mac: ctx.audit.dumpMac(digest) }), true)
       await fh.sync()
       await fh.close()
       fh = undefined
@@ -147,7 +149,7 @@ export async function loadDump(o: LoadOptions): Promise<{ realm: string; entries
   // First pass: the whole file is intact (count and hash), so a cut or edited dump loads nothing.
   const hash = createHash('sha256')
   let header: DumpHeader | undefined
-  let trailer: { end: true; entries: number; sha256: string } | undefined
+  let trailer: { end: true; entries: number; sha256: string; mac?: string } | undefined
   let count = 0
   for await (const line of readLines(o.file)) {
     if (trailer !== undefined) throw dumpError(`${o.file}: data after the end record`)
@@ -169,6 +171,16 @@ export async function loadDump(o: LoadOptions): Promise<{ realm: string; entries
   const digest = hash.digest('hex')
   if (header === undefined || trailer === undefined) throw dumpError(`${o.file} is incomplete (no end record): refusing to load it`)
   if (trailer.entries !== count || trailer.sha256 !== digest) throw dumpError(`${o.file} does not match its end record (edited or damaged)`)
+  {
+    const ak = auditKey(o.masterKey)
+    const mk = dumpMacKey(ak)
+    const want = Buffer.from(hmacSha256(mk, new TextEncoder().encode(digest)))
+    ak.fill(0)
+    mk.fill(0)
+    const got = typeof trailer.mac === 'string' && /^[0-9a-f]{64}$/.test(trailer.mac) ? Buffer.from(trailer.mac, 'hex') : Buffer.alloc(0)
+    if (got.length !== want.length || !constantTimeEqual(got, want))
+      throw dumpError(`${o.file}: its end record is not sealed by this realm's master key (edited, or made under another master key)`)
+  }
   const h = header
   await mkdir(o.dir, { recursive: true, mode: 0o700 })
   try {

@@ -18,6 +18,7 @@ import {
   type Actor,
   AdminContext,
   actorName,
+  auditText,
   addPolicy,
   addPrincipal,
   changeKey,
@@ -48,6 +49,8 @@ export interface AdminServiceOptions {
   onEvent?: (e: KeyEvent) => void
   /** The key rotation scheduler (src/admin/rotation.ts); false: none runs. @default {} (pollMs 60000) */
   scheduler?: RotationSchedulerOptions | false
+  /** Shortest rotation period a schedule may set, ms. @default 1 h */
+  minRotateEveryMs?: number
   /** Given the scheduler once started (tests with an injected clock call its runDue()). */
   onScheduler?: (s: RotationScheduler) => void
 }
@@ -258,6 +261,7 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
       now: context.now,
     }
     if (o.onEvent) ctxOpts.onEvent = o.onEvent
+    if (o.minRotateEveryMs !== undefined) ctxOpts.minRotateEveryMs = o.minRotateEveryMs
     const ctx = new AdminContext(ctxOpts)
     let scheduler: RotationScheduler | undefined
     if (o.scheduler !== false) {
@@ -275,8 +279,15 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
         checkAdminArgs(op, args)
       } catch (err) {
         // Refused before the operation: audited here (the operation audits its own refusals).
-        const ev: AuditEvent = { actor: actorName(actor), op, outcome: 'error', code: TesseraErrorCode.TESSERA_VALIDATION, reason: (err as Error).message, peer: who.peer }
-        if (typeof args.name === 'string') ev.target = args.name
+        const ev: AuditEvent = {
+          actor: actorName(actor),
+          op: auditText(op),
+          outcome: 'error',
+          code: TesseraErrorCode.TESSERA_VALIDATION,
+          reason: auditText((err as Error).message),
+          peer: who.peer,
+        }
+        if (typeof args.name === 'string') ev.target = auditText(args.name)
         await audit.record(ev)
         throw err
       }

@@ -83,6 +83,8 @@ export interface AdminContextOptions {
   maxRenewableLife: number
   /** @default Date.now */
   now?: () => number
+  /** Shortest rotation period a schedule may set, ms (tests lower it). @default MIN_ROTATE_EVERY_MS (1 h) */
+  minRotateEveryMs?: number
   /** Called once per key event, after the change landed. Must not throw. */
   onEvent?: (e: KeyEvent) => void
   /**
@@ -105,7 +107,11 @@ export class AdminContext {
   readonly #onEvent: ((e: KeyEvent) => void) | undefined
   /** Serializes check-then-write sections per policy name (addpol against addpol). */
   readonly policyLocks = new KeyedMutex()
+  /** Serializes every change that could remove a full administrator (the last-admin rule's check and its write). */
+  readonly adminLock = new KeyedMutex()
   readonly maxTicketLife: number
+  /** Shortest rotateEvery a schedule may set, ms. */
+  readonly minRotateEveryMs: number
   /** Told after every write that may change a principal's keys or rotation schedule (the rotation scheduler listens). */
   keysChanged: ((id: PrincipalId) => void) | undefined
 
@@ -120,6 +126,7 @@ export class AdminContext {
     this.#acl = o.acl
     this.#onEvent = o.onEvent
     this.maxTicketLife = o.maxTicketLife ?? 24 * 3600_000
+    this.minRotateEveryMs = o.minRotateEveryMs ?? MIN_ROTATE_EVERY_MS
   }
 
   /** Tell the rotation scheduler that `id`'s keys or schedule may have changed. */
@@ -353,7 +360,13 @@ export function nameOf(ctx: AdminContext, text: unknown): PrincipalId {
 /** krbtgt/REALM and kadmin/*: the realm does not work without them. */
 export function isProtectedPrincipal(ctx: AdminContext, id: PrincipalId): boolean {
   const [first, second] = id.components
-  return (first === 'krbtgt' && second === ctx.realm && id.components.length === 2) || first === 'kadmin'
+  if (id.components.length !== 2) return false
+  return (first === 'krbtgt' && second === ctx.realm) || (first === 'kadmin' && (second === 'admin' || second === 'changepw'))
+}
+
+/** Names only the KDC creates (`krbtgt/*`, `kadmin/*`): refused to addprinc and as a rename target. */
+function isReservedName(id: PrincipalId): boolean {
+  return id.components[0] === 'krbtgt' || id.components[0] === 'kadmin'
 }
 
 function isEnabled(rec: Readonly<PrincipalRecord>, now: number): boolean {
@@ -405,10 +418,21 @@ export function authorize(
   return e.decisions.find((d) => d.letter === 'a' || d.letter === 'm')?.restrictions
 }
 
+/**
+ * A caller-chosen string as the audit log may hold it: before validation it can be anything,
+ * so control characters become U+FFFD and it is cut to 512 characters (a record must stay a
+ * line verify can read, whatever an unprivileged caller sends).
+ */
+export function auditText(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing them is the point
+  const clean = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '\ufffd')
+  return clean.length > 512 ? `${clean.slice(0, 509)}...` : clean
+}
+
 /** The base of the audit record of a request. */
 function eventBase(actor: Actor, op: string, target?: string): AuditEvent {
   const e: AuditEvent = { actor: actorName(actor), op, outcome: 'ok' }
-  if (target !== undefined) e.target = target
+  if (target !== undefined) e.target = auditText(target)
   if (actor.kind === 'principal' && actor.peer !== undefined) e.peer = actor.peer
   return e
 }
@@ -427,7 +451,7 @@ export async function runAdmin<T>(ctx: AdminContext, actor: Actor, op: AdminOpNa
     const ev: AuditEvent = { ...base, outcome: denied ? 'denied' : 'error' }
     if (err instanceof TesseraError) {
       ev.code = err.code
-      ev.reason = err.message
+      ev.reason = auditText(err.message)
     } else ev.reason = 'internal error'
     // An audit failure itself is not recorded again (the log is what failed).
     if (!(err instanceof TesseraError && err.code === TesseraErrorCode.TESSERA_AUDIT)) await ctx.audit.record(ev)
@@ -505,8 +529,19 @@ function detailsOf(ch: PrincipalChanges): Record<string, string | number | boole
 }
 
 /** Types and ranges of modprinc's schedule arguments. */
-function checkSchedule(a: ModifyPrincipalArgs): void {
-  if (a.rotateEvery !== undefined && a.rotateEvery !== null) checkDuration('rotateEvery', a.rotateEvery)
+/** The shortest rotation period a schedule may have by default, ms: every rotation keeps a key version until its tickets expire. */
+export const MIN_ROTATE_EVERY_MS = 60 * 60_000
+
+function formatMinutes(ms: number): string {
+  return ms >= 60_000 ? `${Math.round(ms / 60_000)} minutes` : `${ms} ms`
+}
+
+function checkSchedule(a: ModifyPrincipalArgs, min: number): void {
+  if (a.rotateEvery !== undefined && a.rotateEvery !== null) {
+    checkDuration('rotateEvery', a.rotateEvery)
+    if (a.rotateEvery < min)
+      throw validation(`rotateEvery must be at least ${formatMinutes(min)} (each rotation keeps a key version until its tickets can expire)`)
+  }
   if (a.stageAhead !== undefined && (!Number.isSafeInteger(a.stageAhead) || a.stageAhead < 0))
     throw validation('stageAhead must be a non-negative number of milliseconds')
   if (a.grace !== undefined && a.grace !== null && (!Number.isSafeInteger(a.grace) || a.grace < 0))
@@ -610,6 +645,7 @@ export async function addPrincipal(ctx: AdminContext, actor: Actor, args: AddPri
     onlyFields(args, ['name', 'password', 'randkey', 'policy', 'maxLife', 'maxRenewableLife', 'expiresAt', 'passwordExpiresAt', 'attributes'])
     const id = nameOf(ctx, args.name)
     const rs = authorize(ctx, actor, 'addprinc', id)
+    if (isReservedName(id)) throw protectedError(`${formatPrincipal(id)}: krbtgt/* and kadmin/* names are the KDC's own; they cannot be added`)
     keyOnly(args)
     checkAttributes(args.attributes)
     checkDuration('maxLife', args.maxLife)
@@ -660,8 +696,10 @@ export async function deletePrincipal(ctx: AdminContext, actor: Actor, args: { n
     authorize(ctx, actor, 'delprinc', id)
     if (isProtectedPrincipal(ctx, id)) throw protectedError(`${formatPrincipal(id)} cannot be deleted: the realm needs it`)
     await getOrFail(ctx, id)
-    await keepLastAdmin(ctx, id, 'delete')
-    await ctx.db.delete(id, ctx.audit.commit(base))
+    await ctx.adminLock.run('last-admin', async () => {
+      await keepLastAdmin(ctx, id, 'delete')
+      await ctx.db.delete(id, ctx.audit.commit(base))
+    })
     ctx.noteKeys(id)
     ctx.emit({ type: 'deleted', principal: formatPrincipal(id), time: ctx.now(), actor: actorName(actor) })
   })
@@ -677,9 +715,12 @@ export async function renamePrincipal(ctx: AdminContext, actor: Actor, args: { n
     authorize(ctx, actor, 'renprinc', id, { newTarget: to })
     for (const p of [id, to])
       if (isProtectedPrincipal(ctx, p)) throw protectedError(`${formatPrincipal(p)} cannot be renamed: the realm needs that name`)
+    if (isReservedName(to)) throw protectedError(`${formatPrincipal(to)}: krbtgt/* and kadmin/* names are the KDC's own`)
     await getOrFail(ctx, id)
-    await keepLastAdmin(ctx, id, 'rename')
-    await ctx.db.rename(id, to, actorName(actor), ctx.audit.commit(base))
+    await ctx.adminLock.run('last-admin', async () => {
+      await keepLastAdmin(ctx, id, 'rename')
+      await ctx.db.rename(id, to, actorName(actor), ctx.audit.commit(base))
+    })
     ctx.noteKeys(id)
     ctx.noteKeys(to)
     ctx.emit({ type: 'renamed', principal: formatPrincipal(id), newName: formatPrincipal(to), time: ctx.now(), actor: actorName(actor) })
@@ -693,7 +734,7 @@ export async function modifyPrincipal(ctx: AdminContext, actor: Actor, args: Mod
     const id = nameOf(ctx, args.name)
     const rotating = args.rotateEvery !== undefined || args.stageAhead !== undefined || args.grace !== undefined
     const rs = authorize(ctx, actor, 'modprinc', id, { rotation: rotating })
-    checkSchedule(args)
+    checkSchedule(args, ctx.minRotateEveryMs)
     checkAttributes(args.attributes)
     checkDuration('maxLife', args.maxLife)
     checkDuration('maxRenewableLife', args.maxRenewableLife)
@@ -705,8 +746,8 @@ export async function modifyPrincipal(ctx: AdminContext, actor: Actor, args: Mod
     const ch = applyRestrictions(rs, changesOf(args), now)
     guardDisable(ctx, id, ch)
     await getOrFail(ctx, id)
-    if (ch.attributes?.disabled === true || (ch.expiresAt !== undefined && ch.expiresAt !== null && ch.expiresAt <= now))
-      await keepLastAdmin(ctx, id, 'disable')
+    // An expiry, however far ahead, would disable it when it comes: the last full admin takes none.
+    const disabling = ch.attributes?.disabled === true || (ch.expiresAt !== undefined && ch.expiresAt !== null)
     const newPolicy = ch.policy === undefined ? undefined : ch.policy === null ? null : await policyOf(ctx, ch.policy)
     if (ch.policy !== undefined && ch.policy !== null && newPolicy === undefined)
       throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `policy ${JSON.stringify(ch.policy)} does not exist`)
@@ -715,7 +756,8 @@ export async function modifyPrincipal(ctx: AdminContext, actor: Actor, args: Mod
     if (args.rotateEvery !== undefined) details.rotateEvery = args.rotateEvery
     if (args.stageAhead !== undefined) details.stageAhead = args.stageAhead
     if (args.grace !== undefined) details.grace = args.grace
-    const rec = await ctx.db.update(
+    const write = () =>
+      ctx.db.update(
       id,
       (r) => {
         const policyChanged = ch.policy !== undefined && (ch.policy ?? undefined) !== r.policy
@@ -738,6 +780,12 @@ export async function modifyPrincipal(ctx: AdminContext, actor: Actor, args: Mod
       actorName(actor),
       ctx.audit.commit({ ...base, details }),
     )
+    const rec = disabling
+      ? await ctx.adminLock.run('last-admin', async () => {
+          await keepLastAdmin(ctx, id, 'disable')
+          return write()
+        })
+      : await write()
     if (args.unlock === true) ctx.emit({ type: 'unlocked', principal: formatPrincipal(id), time: now, actor: actorName(actor) })
     if (rotating) ctx.noteKeys(id)
     return principalView(rec, undefined, now)

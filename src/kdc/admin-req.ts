@@ -110,6 +110,7 @@ export function makeAdminHandler(ctx: KdcContext, exec: AdminExecutor, mapError:
       const client = await ctx.db.get({ realm, components: ticket.cname })
       if (!client) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DELETED', 'client principal no longer exists')
       if (client.attributes.disabled) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DISABLED', 'account disabled')
+      if (client.expiresAt !== undefined && client.expiresAt <= now) refuse(ErrorCode.KDC_ERR_NAME_EXP, 'CLIENT_EXPIRED', 'account expired')
     } catch (err) {
       if (err instanceof KrbProtocolError) log('fail', err.status)
       throw err

@@ -122,6 +122,11 @@ export async function newPrincipalRecord(o: NewPrincipalOptions): Promise<Princi
   return rec
 }
 
+/** Longest life of a kadmin/admin ticket (MIT: 3 h). */
+export const KADMIN_ADMIN_MAX_LIFE_MS = 3 * 3600_000
+/** Longest life of a kadmin/changepw ticket (MIT: 5 min). */
+export const KADMIN_CHANGEPW_MAX_LIFE_MS = 5 * 60_000
+
 /** Options of bootstrapRealm. */
 export interface BootstrapOptions {
   realm: string
@@ -151,8 +156,10 @@ export async function bootstrapRealm(db: PrincipalDb, o: BootstrapOptions): Prom
     by: 'kdc init',
     now,
   }
-  for (const components of [['krbtgt', o.realm], ['kadmin', 'admin'], ['kadmin', 'changepw']])
-    await db.create(await newPrincipalRecord({ ...base, components }))
+  await db.create(await newPrincipalRecord({ ...base, components: ['krbtgt', o.realm] }))
+  // Short-lived, as MIT makes them: an admin session is 3 h at most, a password change 5 min.
+  await db.create(await newPrincipalRecord({ ...base, components: ['kadmin', 'admin'], maxLife: KADMIN_ADMIN_MAX_LIFE_MS }))
+  await db.create(await newPrincipalRecord({ ...base, components: ['kadmin', 'changepw'], maxLife: KADMIN_CHANGEPW_MAX_LIFE_MS }))
   const admin = (o.adminName ?? 'admin').split('/')
   await db.create(await newPrincipalRecord({ ...base, components: admin, password: o.adminPassword }))
   return realmRec

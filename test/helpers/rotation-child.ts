@@ -11,7 +11,7 @@ if (dir === undefined) throw new Error('usage: rotation-child.ts DIR')
 await startKdc({
   dir,
   config: { ports: { as: 0, tgs: 0, time: 0, admin: 0 }, log: { console: false }, kdf: { N: 1024 } },
-  admin: adminService({ scheduler: { pollMs: 2 } }),
+  admin: adminService({ scheduler: { pollMs: 2 }, minRotateEveryMs: 1 }),
 })
 process.stdout.write('ready\n')
 // The scheduler's timer is unref'd: keep the process alive until it is killed.

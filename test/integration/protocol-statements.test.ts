@@ -163,14 +163,16 @@ describe('PROTOCOL.md statements, observed on a running KDC', function () {
       expectType(await tgs.request(tgsReq(tgt, SERVICE)), MsgType.TGS_REP)
     })
 
-    it('caps a 48 h request at the principals’ default maximum life, 10 h; kadmin/admin tickets likewise', async () => {
+    it('caps a 48 h request at the principals’ default maximum life, 10 h; kadmin/admin tickets at 3 h, kadmin/changepw at 5 min', async () => {
       const c = t.client()
       const tgt = await c.login('pw-user', 'pw-user-secret', { lifetimeMs: 48 * HOUR })
       expect(tgt.endtime - tgt.starttime).to.equal(10 * HOUR)
       const kadmin = await c.login('pw-user', 'pw-user-secret', { lifetimeMs: 48 * HOUR, service: 'kadmin/admin' })
       expect(kadmin.sname).to.deep.equal(['kadmin', 'admin'])
       expect(kadmin.flags & TicketFlag.INITIAL).to.not.equal(0)
-      expect(kadmin.endtime - kadmin.starttime).to.equal(10 * HOUR)
+      expect(kadmin.endtime - kadmin.starttime).to.equal(3 * HOUR)
+      const changepw = await c.login('pw-user', 'pw-user-secret', { lifetimeMs: 48 * HOUR, service: 'kadmin/changepw' })
+      expect(changepw.endtime - changepw.starttime).to.equal(5 * 60_000)
     })
 
     it('makes a service ticket renewable only when the TGT is renewable and RENEWABLE is asked for', async () => {

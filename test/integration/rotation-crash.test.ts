@@ -10,6 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { expect } from 'chai'
+import { adminService } from '../../src/admin/listener.js'
 import { startKdc } from '../../src/admin/start.js'
 import { AdminClient } from '../../src/client/admin-client.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
@@ -67,7 +68,7 @@ describe('key rotation across kill -9 (integration)', function () {
   it('never leaves the principal without a usable key, whenever the KDC is killed', async () => {
     const dir = path.join(tmp, 'realm')
     await initRealmDir({ dir, realm: REALM, adminPassword: ADMIN_PASSWORD, config: { ...DEFAULT_KDC_CONFIG, ports: CONFIG.ports, kdf: { ...DEFAULT_KDC_CONFIG.kdf, N: 1024 } } })
-    let kdc = await startKdc({ dir, config: CONFIG })
+    let kdc = await startKdc({ dir, config: CONFIG, admin: adminService({ minRotateEveryMs: 1 }) })
     let kc = new KdcClient(kdc.realmFile)
     const admin = await AdminClient.login(kc, 'admin', ADMIN_PASSWORD)
     await admin.call('addprinc', { name: SVC, randkey: true, maxLife: 15 })
