@@ -22,8 +22,6 @@ export const LATENCY_BUCKETS_S: readonly number[] = [
 /** How often the key-age census reads every principal record, ms. @default 15 min */
 export const DEFAULT_KEY_CENSUS_INTERVAL_MS = 15 * 60_000
 
-// A gauge whose value is not known (yet) reads NaN, which no alert threshold matches.
-
 /** What the metrics read on scrape; the KDC provides it (src/kdc/kdc.ts). */
 export interface KdcMetricsSources {
   /** The protocol listeners by name. */
@@ -132,27 +130,47 @@ export class RequestRecorder {
 class SlotHistogram extends Histogram<'exchange'> {
   constructor(
     private readonly metricName: string,
-    help: string,
+    private readonly helpText: string,
     private readonly source: () => Iterable<readonly [string, HistogramSlot]>,
   ) {
-    super({ name: metricName, help, labelNames: ['exchange'], buckets: [...LATENCY_BUCKETS_S], registers: [] })
+    super({ name: metricName, help: helpText, labelNames: ['exchange'], buckets: [...LATENCY_BUCKETS_S], registers: [] })
   }
 
-  override async get(): Promise<Awaited<ReturnType<Histogram<'exchange'>['get']>>> {
-    const base = await super.get()
-    const values: typeof base.values = []
+  /**
+   * What prom-client's registry reads for the text exposition (and get() for JSON): the
+   * cumulative buckets, _sum and _count of each exchange, from the slots.
+   */
+  async getForPromString(): Promise<{ name: string; help: string; type: string; values: object[]; aggregator: string }> {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = []
     const bucket = `${this.metricName}_bucket`
     for (const [exchange, h] of this.source()) {
       let acc = 0
       h.bounds.forEach((le, i) => {
         acc += h.counts[i]!
-        values.push({ labels: { exchange, le } as never, value: acc, metricName: bucket })
+        values.push({ labels: { exchange, le }, value: acc, metricName: bucket })
       })
-      values.push({ labels: { exchange, le: '+Inf' } as never, value: h.count, metricName: bucket })
+      values.push({ labels: { exchange, le: '+Inf' }, value: h.count, metricName: bucket })
       values.push({ labels: { exchange }, value: h.sum, metricName: `${this.metricName}_sum` })
       values.push({ labels: { exchange }, value: h.count, metricName: `${this.metricName}_count` })
     }
-    return { ...base, values }
+    return { name: this.metricName, help: this.helpText, type: 'histogram', values, aggregator: 'sum' }
+  }
+}
+
+/** A gauge without labels whose value is read on scrape; an unknown value (undefined) is no sample at all. */
+class ReadGauge extends Gauge {
+  constructor(
+    name: string,
+    help: string,
+    private readonly read: () => number | undefined | Promise<number | undefined>,
+  ) {
+    super({ name, help, registers: [] })
+  }
+
+  override async get(): Promise<Awaited<ReturnType<Gauge['get']>>> {
+    const base = await super.get()
+    const v = await this.read()
+    return { ...base, values: v === undefined ? [] : [{ labels: {}, value: v }] }
   }
 }
 
@@ -442,14 +460,9 @@ export class KdcMetrics {
         this.set(s.time().offsetUs / 1e6)
       },
     })
-    new Gauge({
-      name: `${METRIC_PREFIX}principals`,
-      help: 'Principals in the database (kept in memory, not counted on scrape).',
-      registers: reg,
-      collect() {
-        this.set((s.db.isOpen ? s.db.principalCount : undefined) ?? Number.NaN)
-      },
-    })
+    this.own.registerMetric(
+      new ReadGauge(`${METRIC_PREFIX}principals`, 'Principals in the database (kept in memory, not counted on scrape; absent until the count at start is done).', () => (s.db.isOpen ? s.db.principalCount : undefined)),
+    )
     new Counter({
       name: `${METRIC_PREFIX}principal_cache_lookups_total`,
       help: 'Principal lookups, by result (hit: served from the cache; miss: read from the database).',
@@ -489,32 +502,23 @@ export class KdcMetrics {
         for (const e of m.adminOps.values()) this.inc({ op: e.op, outcome: e.outcome }, e.slot.n)
       },
     })
-    new Gauge({
-      name: `${METRIC_PREFIX}krbtgt_key_age_seconds`,
-      help: "Age of krbtgt's current key.",
-      registers: reg,
-      async collect() {
+    this.own.registerMetric(
+      new ReadGauge(`${METRIC_PREFIX}krbtgt_key_age_seconds`, "Age of krbtgt's current key.", async () => {
         const at = await s.krbtgtKeyCreatedAt()
-        this.set(at === undefined ? Number.NaN : Math.max(0, (s.now() - at) / 1000))
-      },
-    })
-    new Gauge({
-      name: `${METRIC_PREFIX}service_key_oldest_age_seconds`,
-      help: 'Age of the oldest current service key (random-key principals but krbtgt), from a census refreshed every 15 minutes.',
-      registers: reg,
-      collect() {
+        return at === undefined ? undefined : Math.max(0, (s.now() - at) / 1000)
+      }),
+    )
+    this.own.registerMetric(
+      new ReadGauge(`${METRIC_PREFIX}service_key_oldest_age_seconds`, 'Age of the oldest current service key (random-key principals but krbtgt), from a census of the records taken every 15 minutes.', () => {
         const at = m.census?.oldestServiceKeyCreatedAt
-        this.set(at === undefined ? Number.NaN : Math.max(0, (s.now() - at) / 1000))
-      },
-    })
-    new Gauge({
-      name: `${METRIC_PREFIX}resumption_key_next_rotation_seconds`,
-      help: 'Time until the transport resumption ticket key is next replaced (scheduled rotation).',
-      registers: reg,
-      collect() {
+        return at === undefined ? undefined : Math.max(0, (s.now() - at) / 1000)
+      }),
+    )
+    this.own.registerMetric(
+      new ReadGauge(`${METRIC_PREFIX}resumption_key_next_rotation_seconds`, 'Time until the transport resumption ticket key is next replaced (its scheduled rotation).', () => {
         const ms = s.resumptionMsToNextRotation()
-        this.set(ms === undefined ? Number.NaN : ms / 1000)
-      },
-    })
+        return ms === undefined ? undefined : ms / 1000
+      }),
+    )
   }
 }
