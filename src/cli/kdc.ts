@@ -197,6 +197,76 @@ function formatUptime(s: number): string {
   return `${d > 0 ? `${d}d ` : ''}${h}h ${pad(m)}m ${pad(s % 60)}s`
 }
 
+/** What `kdc status` found: its exit code, its --json object and its text. */
+interface StatusResult {
+  code: number
+  report: Record<string, unknown>
+  text: string
+}
+
+/**
+ * The state of the kdc of `dir`: DIR/run.json says which process and where; a live process
+ * with an ops listener is asked /readyz for readiness, uptime and principal count.
+ */
+async function readStatus(dir: string): Promise<StatusResult> {
+  const file = path.join(dir, RUN_FILE)
+  let rf: RunFile | undefined
+  try {
+    rf = JSON.parse(await readFile(file, 'utf8')) as RunFile
+  } catch {
+    rf = undefined
+  }
+  if (!rf || !processAlive(rf.pid)) {
+    const why = rf ? `not running (${file} is left from pid ${rf.pid}, which has exited)` : `not running (no ${file})`
+    return { code: Exit.UNREACHABLE, report: { up: false, reason: why }, text: `kdc: ${why}\n` }
+  }
+  const report: Record<string, unknown> = {
+    up: true,
+    ready: null,
+    pid: rf.pid,
+    version: rf.version,
+    realm: rf.realm,
+    startedAt: rf.startedAt,
+    uptimeS: Math.max(0, Math.floor((Date.now() - Date.parse(rf.startedAt)) / 1000)),
+    listeners: rf.listeners,
+    principals: null,
+  }
+  let problem: string | undefined
+  if (rf.http) {
+    report.http = rf.http
+    const host = isUnspecifiedHost(rf.http.host) ? (rf.http.host.includes(':') ? '::1' : '127.0.0.1') : rf.http.host
+    try {
+      const r = await getJson(host, rf.http.port, '/readyz')
+      for (const k of ['version', 'realm', 'startedAt', 'uptimeS', 'principals'] as const) if (k in r.body) report[k] = r.body[k]
+      report.ready = r.status === 200
+      if (r.status !== 200) report.failing = r.body.failing
+    } catch (e) {
+      report.ready = false
+      problem = (e as Error).message
+      report.error = problem
+    }
+  }
+  const l = rf.listeners
+  const state =
+    report.ready === null
+      ? 'up'
+      : report.ready
+        ? 'up, ready'
+        : `up, NOT ready (${problem ?? (report.failing as string[] | undefined)?.join(', ')})`
+  const text = [
+    `kdc: ${state}`,
+    `realm       ${String(report.realm)}`,
+    `version     ${String(report.version)}`,
+    `pid         ${rf.pid}`,
+    `uptime      ${formatUptime(report.uptimeS as number)}`,
+    `listeners   ${(['as', 'tgs', 'time', 'admin'] as const).map((n) => `${n}=${l[n] ? fmt(l[n]) : '?'}`).join(' ')}${rf.http ? ` http=${fmt(rf.http)}` : ''}`,
+    `principals  ${report.principals ?? 'unknown (start the kdc with --http-port N to see it)'}`,
+  ]
+    .map((line) => `${line}\n`)
+    .join('')
+  return { code: report.ready === false ? Exit.FAILURE : Exit.OK, report, text }
+}
+
 /** A bad flag value found by a yargs check: reported like any usage error. */
 class UsageError extends Error {}
 
@@ -402,61 +472,25 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
       (y) =>
         y
           .option('dir', { type: 'string', demandOption: true, describe: 'realm directory of the running kdc' })
-          .option('json', { type: 'boolean', describe: 'print the result as one JSON object (shapes: docs/cli.md)' }),
+          .option('wait', {
+            type: 'number',
+            describe: 'wait up to this many seconds for the kdc to be up and ready (a systemd ExecStartPost readiness check)',
+          })
+          .option('json', { type: 'boolean', describe: 'print the result as one JSON object (shapes: docs/cli.md)' })
+          .check((x) => {
+            if (x.wait !== undefined && !(x.wait >= 0)) throw new UsageError('--wait must be a number of seconds (>= 0)')
+            return true
+          }),
       (a) =>
         run(async () => {
-          const file = path.join(a.dir, RUN_FILE)
-          let rf: RunFile | undefined
-          try {
-            rf = JSON.parse(await readFile(file, 'utf8')) as RunFile
-          } catch {
-            rf = undefined
+          const deadline = Date.now() + (a.wait ?? 0) * 1000
+          let r = await readStatus(a.dir)
+          while (r.code !== Exit.OK && Date.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 200))
+            r = await readStatus(a.dir)
           }
-          if (!rf || !processAlive(rf.pid)) {
-            const why = rf ? `not running (${file} is left from pid ${rf.pid}, which has exited)` : `not running (no ${file})`
-            if (a.json) out.write(`${JSON.stringify({ up: false, reason: why })}\n`)
-            else out.write(`kdc: ${why}\n`)
-            return Exit.UNREACHABLE
-          }
-          const status: Record<string, unknown> = {
-            up: true,
-            ready: null,
-            pid: rf.pid,
-            version: rf.version,
-            realm: rf.realm,
-            startedAt: rf.startedAt,
-            uptimeS: Math.max(0, Math.floor((Date.now() - Date.parse(rf.startedAt)) / 1000)),
-            listeners: rf.listeners,
-            principals: null,
-          }
-          if (rf.http) {
-            status.http = rf.http
-            const host = isUnspecifiedHost(rf.http.host) ? (rf.http.host.includes(':') ? '::1' : '127.0.0.1') : rf.http.host
-            const r = await getJson(host, rf.http.port, '/readyz')
-            for (const k of ['version', 'realm', 'startedAt', 'uptimeS', 'principals'] as const) if (k in r.body) status[k] = r.body[k]
-            status.ready = r.status === 200
-            if (r.status !== 200) status.failing = r.body.failing
-          }
-          if (a.json) {
-            out.write(`${JSON.stringify(status)}\n`)
-          } else {
-            const l = rf.listeners
-            const state = status.ready === null ? 'up' : status.ready ? 'up, ready' : `up, NOT ready (${(status.failing as string[] | undefined)?.join(', ')})`
-            out.write(
-              [
-                `kdc: ${state}`,
-                `realm       ${String(status.realm)}`,
-                `version     ${String(status.version)}`,
-                `pid         ${rf.pid}`,
-                `uptime      ${formatUptime(status.uptimeS as number)}`,
-                `listeners   ${(['as', 'tgs', 'time', 'admin'] as const).map((n) => `${n}=${l[n] ? fmt(l[n]) : '?'}`).join(' ')}${rf.http ? ` http=${fmt(rf.http)}` : ''}`,
-                `principals  ${status.principals ?? 'unknown (start the kdc with --http-port N to see it)'}`,
-              ]
-                .map((line) => `${line}\n`)
-                .join(''),
-            )
-          }
-          return status.ready === false ? Exit.FAILURE : Exit.OK
+          out.write(a.json ? `${JSON.stringify(r.report)}\n` : r.text)
+          return r.code
         }),
     )
     .demandCommand(1, 'name a command: init, start or status')
