@@ -21,12 +21,21 @@
  * session key (TGS) and carries our nonce and service; for TGS the service ticket opens with
  * the service key and holds the same session key and client. `verified=` says how many.
  *
+ * tgs-metrics: the cost of metrics on the hot path. Two KDC processes, one with its HTTP ops
+ * listener and metrics on (scraped over HTTP once a second while measured, as Prometheus
+ * would), one without; TGS at conn=reused c=16, the two measured alternately (BENCH_METRICS_REPS
+ * rounds, default 3) in the same run, then one summary line with the medians and their
+ * difference: `tessera tgs-metrics-summary off_reqs_per_s=... on_reqs_per_s=... diff_pct=...
+ * off_cpu_ms_per_req=... on_cpu_ms_per_req=... cpu_diff_pct=...` (KDC CPU per request is the
+ * steadier figure on a busy machine).
+ *
  * tgs-scale: a second KDC process holding 100,000 more principals (BENCH_KDC_PRINCIPALS),
  * created with addPrincipal (random keys) in batches of 500 (setup time reported apart);
  * TGS requests at conn=reused c=16 for services drawn uniformly from all of them, so most
  * lookups miss the principal cache (cold_frac: the share of requests for a service not
  * asked for before); RSS of the KDC process before and after the load.
  */
+import http from 'node:http'
 import { pathToFileURL } from 'node:url'
 import { KdcOption, PaType } from '../../proto/flags.js'
 import { KeyUsage } from '../../proto/key-usage.js'
@@ -242,6 +251,104 @@ async function runBase(opts: BenchOptions): Promise<void> {
   }
 }
 
+/** GET /metrics on 127.0.0.1:port; resolves with the body length (0 on failure). */
+function scrapeOnce(port: number): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: HOST, port, path: '/metrics', agent: false }, (res) => {
+      let n = 0
+      res.on('data', (d: Buffer) => {
+        n += d.length
+      })
+      res.on('end', () => resolve(res.statusCode === 200 ? n : 0))
+    })
+    req.on('error', () => resolve(0))
+  })
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+/** Metrics on vs off: TGS conn=reused c=16 against two KDCs, measured alternately. */
+async function runMetrics(opts: BenchOptions): Promise<void> {
+  const conn = 'reused'
+  const c = 16
+  const modes = (['off', 'on'] as const).filter((metrics) => wanted(opts, { kind: 'tgs-metrics', conn, c, metrics }))
+  if (modes.length === 0) return
+  const rounds = Math.max(1, Math.floor(Number(process.env.BENCH_METRICS_REPS ?? 3)) || 1)
+  const servers = {
+    off: await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ ...BASE, metrics: false })]),
+    on: await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ ...BASE, metrics: true })]),
+  }
+  const rates: Record<'on' | 'off', number[]> = { on: [], off: [] }
+  const cpu: Record<'on' | 'off', number[]> = { on: [], off: [] }
+  try {
+    const setups = {} as Record<'on' | 'off', { k: KdcServerReady; tgts: Tgt[]; services: ServiceRef[]; target: Target }>
+    for (const m of ['off', 'on'] as const) {
+      const k = servers[m].ready
+      const clients: ClientPrincipal[] = k.clients.map((x) => ({ components: split(x.name), key: new Uint8Array(x.key) }))
+      const services: ServiceRef[] = k.services.map((x) => ({ components: split(x.name), key: new Uint8Array(x.key) }))
+      const serverKey = new Uint8Array(k.transportKey)
+      const tgts = await acquireTgts({ port: k.ports.as, serverKey }, k.realm, clients)
+      setups[m] = { k, tgts, services, target: { port: k.ports.tgs, serverKey } }
+    }
+    note(`tgs-metrics: ${rounds} rounds of ${modes.join(', ')}; metrics=on is scraped over HTTP every second while measured`)
+    for (let round = 1; round <= rounds; round++)
+      for (const m of modes) {
+        const { k, tgts, services, target } = setups[m]
+        const sampler = new Sampler()
+        const client = exchangeClient(target, conn, tgsExchanges(k.realm, tgts, (i) => services[i % services.length]!, sampler))
+        let scrapes = 0
+        let scrapeBytes = 0
+        const timer =
+          m === 'on' && k.httpPort !== undefined
+            ? setInterval(() => {
+                void scrapeOnce(k.httpPort!).then((n) => {
+                  scrapes++
+                  scrapeBytes = n
+                })
+              }, 1000)
+            : undefined
+        let res: Awaited<ReturnType<typeof measureCase>>
+        try {
+          res = await measureCase({ what: `tgs-metrics metrics=${m}`, client, server: servers[m], conn, c, opts, beforeMeasure: () => sampler.reset() })
+        } finally {
+          if (timer) clearInterval(timer)
+        }
+        rates[m].push(Number(res.fields.reqs_per_s))
+        cpu[m].push(Number(res.fields.server_cpu_ms_per_req))
+        report('tgs-metrics', {
+          metrics: m,
+          round,
+          ...res.fields,
+          verified: sampler.verified,
+          ...(m === 'on' ? { scrapes, scrape_bytes: scrapeBytes } : {}),
+        })
+        if (res.r.firstError) note(`tgs-metrics metrics=${m}: first error: ${res.r.firstError}`)
+      }
+    if (rates.on.length > 0 && rates.off.length > 0) {
+      const off = median(rates.off)
+      const on = median(rates.on)
+      report('tgs-metrics-summary', {
+        conn,
+        c,
+        rounds,
+        off_reqs_per_s: Math.round(off),
+        on_reqs_per_s: Math.round(on),
+        diff_pct: Number((((on - off) / off) * 100).toFixed(2)),
+        off_cpu_ms_per_req: median(cpu.off),
+        on_cpu_ms_per_req: median(cpu.on),
+        cpu_diff_pct: Number((((median(cpu.on) - median(cpu.off)) / median(cpu.off)) * 100).toFixed(2)),
+      })
+    }
+  } finally {
+    await servers.off.stop()
+    await servers.on.stop()
+  }
+}
+
 /** The scale case: a KDC holding `count` more principals; TGS for services spread over all of them. */
 async function runScale(opts: BenchOptions): Promise<void> {
   const count = Math.floor(Number(process.env.BENCH_KDC_PRINCIPALS ?? 100_000))
@@ -315,6 +422,7 @@ export async function run(opts: BenchOptions): Promise<void> {
     `kdc: startKdc in memory in a child process; load generator here (connectChannel); per case up to ${opts.n} requests or ${opts.seconds} s; 1 reply in ${Sampler.EVERY} verified in full`,
   )
   await runBase(opts)
+  await runMetrics(opts)
   await runScale(opts)
 }
 
