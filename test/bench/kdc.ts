@@ -28,7 +28,8 @@
  * difference: `tessera tgs-metrics-summary which=all|quiet off_reqs_per_s=... on_reqs_per_s=...
  * diff_pct=... off_cpu_ms_per_req=... on_cpu_ms_per_req=... cpu_diff_pct=...` (which=quiet:
  * only the rounds where both halves had less than 0.25 cores of others' load; KDC CPU per
- * request is the steadier figure on a busy machine).
+ * request is the steadier figure on a busy machine). The order of the two alternates by
+ * round. BENCH_METRICS_AA=1 runs the control: both KDCs without metrics (lines say aa=1).
  *
  * tgs-scale: a second KDC process holding 100,000 more principals (BENCH_KDC_PRINCIPALS),
  * created with addPrincipal (random keys) in batches of 500 (setup time reported apart);
@@ -282,9 +283,13 @@ async function runMetrics(opts: BenchOptions): Promise<void> {
   const modes = (['off', 'on'] as const).filter((metrics) => wanted(opts, { kind: 'tgs-metrics', conn, c, metrics }))
   if (modes.length === 0) return
   const rounds = Math.max(1, Math.floor(Number(process.env.BENCH_METRICS_REPS ?? 3)) || 1)
+  // BENCH_METRICS_AA=1: the control. Both KDCs without metrics, so the on/off difference is
+  // the noise floor of the comparison on this machine; every line says aa=1.
+  const aa = process.env.BENCH_METRICS_AA === '1'
+  const tag = aa ? { aa: 1 } : {}
   const servers = {
     off: await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ ...BASE, metrics: false })]),
-    on: await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ ...BASE, metrics: true })]),
+    on: await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ ...BASE, metrics: !aa })]),
   }
   const rates: Record<'on' | 'off', number[]> = { on: [], off: [] }
   const cpu: Record<'on' | 'off', number[]> = { on: [], off: [] }
@@ -301,7 +306,8 @@ async function runMetrics(opts: BenchOptions): Promise<void> {
     }
     note(`tgs-metrics: ${rounds} rounds of ${modes.join(', ')}; metrics=on is scraped over HTTP every second while measured`)
     for (let round = 1; round <= rounds; round++)
-      for (const m of modes) {
+      // The order alternates from round to round, so that neither mode always goes first.
+      for (const m of round % 2 === 1 ? modes : [...modes].reverse()) {
         const { k, tgts, services, target } = setups[m]
         const sampler = new Sampler()
         const client = exchangeClient(target, conn, tgsExchanges(k.realm, tgts, (i) => services[i % services.length]!, sampler))
@@ -327,6 +333,7 @@ async function runMetrics(opts: BenchOptions): Promise<void> {
         bg[m].push(Number(res.fields.bg_cpu_util))
         report('tgs-metrics', {
           metrics: m,
+          ...tag,
           round,
           ...res.fields,
           verified: sampler.verified,
@@ -353,8 +360,8 @@ async function runMetrics(opts: BenchOptions): Promise<void> {
           cpu_diff_pct: Number((((onCpu - offCpu) / offCpu) * 100).toFixed(2)),
         }
       }
-      report('tgs-metrics-summary', { conn, c, rounds, which: 'all', ...summary(rates.on.map((_, i) => i)) })
-      if (quiet.length > 0) report('tgs-metrics-summary', { conn, c, rounds: quiet.length, which: 'quiet', ...summary(quiet) })
+      report('tgs-metrics-summary', { ...tag, conn, c, rounds, which: 'all', ...summary(rates.on.map((_, i) => i)) })
+      if (quiet.length > 0) report('tgs-metrics-summary', { ...tag, conn, c, rounds: quiet.length, which: 'quiet', ...summary(quiet) })
     }
   } finally {
     await servers.off.stop()
