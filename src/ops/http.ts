@@ -36,23 +36,27 @@ export interface OpsServerOptions {
   logger?: WireLogger
 }
 
-/** The body of /readyz. */
+/**
+ * The body of /readyz, in the MicroProfile Health shape Keycloak and Quarkus serve
+ * (`status` UP or DOWN, `checks` with a name and status each), plus the names of the
+ * failing checks and the facts `kdc status` shows.
+ */
 export interface ReadyzBody {
-  status: 'ready' | 'not ready'
+  status: 'UP' | 'DOWN'
+  checks: { name: string; status: 'UP' | 'DOWN'; detail?: string }[]
   /** Name of every check that failed (empty when ready). */
   failing: string[]
-  checks: Record<string, string>
   [k: string]: unknown
 }
 
-/** The readiness answer: HTTP status and JSON body. */
+/** The readiness answer: HTTP status (200 or 503) and JSON body. */
 export function readiness(probe: OpsProbe): { status: number; body: ReadyzBody } {
   const checks = probe.checks()
   const failing = checks.filter((c) => !c.ok)
   const body: ReadyzBody = {
-    status: failing.length === 0 ? 'ready' : 'not ready',
+    status: failing.length === 0 ? 'UP' : 'DOWN',
+    checks: checks.map((c) => (c.ok ? { name: c.name, status: 'UP' } : { name: c.name, status: 'DOWN', detail: c.detail ?? 'failed' })),
     failing: failing.map((c) => c.name),
-    checks: Object.fromEntries(checks.map((c) => [c.name, c.ok ? 'ok' : (c.detail ?? 'failed')])),
     ...probe.info(),
   }
   return { status: failing.length === 0 ? 200 : 503, body }
@@ -116,7 +120,8 @@ export class OpsServer {
     const path = (req.url ?? '/').split('?')[0]
     switch (path) {
       case '/healthz':
-        this.send(res, req, 200, 'application/json', `${JSON.stringify({ status: 'ok' })}\n`)
+        // Liveness: the process answers. No checks: a closed database is a readiness matter.
+        this.send(res, req, 200, 'application/json', `${JSON.stringify({ status: 'UP', checks: [] })}\n`)
         return
       case '/readyz': {
         const r = readiness(this.opts.probe)

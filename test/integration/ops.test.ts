@@ -49,6 +49,13 @@ async function scrapeUntil(port: number, ok: (m: PromText) => boolean, tries = 5
 
 const req = (listener: string, type: string, outcome: string) => ({ listener, type, outcome })
 
+/** One named check of a /readyz body. */
+function checkOf(body: Record<string, unknown>, name: string): { name: string; status: string; detail?: string } {
+  const c = (body.checks as { name: string; status: string; detail?: string }[]).find((x) => x.name === name)
+  if (!c) throw new Error(`no check ${name} in ${JSON.stringify(body)}`)
+  return c
+}
+
 describe('ops listener (integration)', function () {
   this.timeout(20000)
   useProcessGuards()
@@ -72,7 +79,7 @@ describe('ops listener (integration)', function () {
     expect(Object.values(t.kdc.addresses).map((x) => x.port)).to.not.include(a.port)
     const r = await opsRequest(a.port, '/healthz')
     expect(r.status).to.equal(200)
-    expect(JSON.parse(r.body)).to.deep.equal({ status: 'ok' })
+    expect(JSON.parse(r.body)).to.deep.equal({ status: 'UP', checks: [] })
     expect(r.headers['cache-control']).to.equal('no-store')
   })
 
@@ -268,9 +275,13 @@ describe('ops listener (integration)', function () {
       t = await opsKdc()
       const r = await readyz(t.port!)
       expect(r.status).to.equal(200)
-      expect(r.body.status).to.equal('ready')
+      expect(r.body.status).to.equal('UP')
       expect(r.body.failing).to.deep.equal([])
-      expect(r.body.checks).to.deep.equal({ database: 'ok', listeners: 'ok', draining: 'ok' })
+      expect(r.body.checks).to.deep.equal([
+        { name: 'database', status: 'UP' },
+        { name: 'listeners', status: 'UP' },
+        { name: 'draining', status: 'UP' },
+      ])
       expect(r.body.realm).to.equal(REALM)
       expect(r.body.version).to.match(/^\d+\.\d+\.\d+/)
       expect(r.body.uptimeS).to.be.a('number')
@@ -288,8 +299,10 @@ describe('ops listener (integration)', function () {
       const closing = t.kdc.close()
       const r = await readyz(port)
       expect(r.status).to.equal(503)
+      expect(r.body.status).to.equal('DOWN')
       expect(r.body.failing).to.include('draining')
-      expect((r.body.checks as Record<string, string>).draining).to.match(/draining/)
+      expect(checkOf(r.body, 'draining')).to.deep.include({ status: 'DOWN' })
+      expect(checkOf(r.body, 'draining').detail).to.match(/draining/)
       await closing
       await failing.catch(() => {})
     })
@@ -300,7 +313,8 @@ describe('ops listener (integration)', function () {
       const r = await readyz(t.port!)
       expect(r.status).to.equal(503)
       expect(r.body.failing).to.deep.equal(['database'])
-      expect((r.body.checks as Record<string, string>).database).to.equal('closed')
+      expect(checkOf(r.body, 'database')).to.deep.equal({ name: 'database', status: 'DOWN', detail: 'closed' })
+      expect(checkOf(r.body, 'listeners').status).to.equal('UP')
       // /healthz is liveness: the process still answers.
       expect((await opsRequest(t.port!, '/healthz')).status).to.equal(200)
     })
