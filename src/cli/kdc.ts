@@ -1,6 +1,7 @@
 /** `kdc init` and `kdc start`: create a realm, run its listeners. */
 import { randomBytes } from 'node:crypto'
-import { access, readFile, rm, writeFile } from 'node:fs/promises'
+import { access, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import http from 'node:http'
 import path from 'node:path'
 import yargs from 'yargs'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
@@ -8,6 +9,8 @@ import { advertisedHost, type KdcConfig, type KdcConfigInput, resolveKdcConfig }
 import { startKdc } from '../admin/start.js'
 import type { RunningKdc } from '../kdc/kdc.js'
 import { initRealmDir, REALM_FILES, readListenSettings } from '../kdc/realm.js'
+import { isUnspecifiedHost } from '../krb/realm-file.js'
+import { tesseraVersion } from '../ops/version.js'
 import { Exit, exitCodeFor, exitCodesEpilogue, formatError, promptHidden, readPasswordFile } from './common.js'
 
 /** Environment and streams the CLI may use (tests pass their own). */
@@ -17,7 +20,22 @@ export interface CliEnv {
   stderr?: NodeJS.WritableStream
   /** Resolves when the daemon should stop (default: SIGINT/SIGTERM). */
   stopSignal?: Promise<void>
+  /** Registers the daemon's reload; returns its removal (default: on SIGHUP). */
+  onReloadSignal?: (reload: () => void) => () => void
 }
+
+/** What `kdc start` writes to DIR/run.json while it runs, for `kdc status`. */
+export interface RunFile {
+  pid: number
+  version: string
+  realm: string
+  startedAt: string
+  listeners: Record<string, { host: string; port: number }>
+  http?: { host: string; port: number }
+}
+
+/** DIR/run.json: the running daemon's pid and addresses (removed when it stops). */
+export const RUN_FILE = 'run.json'
 
 async function readConfigFile(file: string | undefined): Promise<KdcConfigInput> {
   if (!file) return {}
@@ -73,12 +91,16 @@ function explainListenFailure(e: unknown, config: KdcConfig): unknown {
   if (!(e instanceof TesseraError) || (cause?.code !== 'EADDRINUSE' && cause?.code !== 'EACCES')) return e
   const port = cause.port ?? -1
   const listeners = (Object.keys(PORT_FLAGS) as (keyof typeof PORT_FLAGS)[]).filter((l) => config.ports[l] === port)
-  const which = listeners.map((l) => `the ${LISTENER_NAMES[l]} listener`).join(' and ') || 'a listener'
-  const flags = listeners.map((l) => `--${PORT_FLAGS[l]} N`).join(' / ') || '--as-port N, --tgs-port N, --time-port N, --admin-port N'
+  const isHttp = config.http !== undefined && config.http.port === port && listeners.length === 0
+  const which = isHttp ? 'the HTTP ops listener' : listeners.map((l) => `the ${LISTENER_NAMES[l]} listener`).join(' and ') || 'a listener'
+  const flags = isHttp
+    ? '--http-port N'
+    : listeners.map((l) => `--${PORT_FLAGS[l]} N`).join(' / ') || '--as-port N, --tgs-port N, --time-port N, --admin-port N'
+  const host = isHttp ? config.http!.host : config.host
   const why =
     cause.code === 'EADDRINUSE'
-      ? `port ${port} on ${config.host} (${which}) is already in use: stop what holds it, or choose another port with ${flags}`
-      : `not allowed to listen on port ${port} on ${config.host} (${which}; ports below 1024 need root or CAP_NET_BIND_SERVICE): choose another with ${flags}`
+      ? `port ${port} on ${host} (${which}) is already in use: stop what holds it, or choose another port with ${flags}`
+      : `not allowed to listen on port ${port} on ${host} (${which}; ports below 1024 need root or CAP_NET_BIND_SERVICE): choose another with ${flags}`
   return new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${why} (0 = any free port)`, { cause: e })
 }
 
@@ -96,12 +118,162 @@ const netOptions = {
   json: { type: 'boolean', describe: 'print the result as one JSON object (shapes: docs/cli.md)' },
 } as const
 
+/** Flags of `kdc start` only: the HTTP ops listener. */
+const httpOptions = {
+  'http-port': { type: 'number', describe: 'turn on the HTTP ops listener (/metrics, /healthz, /readyz) on this port (0 = any free port)' },
+  'http-host': { type: 'string', describe: 'address of the HTTP ops listener (default 127.0.0.1, whatever --host is)' },
+} as const
+
+interface HttpFlags {
+  'http-port'?: number | undefined
+  'http-host'?: string | undefined
+}
+
+function applyHttpFlags(c: KdcConfigInput, f: HttpFlags): KdcConfigInput {
+  if (f['http-port'] === undefined && f['http-host'] === undefined) return c
+  const http = { ...c.http }
+  if (f['http-port'] !== undefined) http.port = f['http-port']
+  if (f['http-host'] !== undefined) http.host = f['http-host']
+  return { ...c, http }
+}
+
+/** Write DIR/run.json atomically (a reader never sees half a file). */
+async function writeRunFile(dir: string, rf: RunFile): Promise<void> {
+  const file = path.join(dir, RUN_FILE)
+  const tmp = `${file}.${process.pid}.tmp`
+  await writeFile(tmp, `${JSON.stringify(rf, null, 2)}\n`, { mode: 0o644 })
+  await rename(tmp, file)
+}
+
+/** Remove DIR/run.json if it is still this process's (a second kdc may have replaced it). */
+async function removeRunFile(dir: string): Promise<void> {
+  const file = path.join(dir, RUN_FILE)
+  try {
+    const rf = JSON.parse(await readFile(file, 'utf8')) as Partial<RunFile>
+    if (rf.pid === process.pid) await rm(file, { force: true })
+  } catch {
+    // gone already, or not ours to judge
+  }
+}
+
+/** Whether a process with this pid exists (EPERM: it does, under another user). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** GET a JSON document from the ops listener: its HTTP status and body. */
+function getJson(host: string, port: number, urlPath: string, timeoutMs = 3000): Promise<{ status: number; body: Record<string, unknown> }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path: urlPath, timeout: timeoutMs }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => {
+        text += d
+      })
+      res.on('end', () => {
+        try {
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> })
+        } catch {
+          reject(new TesseraError(TesseraErrorCode.TESSERA_NETWORK, `the ops listener on ${host}:${port} did not answer JSON`))
+        }
+      })
+    })
+    req.on('timeout', () => req.destroy(new Error('timed out')))
+    req.on('error', (e) =>
+      reject(new TesseraError(TesseraErrorCode.TESSERA_NETWORK, `the ops listener on ${host}:${port} does not answer: ${e.message}`, { cause: e })),
+    )
+  })
+}
+
+function formatUptime(s: number): string {
+  const d = Math.floor(s / 86400)
+  const h = Math.floor((s % 86400) / 3600)
+  const m = Math.floor((s % 3600) / 60)
+  const pad = (n: number) => String(n).padStart(2, '0')
+  return `${d > 0 ? `${d}d ` : ''}${h}h ${pad(m)}m ${pad(s % 60)}s`
+}
+
+/** What `kdc status` found: its exit code, its --json object and its text. */
+interface StatusResult {
+  code: number
+  report: Record<string, unknown>
+  text: string
+}
+
+/**
+ * The state of the kdc of `dir`: DIR/run.json says which process and where; a live process
+ * with an ops listener is asked /readyz for readiness, uptime and principal count.
+ */
+async function readStatus(dir: string): Promise<StatusResult> {
+  const file = path.join(dir, RUN_FILE)
+  let rf: RunFile | undefined
+  try {
+    rf = JSON.parse(await readFile(file, 'utf8')) as RunFile
+  } catch {
+    rf = undefined
+  }
+  if (!rf || !processAlive(rf.pid)) {
+    const why = rf ? `not running (${file} is left from pid ${rf.pid}, which has exited)` : `not running (no ${file})`
+    return { code: Exit.UNREACHABLE, report: { up: false, reason: why }, text: `kdc: ${why}\n` }
+  }
+  const report: Record<string, unknown> = {
+    up: true,
+    ready: null,
+    pid: rf.pid,
+    version: rf.version,
+    realm: rf.realm,
+    startedAt: rf.startedAt,
+    uptimeS: Math.max(0, Math.floor((Date.now() - Date.parse(rf.startedAt)) / 1000)),
+    listeners: rf.listeners,
+    principals: null,
+  }
+  let problem: string | undefined
+  if (rf.http) {
+    report.http = rf.http
+    const host = isUnspecifiedHost(rf.http.host) ? (rf.http.host.includes(':') ? '::1' : '127.0.0.1') : rf.http.host
+    try {
+      const r = await getJson(host, rf.http.port, '/readyz')
+      for (const k of ['version', 'realm', 'startedAt', 'uptimeS', 'principals'] as const) if (k in r.body) report[k] = r.body[k]
+      report.ready = r.status === 200
+      if (r.status !== 200) report.failing = r.body.failing
+    } catch (e) {
+      report.ready = false
+      problem = (e as Error).message
+      report.error = problem
+    }
+  }
+  const l = rf.listeners
+  const state =
+    report.ready === null
+      ? 'up'
+      : report.ready
+        ? 'up, ready'
+        : `up, NOT ready (${problem ?? (report.failing as string[] | undefined)?.join(', ')})`
+  const text = [
+    `kdc: ${state}`,
+    `realm       ${String(report.realm)}`,
+    `version     ${String(report.version)}`,
+    `pid         ${rf.pid}`,
+    `uptime      ${formatUptime(report.uptimeS as number)}`,
+    `listeners   ${(['as', 'tgs', 'time', 'admin'] as const).map((n) => `${n}=${l[n] ? fmt(l[n]) : '?'}`).join(' ')}${rf.http ? ` http=${fmt(rf.http)}` : ''}`,
+    `principals  ${report.principals ?? 'unknown (start the kdc with --http-port N to see it)'}`,
+  ]
+    .map((line) => `${line}\n`)
+    .join('')
+  return { code: report.ready === false ? Exit.FAILURE : Exit.OK, report, text }
+}
+
 /** A bad flag value found by a yargs check: reported like any usage error. */
 class UsageError extends Error {}
 
 /** A yargs check: every port flag given is a port number (else a usage error, exit 2). */
-function checkPortFlags(a: NetFlags): true {
-  for (const flag of Object.values(PORT_FLAGS)) {
+function checkPortFlags(a: NetFlags & HttpFlags): true {
+  for (const flag of [...Object.values(PORT_FLAGS), 'http-port'] as const) {
     const v = a[flag]
     if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 65535))
       throw new UsageError(`--${flag} must be a port number (0-65535; 0 = any free port)`)
@@ -198,10 +370,12 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
           })
           .option('realm', { type: 'string', default: 'TESSERA.LOCAL', describe: 'realm name for --init-if-missing' })
           .options(netOptions)
+          .options(httpOptions)
           .check(checkPortFlags),
       (a) =>
         run(async () => {
-          const input = applyFlags(await readConfigFile(a.config), a)
+          const readInput = async () => applyHttpFlags(applyFlags(await readConfigFile(a.config), a), a)
+          const input = await readInput()
           // Validated up front (a typo in the config file is reported before anything is created),
           // over the settings kdc init recorded, as startKdc will use them.
           const recorded = await readListenSettings(a.dir)
@@ -242,18 +416,85 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
           if (created)
             err.write(`kdc: created realm ${a.realm} in ${a.dir}; admin password for admin@${a.realm} is in ${created.pwFile}\n`)
           const ad = kdc.addresses
-          if (a.json) out.write(`${JSON.stringify({ realm: kdc.realm, realmFile: path.join(a.dir, REALM_FILES.realmFile), listening: ad })}\n`)
-          else out.write(`listening as=${fmt(ad.as)} tgs=${fmt(ad.tgs)} time=${fmt(ad.time)} admin=${fmt(ad.admin)}\n`)
-          await (io.stopSignal ??
-            new Promise<void>((resolve) => {
-              process.once('SIGINT', resolve)
-              process.once('SIGTERM', resolve)
-            }))
-          await kdc.close()
+          const runFile: RunFile = {
+            pid: process.pid,
+            version: tesseraVersion(),
+            realm: kdc.realm,
+            startedAt: new Date(kdc.startedAt).toISOString(),
+            listeners: ad,
+          }
+          if (kdc.opsAddress) runFile.http = kdc.opsAddress
+          await writeRunFile(a.dir, runFile)
+          if (a.json)
+            out.write(
+              `${JSON.stringify({ realm: kdc.realm, realmFile: path.join(a.dir, REALM_FILES.realmFile), listening: ad, ...(kdc.opsAddress ? { http: kdc.opsAddress } : {}) })}\n`,
+            )
+          else
+            out.write(
+              `listening as=${fmt(ad.as)} tgs=${fmt(ad.tgs)} time=${fmt(ad.time)} admin=${fmt(ad.admin)}${kdc.opsAddress ? ` http=${fmt(kdc.opsAddress)}` : ''}\n`,
+            )
+          // SIGHUP: read the config file and flags again, apply what can change live, reopen the
+          // logs (logrotate), run the reloaders (the admin ACL). One reload at a time.
+          let reloading: Promise<void> = Promise.resolve()
+          const reload = () => {
+            reloading = reloading.then(async () => {
+              try {
+                await kdc.reload(await readInput())
+              } catch (e) {
+                kdc.context.log.ops.error('reload refused; the running settings are kept', { err: (e as Error).message })
+                err.write(`kdc: reload refused, running settings kept: ${formatError(e, debug)}\n`)
+              }
+            })
+          }
+          const unregister =
+            io.onReloadSignal?.(reload) ??
+            (() => {
+              process.on('SIGHUP', reload)
+              return () => process.off('SIGHUP', reload)
+            })()
+          try {
+            await (io.stopSignal ??
+              new Promise<void>((resolve) => {
+                process.once('SIGINT', resolve)
+                process.once('SIGTERM', resolve)
+              }))
+          } finally {
+            unregister()
+            await reloading
+            await kdc.close()
+            await removeRunFile(a.dir)
+          }
           return Exit.OK
         }),
     )
-    .demandCommand(1, 'name a command: init or start')
+    .command(
+      'status',
+      'whether the KDC of DIR runs: version, realm, listeners, uptime, principals (exit 0 up and ready, 1 up but not ready, 4 not running)',
+      (y) =>
+        y
+          .option('dir', { type: 'string', demandOption: true, describe: 'realm directory of the running kdc' })
+          .option('wait', {
+            type: 'number',
+            describe: 'wait up to this many seconds for the kdc to be up and ready (a systemd ExecStartPost readiness check)',
+          })
+          .option('json', { type: 'boolean', describe: 'print the result as one JSON object (shapes: docs/cli.md)' })
+          .check((x) => {
+            if (x.wait !== undefined && !(x.wait >= 0)) throw new UsageError('--wait must be a number of seconds (>= 0)')
+            return true
+          }),
+      (a) =>
+        run(async () => {
+          const deadline = Date.now() + (a.wait ?? 0) * 1000
+          let r = await readStatus(a.dir)
+          while (r.code !== Exit.OK && Date.now() < deadline) {
+            await new Promise((resolve) => setTimeout(resolve, 200))
+            r = await readStatus(a.dir)
+          }
+          out.write(a.json ? `${JSON.stringify(r.report)}\n` : r.text)
+          return r.code
+        }),
+    )
+    .demandCommand(1, 'name a command: init, start or status')
     .epilogue(exitCodesEpilogue())
     .strict()
     .help()

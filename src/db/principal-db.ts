@@ -282,6 +282,10 @@ export class PrincipalDb {
   #closing = false
   #closed: Promise<void> | undefined
   readonly #inflight = new Set<Promise<unknown>>()
+  /** Principal lookups answered from the cache, and loads from the store (metrics). */
+  #cacheHits = 0
+  #cacheMisses = 0
+  #censusDone = false
 
   private constructor(db: AnyLevel, opts: PrincipalDbOptions, where: string) {
     this.#db = db
@@ -333,7 +337,9 @@ export class PrincipalDb {
       await pdb.#checkMasterKey()
       await pdb.#loadPolicies()
       // Counted in the background: only the pre-auth hint for unknown names waits for it.
-      pdb.#censusReady = pdb.#track(pdb.#takeCensus())
+      pdb.#censusReady = pdb.#track(pdb.#takeCensus()).then(() => {
+        pdb.#censusDone = true
+      })
       pdb.#censusReady.catch(() => {})
     } catch (err) {
       await pdb.close().catch(() => {})
@@ -430,6 +436,7 @@ export class PrincipalDb {
   peek(id: PrincipalId): Readonly<PrincipalRecord> | undefined {
     if (this.#closing) return undefined
     const hit = this.#cache.get(principalKey(id))
+    if (hit !== undefined) this.#cacheHits++
     return hit === ABSENT ? undefined : hit
   }
 
@@ -441,6 +448,7 @@ export class PrincipalDb {
   peekByKey(key: string): Readonly<PrincipalRecord> | undefined {
     if (this.#closing) return undefined
     const hit = this.#cache.get(key)
+    if (hit !== undefined) this.#cacheHits++
     return hit === ABSENT ? undefined : hit
   }
 
@@ -448,9 +456,13 @@ export class PrincipalDb {
     this.#assertOpen()
     const key = principalKey(id)
     const hit = this.#cache.get(key)
-    if (hit !== undefined) return Promise.resolve(hit === ABSENT ? undefined : hit)
+    if (hit !== undefined) {
+      this.#cacheHits++
+      return Promise.resolve(hit === ABSENT ? undefined : hit)
+    }
     const running = this.#loads.get(key)
     if (running !== undefined) return running.promise
+    this.#cacheMisses++
     // principalKey is injective on strings, but LevelDB sees UTF-8 bytes, and an ill-formed
     // string (lone surrogate) would share bytes with a valid one: only valid names reach the store.
     if (!isValidPrincipalId(id)) return Promise.resolve(undefined)
@@ -722,6 +734,50 @@ export class PrincipalDb {
       }
     }))
     return out
+  }
+
+  /**
+   * Number of principals as kept in memory (no scan): undefined until the census taken at
+   * open has finished. A change made while that census runs may be counted twice.
+   */
+  get principalCount(): number | undefined {
+    if (!this.#censusDone) return undefined
+    let n = 0
+    for (const e of this.#kdfCensus.values()) n += e.count
+    return n
+  }
+
+  /** Principal lookups served from the cache (hits) and read from the store (misses) since open. */
+  cacheStats(): { hits: number; misses: number; entries: number; capacity: number } {
+    return { hits: this.#cacheHits, misses: this.#cacheMisses, entries: this.#cache.size, capacity: this.#cache.capacity }
+  }
+
+  /** True from open until close() is called. */
+  get isOpen(): boolean {
+    return !this.#closing && this.#db.status === 'open'
+  }
+
+  /**
+   * One scan of the stored records (keys stay sealed): when the oldest current key of a
+   * service (a principal with a random key, krbtgt/* aside) was created. For aggregate
+   * metrics; it reads every record, so call it rarely.
+   */
+  async keyCensus(): Promise<{ services: number; oldestServiceKeyCreatedAt: number | undefined }> {
+    this.#assertOpen()
+    let services = 0
+    let oldest: number | undefined
+    await this.#track(
+      this.#guard('scan', async () => {
+        for await (const raw of this.#principals.values()) {
+          const s = this.#decodePrincipal(raw)
+          const k = s.keys[s.keys.length - 1]
+          if (!k || k.kdf !== undefined || s.components[0] === 'krbtgt') continue
+          services++
+          if (oldest === undefined || k.createdAt < oldest) oldest = k.createdAt
+        }
+      }),
+    )
+    return { services, oldestServiceKeyCreatedAt: oldest }
   }
 
   /** Number of principals. */

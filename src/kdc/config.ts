@@ -16,6 +16,14 @@ export interface KdcPorts {
   admin: number
 }
 
+/** Where the HTTP operations listener binds. */
+export interface KdcHttpConfig {
+  /** Address to bind; loopback unless the operator says otherwise. @default "127.0.0.1" */
+  host: string
+  /** Port; 0 = any free port. Never one of the protocol listeners' ports. */
+  port: number
+}
+
 /** Everything the daemon can be configured with (config file, flags). */
 export interface KdcConfig {
   /** Address all listeners bind to. @default "127.0.0.1" */
@@ -69,6 +77,11 @@ export interface KdcConfig {
     /** Client randoms remembered per generation (anti-replay); beyond it resumption is refused. @default 200000 */
     maxRecent: number
   }
+  /**
+   * The HTTP operations listener (/metrics, /healthz, /readyz): read-only, on its own port.
+   * Absent: off. @default off; when on, host defaults to "127.0.0.1" whatever `host` is
+   */
+  http?: KdcHttpConfig
   log: {
     /** Directory for kdc.log / security.log; absent = console only. */
     dir?: string
@@ -104,7 +117,8 @@ export const DEFAULT_KDC_CONFIG: Readonly<KdcConfig> = Object.freeze({
 })
 
 /** A partial config as read from a file or given by an embedder. */
-export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' | 'kdf' | 'resumption'>> & {
+export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' | 'kdf' | 'resumption' | 'http'>> & {
+  http?: Partial<KdcHttpConfig>
   ports?: Partial<KdcPorts>
   limits?: Partial<KdcConfig['limits']>
   resumption?: Partial<KdcConfig['resumption']>
@@ -112,7 +126,10 @@ export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' 
   kdf?: Partial<KdfParams>
 }
 
-const KNOWN_TOP = new Set(Object.keys(DEFAULT_KDC_CONFIG).concat(['advertiseHost', 'jwtIssuer']))
+const KNOWN_TOP = new Set(Object.keys(DEFAULT_KDC_CONFIG).concat(['advertiseHost', 'jwtIssuer', 'http']))
+
+/** Keys of the `http` group. */
+const HTTP_KEYS = new Set(['host', 'port'])
 
 function bad(msg: string): never {
   throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `invalid KDC configuration: ${msg}`)
@@ -127,11 +144,12 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
   if (typeof input !== 'object' || input === null) bad('not an object')
   for (const k of Object.keys(input)) if (!KNOWN_TOP.has(k)) bad(`unknown setting "${k}"`)
   // A typo in a nested key (limits.maxConection) must not be ignored either.
-  for (const group of ['ports', 'limits', 'resumption', 'log', 'kdf'] as const) {
+  for (const group of ['ports', 'limits', 'resumption', 'log', 'kdf', 'http'] as const) {
     const given = (input as Record<string, unknown>)[group]
     if (given === undefined) continue
     if (typeof given !== 'object' || given === null || Array.isArray(given)) bad(`${group} must be an object`)
-    const known = new Set(Object.keys(base[group] as object).concat(group === 'log' ? ['dir', 'level', 'console'] : []))
+    const known =
+      group === 'http' ? HTTP_KEYS : new Set(Object.keys(base[group] as object).concat(group === 'log' ? ['dir', 'level', 'console'] : []))
     for (const k of Object.keys(given)) if (!known.has(k)) bad(`unknown setting "${group}.${k}"`)
   }
   const c: KdcConfig = {
@@ -143,12 +161,22 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
     log: { ...base.log, ...input.log },
     kdf: { ...base.kdf, ...input.kdf } as KdfParams,
   }
+  const http = input.http ?? base.http
+  if (http === undefined) delete c.http
+  else c.http = { host: '127.0.0.1', ...base.http, ...http } as KdcHttpConfig
   if (typeof c.host !== 'string' || c.host.length === 0) bad('host must be a non-empty string')
   if (c.advertiseHost !== undefined) {
     if (typeof c.advertiseHost !== 'string' || c.advertiseHost.length === 0) bad('advertiseHost must be a non-empty string')
     if (isUnspecifiedHost(c.advertiseHost)) bad(`advertiseHost ${c.advertiseHost} is not an address clients can connect to`)
   }
   for (const p of ['as', 'tgs', 'time', 'admin'] as const) int(`ports.${p}`, c.ports[p], 0, 65535)
+  if (c.http) {
+    if (typeof c.http.host !== 'string' || c.http.host.length === 0) bad('http.host must be a non-empty string')
+    int('http.port', c.http.port, 0, 65535)
+    // Its own port: a protocol port shared with HTTP would hand Kerberos frames to the wrong parser.
+    for (const p of ['as', 'tgs', 'time', 'admin'] as const)
+      if (c.http.port !== 0 && c.http.port === c.ports[p]) bad(`http.port ${c.http.port} is the ${p} listener's port; give it its own`)
+  }
   int('maxClockSkewMs', c.maxClockSkewMs, 1000, DAY)
   int('maxTicketLifeMs', c.maxTicketLifeMs, 60_000)
   int('maxRenewableLifeMs', c.maxRenewableLifeMs, 0)

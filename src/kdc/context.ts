@@ -7,6 +7,7 @@ import type { KeyVersion, PrincipalRecord, RealmRecord } from '../db/types.js'
 import { ErrorCode, KrbProtocolError } from '../errors.js'
 import type { ReplayCache } from '../krb/replay-cache.js'
 import type { Loggers } from '../log/logger.js'
+import type { KdcMetrics } from '../ops/metrics.js'
 import type { KdcConfig } from './config.js'
 
 /** Shared state of one running KDC. */
@@ -20,6 +21,11 @@ export interface KdcContext {
   now: () => number
   /** Tickets already opened by the TGS, by their nonce (see tgs-req.ts openTicket). */
   tickets: LruCache<string, OpenedTicket>
+  /**
+   * Metrics, when collected (the ops listener is on). The admin service reports each
+   * operation with `ctx.metrics?.adminOp(op, outcome)`.
+   */
+  metrics?: KdcMetrics
 }
 
 /** A ticket the TGS opened, with what it derives from it once. */

@@ -5,6 +5,7 @@ import { MsgType } from '../../proto/msg-types.js'
 import { KrbProtocolError } from '../errors.js'
 import type { ConnectionContext, RequestHandler } from '../wire/server.js'
 import { processAsReq } from './as-req.js'
+import type { RequestRecorder } from '../ops/metrics.js'
 import type { KdcContext } from './context.js'
 import { processTgsReq } from './tgs-req.js'
 
@@ -20,6 +21,38 @@ export type ExtraHandlers = Partial<Record<ListenerName, (msg: Message, conn: Co
  * failure, synchronous or not, comes back as a rejected promise.
  */
 export function makeHandler(ctx: KdcContext, listener: ListenerName, extra: ExtraHandlers = {}): RequestHandler {
+  const handler = plainHandler(ctx, listener, extra)
+  return ctx.metrics ? measured(handler, ctx.metrics.recorder(listener, SERVED[listener])) : handler
+}
+
+/**
+ * Count each answer by type and outcome and time the handler. Without metrics the handler is
+ * not wrapped at all: the hot path pays nothing.
+ */
+function measured(handler: RequestHandler, rec: RequestRecorder): RequestHandler {
+  return (msg, conn) => {
+    const t0 = performance.now()
+    const reply = handler(msg, conn)
+    if (!isThenable(reply)) {
+      rec.answered(msg.t, (performance.now() - t0) / 1000)
+      return reply
+    }
+    return Promise.resolve(reply).then(
+      (r) => {
+        rec.answered(msg.t, (performance.now() - t0) / 1000)
+        return r
+      },
+      (err: unknown) => {
+        const e = err as KrbProtocolError
+        rec.refused(msg.t, e.code, (performance.now() - t0) / 1000)
+        if (e.status === 'CLIENT_LOCKED') rec.lockedRefusals++
+        throw err
+      },
+    )
+  }
+}
+
+function plainHandler(ctx: KdcContext, listener: ListenerName, extra: ExtraHandlers): RequestHandler {
   return (msg, conn) => {
     let reply: Message | Promise<Message>
     try {

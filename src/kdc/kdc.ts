@@ -13,6 +13,9 @@ import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import type { RealmFile } from '../krb/realm-file.js'
 import { ReplayCache } from '../krb/replay-cache.js'
 import { createLoggers, type Loggers, type LogOptions, type SecurityEvent } from '../log/logger.js'
+import { OpsServer, type OpsProbe, type ReadinessCheck, type ReadyzBody, readiness } from '../ops/http.js'
+import { KdcMetrics, type KdcMetricsOptions } from '../ops/metrics.js'
+import { tesseraVersion } from '../ops/version.js'
 import { TicketIssuer } from '../wire/resumption.js'
 import { type RequestHandler, SecureServer } from '../wire/server.js'
 import { advertisedHost, type KdcConfig, type KdcConfigInput, resolveKdcConfig } from './config.js'
@@ -48,6 +51,11 @@ export interface StartKdcOptions {
   admin?: AdminServiceFactory
   /** Clocks of the time service (tests inject host-clock steps). */
   timeClock?: Omit<ServedClockOptions, 'logger'>
+  /**
+   * Collect metrics (KdcMetrics). `false` = none, whatever the config; an object = these
+   * options. @default on when config.http (the ops listener) is set, else off
+   */
+  metrics?: boolean | KdcMetricsOptions
 }
 
 /** The admin service once started: the executor of authenticated admin requests. */
@@ -59,6 +67,19 @@ export interface AdminService {
 
 /** Starts the admin service over a KDC's database (called once the database is open). */
 export type AdminServiceFactory = (o: { context: KdcContext; dir?: string; masterKey: Uint8Array }) => Promise<AdminService>
+
+/** What RunningKdc.reload() did. */
+export interface ReloadReport {
+  /** Settings whose new value is in force. */
+  applied: string[]
+  /** Settings that changed in the file but take effect only after a restart (kept as they were). */
+  restartNeeded: string[]
+  /** Registered reloaders that failed (each kept its previous state, it is their contract). */
+  failed: { name: string; error: string }[]
+}
+
+/** A part of the daemon that re-reads its own state on reload (SIGHUP), e.g. the admin ACL. */
+export type Reloader = (config: Readonly<KdcConfig>) => void | Promise<void>
 
 /** Options of RunningKdc.addPrincipal. */
 export interface AddPrincipalOptions {
@@ -85,9 +106,38 @@ export interface RunningKdc {
   addPrincipal(name: string, opts?: AddPrincipalOptions): Promise<KeyVersion>
   /** Write a keytab (0600) holding every unretired key version of a principal, like `kadmin ktadd`. */
   exportKeytab(name: string, file: string): Promise<Keytab>
+  /** Where the HTTP ops listener is bound, when it is on. */
+  opsAddress?: { host: string; port: number }
+  /** The metrics, when collected (see StartKdcOptions.metrics). */
+  metrics?: KdcMetrics
+  /** When the KDC started, ms since epoch. */
+  startedAt: number
+  /** The readiness answer of /readyz: 200 or 503 and its body. */
+  readiness(): { status: number; body: ReadyzBody }
+  /**
+   * Apply what can change live from `input` (the config file and flags read again; absent:
+   * only the log files are reopened and the reloaders run): log level, limits, lifetimes,
+   * preauthFailureFloorMs, kdf. Then reopen the log files and run the registered reloaders.
+   * Throws TESSERA_CONFIG (nothing applied, logs still reopened) if `input` is invalid.
+   */
+  reload(input?: KdcConfigInput): Promise<ReloadReport>
+  /** Register a reloader, run by every reload() in order of registration; returns its removal. */
+  onReload(name: string, fn: Reloader): () => void
   /** Stop accepting, finish in-flight requests, close the database. */
   close(): Promise<void>
 }
+
+/** Top-level settings reload() applies live. */
+const LIVE_SETTINGS = [
+  'limits',
+  'preauthFailureFloorMs',
+  'maxTicketLifeMs',
+  'maxRenewableLifeMs',
+  'defaultTicketLifeMs',
+  'principalMaxLifeMs',
+  'principalMaxRenewableLifeMs',
+  'kdf',
+] as const
 
 /** Opened tickets the TGS keeps (a few hundred bytes each). */
 const TICKET_CACHE_ENTRIES = 20_000
@@ -99,9 +149,13 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
   const memory = opts.dir === undefined
   // A realm directory's listeners bind where `kdc init` recorded, unless opts.config says otherwise.
   const recorded = memory ? {} : await readListenSettings(opts.dir!)
-  const input: KdcConfigInput = { ...recorded, ...opts.config, ports: { ...recorded.ports, ...opts.config?.ports } }
-  if (memory) input.ports = { as: 0, tgs: 0, time: 0, admin: 0, ...opts.config?.ports }
-  const config = resolveKdcConfig(input)
+  const resolve = (given: KdcConfigInput | undefined): KdcConfig => {
+    const input: KdcConfigInput = { ...recorded, ...given, ports: { ...recorded.ports, ...given?.ports } }
+    if (memory) input.ports = { as: 0, tgs: 0, time: 0, admin: 0, ...given?.ports }
+    return resolveKdcConfig(input)
+  }
+  const config = resolve(opts.config)
+  const startedAt = Date.now()
   const now = opts.now ?? Date.now
   const logOpts: LogOptions =
     opts.log === false ? { console: false } : { level: config.log.level, console: config.log.console, ...opts.log }
@@ -110,6 +164,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
   if (opts.log !== false && config.log.dir !== undefined) logOpts.dir = config.log.dir
   if (opts.securitySink) logOpts.securitySink = opts.securitySink
   const log: Loggers = createLoggers(logOpts)
+  const metricsWanted = opts.metrics ?? config.http !== undefined
 
   let db: PrincipalDb
   let adminPassword: string | undefined
@@ -149,7 +204,8 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     tickets: new LruCache(TICKET_CACHE_ENTRIES),
   }
   // The time service serves the same clock the exchanges check against.
-  const clock = new ServedClock({ hostNowUs: () => now() * 1000, ...opts.timeClock, logger: log.ops })
+  const hostNowUs = opts.timeClock?.hostNowUs ?? (() => now() * 1000)
+  const clock = new ServedClock({ ...opts.timeClock, hostNowUs, logger: log.ops })
   const handlers: ExtraHandlers = {
     time: (msg) => {
       if (msg.t !== MsgType.TIME_REQ)
@@ -198,6 +254,59 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
         maxRecent: config.resumption.maxRecent,
       })
     : undefined
+  let draining = false
+  if (metricsWanted) {
+    const metrics = new KdcMetrics(
+      {
+        listeners: () => servers.entries(),
+        replay: context.replay,
+        db,
+        krbtgtKeyCreatedAt: async () => {
+          if (!db.isOpen) return undefined
+          const k = (await db.get({ realm: realm.realm, components: ['krbtgt', realm.realm] }).catch(() => undefined))?.keys.at(-1)
+          return k?.createdAt
+        },
+        time: () => {
+          const t = clock.now()
+          return { radiusUs: t.radiusUs, offsetUs: t.us - hostNowUs() }
+        },
+        resumptionMsToNextRotation: () => (resumption && !resumption.isClosed ? resumption.msToNextRotation : undefined),
+        now,
+      },
+      typeof opts.metrics === 'object' ? opts.metrics : {},
+    )
+    context.metrics = metrics
+    // Lockouts are decided inside the AS exchange; its security event is where they show.
+    const security = log.security
+    log.security = {
+      log(ev) {
+        if (ev.event === 'lockout') metrics.lockout()
+        security.log(ev)
+      },
+    }
+  }
+  const checks = (): ReadinessCheck[] => {
+    const unbound = LISTENERS.filter((n) => !servers.get(n)?.isListening)
+    return [
+      db.isOpen ? { name: 'database', ok: true } : { name: 'database', ok: false, detail: 'closed' },
+      unbound.length === 0 ? { name: 'listeners', ok: true } : { name: 'listeners', ok: false, detail: `not bound: ${unbound.join(', ')}` },
+      draining ? { name: 'draining', ok: false, detail: 'draining: the KDC is stopping' } : { name: 'draining', ok: true },
+    ]
+  }
+  const probe: OpsProbe = {
+    checks,
+    info: () => ({
+      version: tesseraVersion(),
+      realm: realm.realm,
+      startedAt: new Date(startedAt).toISOString(),
+      uptimeS: Math.floor((Date.now() - startedAt) / 1000),
+      listeners: Object.fromEntries(
+        [...servers].map(([n, s]) => [n, { host: config.host, port: s.isListening ? s.address().port : null }]),
+      ),
+      principals: (db.isOpen ? db.principalCount : undefined) ?? null,
+    }),
+  }
+  let ops: OpsServer | undefined
   try {
     for (const name of LISTENERS) {
       const server = new SecureServer(
@@ -215,7 +324,18 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
       await server.listen()
       servers.set(name, server)
     }
+    if (config.http) {
+      ops = new OpsServer({
+        host: config.http.host,
+        port: config.http.port,
+        probe,
+        ...(context.metrics ? { metrics: context.metrics } : {}),
+        logger: log.ops,
+      })
+      await ops.listen()
+    }
   } catch (err) {
+    await ops?.close()
     await Promise.all([...servers.values()].map((s) => s.close()))
     resumption?.close()
     await adminService?.close().catch(() => {})
@@ -233,7 +353,14 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     config.maxClockSkewMs,
   )
   if (!memory) await writeRealmFile(path.join(opts.dir!, REALM_FILES.realmFile), realmFile)
-  log.ops.info('kdc started', { realm: realm.realm, ...Object.fromEntries(LISTENERS.map((n) => [n, addresses[n].port])) })
+  const opsAddress = ops ? { host: config.http!.host, port: ops.address().port } : undefined
+  log.ops.info('kdc started', {
+    realm: realm.realm,
+    ...Object.fromEntries(LISTENERS.map((n) => [n, addresses[n].port])),
+    ...(opsAddress ? { http: opsAddress.port } : {}),
+  })
+  context.metrics?.start()
+  const reloaders: { name: string; fn: Reloader }[] = []
 
   let closing: Promise<void> | undefined
   const kdc: RunningKdc = {
@@ -243,6 +370,54 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     realmFile,
     db,
     context,
+    startedAt,
+    readiness: () => readiness(probe),
+    async reload(input) {
+      // Reopened first: logrotate's SIGHUP must work even when the config file has a typo.
+      await log.reopen()
+      const report: ReloadReport = { applied: [], restartNeeded: [], failed: [] }
+      if (input !== undefined) {
+        const next = resolve(input)
+        const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
+        const c = config as unknown as Record<string, unknown>
+        const n = next as unknown as Record<string, unknown>
+        for (const k of LIVE_SETTINGS) {
+          if (same(c[k], n[k])) continue
+          c[k] = n[k]
+          report.applied.push(k)
+        }
+        for (const server of servers.values()) Object.assign(server.options, config.limits)
+        if (config.log.level !== next.log.level) {
+          config.log.level = next.log.level
+          log.ops.level = next.log.level
+          report.applied.push('log.level')
+        }
+        if (!same({ ...config.log, level: 0 }, { ...next.log, level: 0 })) report.restartNeeded.push('log')
+        for (const k of new Set([...Object.keys(c), ...Object.keys(n)]))
+          if (k !== 'log' && !(LIVE_SETTINGS as readonly string[]).includes(k) && !same(c[k], n[k])) report.restartNeeded.push(k)
+      }
+      for (const r of reloaders) {
+        try {
+          await r.fn(config)
+        } catch (err) {
+          const error = err instanceof Error ? err.message : String(err)
+          report.failed.push({ name: r.name, error })
+          log.ops.error('reload failed', { part: r.name, err: error })
+        }
+      }
+      log.ops.info('reloaded', { applied: report.applied, restartNeeded: report.restartNeeded, failed: report.failed.map((f) => f.name) })
+      if (report.restartNeeded.length > 0)
+        log.ops.warn('settings changed that take effect only after a restart', { settings: report.restartNeeded })
+      return report
+    },
+    onReload(name, fn) {
+      const entry = { name, fn }
+      reloaders.push(entry)
+      return () => {
+        const i = reloaders.indexOf(entry)
+        if (i >= 0) reloaders.splice(i, 1)
+      }
+    },
     async addPrincipal(name, o = {}) {
       const id = parsePrincipal(name, realm.realm)
       const rec = await newPrincipalRecord({
@@ -282,13 +457,17 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     },
     close() {
       closing ??= (async () => {
+        // /readyz says so from now on: load balancers stop sending while requests drain.
+        draining = true
         await Promise.all([...servers.values()].map((s) => s.close()))
         // Handlers whose connection closed before they answered (say during the pre-auth
         // failure floor) still run: the database and the logs stay open until they end.
         while (running.size > 0) await Promise.allSettled([...running])
         await adminService?.close()
         resumption?.close()
+        await context.metrics?.close()
         await db.close()
+        await ops?.close()
         log.ops.info('kdc stopped', { realm: realm.realm })
         await log.close()
       })()
@@ -296,5 +475,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     },
   }
   if (adminPassword !== undefined) kdc.adminPassword = adminPassword
+  if (opsAddress) kdc.opsAddress = opsAddress
+  if (context.metrics) kdc.metrics = context.metrics
   return kdc
 }

@@ -32,6 +32,8 @@ export interface SecurityEvent {
 export interface Loggers {
   ops: winston.Logger
   security: { log(ev: SecurityEvent): void }
+  /** Reopen the log files at their paths (after logrotate moved them; SIGHUP). */
+  reopen(): Promise<void>
   close(): Promise<void>
 }
 
@@ -57,29 +59,31 @@ const redactFormat = winston.format((info) => {
 })
 
 /**
- * The security log's transport: one JSON object per line, exactly the event's fields
- * with `time` first. Lines logged in one turn of the event loop are written together
- * (one write instead of one per line: the KDC logs every request).
+ * An append-only file of lines, written in batches (the lines of one turn of the event loop
+ * in one write: the KDC logs every request), that can be reopened at the same path: after
+ * logrotate renamed it, the next lines go to a new file and none is lost (docs/decisions/0010).
  */
-class JsonLinesFile extends Transport {
+class LineFile {
   private lines: string[] = []
   private scheduled = false
-  private readonly stream: fs.WriteStream
+  private stream: fs.WriteStream
 
-  constructor(file: string) {
-    super()
-    this.stream = fs.createWriteStream(file, { flags: 'a', mode: 0o600 })
-    this.stream.on('error', () => {})
+  constructor(readonly file: string) {
+    this.stream = LineFile.open(file)
   }
 
-  override log(info: Record<string, unknown>, next: () => void): void {
-    const { level: _level, message: _message, ...fields } = info
-    this.lines.push(JSON.stringify({ time: new Date().toISOString(), ...fields }))
+  private static open(file: string): fs.WriteStream {
+    const s = fs.createWriteStream(file, { flags: 'a', mode: 0o600 })
+    s.on('error', () => {})
+    return s
+  }
+
+  push(line: string): void {
+    this.lines.push(line)
     if (!this.scheduled) {
       this.scheduled = true
       setImmediate(this.flush)
     }
-    next()
   }
 
   private readonly flush = (): void => {
@@ -89,13 +93,59 @@ class JsonLinesFile extends Transport {
     this.lines = []
   }
 
-  /** Write what is pending and close the file. */
-  closeFile(): Promise<void> {
+  /** Write what is pending to the file open now, then open the path again (a new file if it was renamed). */
+  reopen(): Promise<void> {
     this.flush()
+    const old = this.stream
+    this.stream = LineFile.open(this.file)
+    return LineFile.end(old)
+  }
+
+  /** Write what is pending and close the file. */
+  close(): Promise<void> {
+    this.flush()
+    return LineFile.end(this.stream)
+  }
+
+  private static end(s: fs.WriteStream): Promise<void> {
     return new Promise((resolve) => {
-      this.stream.end(() => resolve())
+      s.end(() => resolve())
       setTimeout(resolve, 1000).unref()
     })
+  }
+}
+
+/** The security log's transport: one JSON object per line, exactly the event's fields with `time` first. */
+class JsonLinesFile extends Transport {
+  readonly out: LineFile
+
+  constructor(file: string) {
+    super()
+    this.out = new LineFile(file)
+  }
+
+  override log(info: Record<string, unknown>, next: () => void): void {
+    const { level: _level, message: _message, ...fields } = info
+    this.out.push(JSON.stringify({ time: new Date().toISOString(), ...fields }))
+    next()
+  }
+}
+
+// winston puts the formatted line under this symbol (triple-beam's MESSAGE).
+const MESSAGE = Symbol.for('message')
+
+/** The operational log's file transport: the line winston formatted, reopenable like the security log. */
+class OpsLogFile extends Transport {
+  readonly out: LineFile
+
+  constructor(file: string, format: winston.Logform.Format) {
+    super({ format })
+    this.out = new LineFile(file)
+  }
+
+  override log(info: Record<string | symbol, unknown>, next: () => void): void {
+    this.out.push(String(info[MESSAGE]))
+    next()
   }
 }
 
@@ -112,15 +162,14 @@ export function createLoggers(opts: LogOptions = {}): Loggers {
       }),
     )
   let secFile: JsonLinesFile | undefined
+  let opsFile: OpsLogFile | undefined
   if (opts.dir) {
     fs.mkdirSync(opts.dir, { recursive: true, mode: 0o700 })
-    transports.push(
-      new winston.transports.File({
-        filename: path.join(opts.dir, 'kdc.log'),
-        options: { mode: 0o600 },
-        format: winston.format.combine(redactFormat(), winston.format.timestamp(), winston.format.json()),
-      }),
+    opsFile = new OpsLogFile(
+      path.join(opts.dir, 'kdc.log'),
+      winston.format.combine(redactFormat(), winston.format.timestamp(), winston.format.json()),
     )
+    transports.push(opsFile)
     secFile = new JsonLinesFile(path.join(opts.dir, 'security.log'))
   }
   if (transports.length === 0) transports.push(new winston.transports.Console({ silent: true }))
@@ -138,6 +187,9 @@ export function createLoggers(opts: LogOptions = {}): Loggers {
         secFile?.log(clean as unknown as Record<string, unknown>, noop)
       },
     },
+    reopen: async () => {
+      await Promise.all([opsFile?.out.reopen(), secFile?.out.reopen()])
+    },
     close: async () => {
       const ends = [ops].map(
         (l) =>
@@ -148,7 +200,7 @@ export function createLoggers(opts: LogOptions = {}): Loggers {
           }),
       )
       await Promise.all(ends)
-      await secFile?.closeFile()
+      await Promise.all([opsFile?.out.close(), secFile?.out.close()])
     },
   }
 }

@@ -127,6 +127,11 @@ export class TicketIssuer {
     return Math.max(1, Math.floor(this.lifetimeMs / 1000))
   }
 
+  /** Time until the ticket key is next replaced, ms (metrics). */
+  get msToNextRotation(): number {
+    return Math.max(0, this.current.created + this.lifetimeMs - this.now())
+  }
+
   /** Entries in the anti-replay memory (diagnostics). */
   get rememberedRandoms(): number {
     return this.recent.size + this.older.size

@@ -121,6 +121,26 @@ export interface ConnectionStats {
   readonly bytesRead: number
 }
 
+/**
+ * Running totals of one listener's connections, kept as plain numbers (the hot path pays an
+ * increment) and read by the metrics collector on scrape.
+ */
+export interface ServerCounters {
+  accepted: number
+  /** Refused at accept: the server is closing. */
+  refusedShuttingDown: number
+  /** Refused at accept: maxConnections reached. */
+  refusedBusy: number
+  /** Refused at accept: the peer's maxConnectionsPerPeer reached. */
+  refusedPeerLimit: number
+  /** Connections opened by a full (X25519) handshake. */
+  fullHandshakes: number
+  /** Connections opened by redeeming a resumption ticket. */
+  resumedHandshakes: number
+  /** HS_RESUME refused, by reason ('not-offered' or a RefusalReason). */
+  resumptionRefused: Record<string, number>
+}
+
 // How long a connection we have ended may linger before it is destroyed, ms.
 const LINGER_MS = 2000
 
@@ -186,6 +206,16 @@ export class SecureServer {
   private readonly perPeer = new Map<string, number>()
   private closing = false
   private closed: Promise<void> | undefined
+  /** Connection totals since start (metrics). */
+  readonly counters: ServerCounters = {
+    accepted: 0,
+    refusedShuttingDown: 0,
+    refusedBusy: 0,
+    refusedPeerLimit: 0,
+    fullHandshakes: 0,
+    resumedHandshakes: 0,
+    resumptionRefused: {},
+  }
 
   constructor(
     options: SecureServerOptions,
@@ -222,6 +252,11 @@ export class SecureServer {
   /** The bound address (after listen). */
   address(): net.AddressInfo {
     return this.server.address() as net.AddressInfo
+  }
+
+  /** True while the listening socket is bound. */
+  get isListening(): boolean {
+    return this.server.listening
   }
 
   /** Open connections right now. */
@@ -265,6 +300,9 @@ export class SecureServer {
     const n = this.perPeer.get(bucket) ?? 0
     if (this.closing || this.conns.size >= this.options.maxConnections || n >= this.options.maxConnectionsPerPeer) {
       const code = this.closing ? ErrorCode.TSR_ERR_SHUTTING_DOWN : ErrorCode.TSR_ERR_BUSY
+      if (this.closing) this.counters.refusedShuttingDown++
+      else if (this.conns.size >= this.options.maxConnections) this.counters.refusedBusy++
+      else this.counters.refusedPeerLimit++
       this.options.logger.warn('connection refused', { listener: this.options.name, peer: peerAddr, code })
       socket.on('error', () => {})
       // Read and discard what the peer already sent: closing with unread data would send
@@ -276,6 +314,7 @@ export class SecureServer {
       return
     }
     this.perPeer.set(bucket, n + 1)
+    this.counters.accepted++
     const conn = new ServerConnection(this, socket, peerAddr)
     this.conns.add(conn)
     socket.once('close', () => {
@@ -436,6 +475,7 @@ class ServerConnection {
     const nt = this.ticketFor(hs.keys)
     if (nt) resp.nt = nt
     this.write(plainFrame(resp))
+    this.server.counters.fullHandshakes++
     this.opened(hs.keys)
   }
 
@@ -443,6 +483,7 @@ class ServerConnection {
   private onResume(msg: HsResume): void {
     const o = this.server.options
     if (!o.resumption) {
+      this.refusedResumption('not-offered')
       this.fail(ErrorCode.TSR_ERR_RESUME, 'resumption is not offered here: do a full handshake')
       return
     }
@@ -451,6 +492,7 @@ class ServerConnection {
       // The reason goes to our log only: in clear, it would tell anyone on the path whether a
       // ticket is from this process, whether a recorded copy got through first, when we are full.
       o.logger.debug('resumption refused', { listener: o.name, peer: this.peer, reason: r.refused })
+      this.refusedResumption(r.refused)
       this.fail(ErrorCode.TSR_ERR_RESUME, 'resumption refused: do a full handshake')
       return
     }
@@ -463,6 +505,7 @@ class ServerConnection {
     if (nt) resp.nt = nt
     else wipe(keys.res, keys.rms)
     this.write(plainFrame(resp))
+    this.server.counters.resumedHandshakes++
     this.opened(keys)
     if (msg.x === undefined) {
       wipe(earlyKey)
@@ -493,6 +536,11 @@ class ServerConnection {
       return
     }
     this.take(early)
+  }
+
+  private refusedResumption(reason: string): void {
+    const r = this.server.counters.resumptionRefused
+    r[reason] = (r[reason] ?? 0) + 1
   }
 
   /** A ticket box for a client, if resumption is offered; wipes the connection's resumption keys either way. */

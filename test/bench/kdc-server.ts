@@ -9,6 +9,8 @@
  *               generator so it can open the tickets it samples)
  *     scale     further principals host/nN.scale.bench (the 100k-principal case; only their count
  *               and the setup time go back)
+ *     metrics   true: the HTTP ops listener on (127.0.0.1, any port) and metrics collected; its
+ *               port goes back as httpPort (the metrics=on|off case)
  *
  * IPC (load.ts serveIpc): sends { ready, realm, ports, transportKey, signingKey, clients,
  * services, setupMs, rss, heapUsed } once listening, answers { cmd: 'stats' } and
@@ -23,6 +25,7 @@ export interface KdcServerSpec {
   clients: number
   services: number
   scale: number
+  metrics?: boolean
 }
 
 /** A principal and its key, as sent over IPC. */
@@ -46,6 +49,8 @@ export interface KdcServerReady {
   setupMs: number
   /** Principals in the database when ready. */
   principals: number
+  /** Port of the HTTP ops listener (spec.metrics). */
+  httpPort?: number
   rss: number
   heapUsed: number
 }
@@ -68,7 +73,9 @@ async function main(): Promise<void> {
       log: { console: false, ...(process.env.BENCH_KDC_LOG_DIR ? { dir: process.env.BENCH_KDC_LOG_DIR } : {}) },
       kdf: { N: 1024 },
       limits: { maxConnectionsPerPeer: 4096, maxConnections: 8192 },
+      ...(spec.metrics ? { http: { port: 0 } } : {}),
     },
+    metrics: spec.metrics === true,
   })
   const t0 = performance.now()
   const clients: NamedKey[] = []
@@ -106,6 +113,7 @@ async function main(): Promise<void> {
     rss: mem.rss,
     heapUsed: mem.heapUsed,
   }
+  if (kdc.opsAddress) ready.httpPort = kdc.opsAddress.port
   process.send?.(ready)
 }
 

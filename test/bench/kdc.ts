@@ -21,12 +21,23 @@
  * session key (TGS) and carries our nonce and service; for TGS the service ticket opens with
  * the service key and holds the same session key and client. `verified=` says how many.
  *
+ * tgs-metrics: the cost of metrics on the hot path. Two KDC processes, one with its HTTP ops
+ * listener and metrics on (scraped over HTTP once a second while measured, as Prometheus
+ * would), one without; TGS at conn=reused c=16, the two measured alternately (BENCH_METRICS_REPS
+ * rounds, default 3) in the same run, then one summary line with the medians and their
+ * difference: `tessera tgs-metrics-summary which=all|quiet off_reqs_per_s=... on_reqs_per_s=...
+ * diff_pct=... off_cpu_ms_per_req=... on_cpu_ms_per_req=... cpu_diff_pct=...` (which=quiet:
+ * only the rounds where both halves had less than 0.25 cores of others' load; KDC CPU per
+ * request is the steadier figure on a busy machine). The order of the two alternates by
+ * round. BENCH_METRICS_AA=1 runs the control: both KDCs without metrics (lines say aa=1).
+ *
  * tgs-scale: a second KDC process holding 100,000 more principals (BENCH_KDC_PRINCIPALS),
  * created with addPrincipal (random keys) in batches of 500 (setup time reported apart);
  * TGS requests at conn=reused c=16 for services drawn uniformly from all of them, so most
  * lookups miss the principal cache (cold_frac: the share of requests for a service not
  * asked for before); RSS of the KDC process before and after the load.
  */
+import http from 'node:http'
 import { pathToFileURL } from 'node:url'
 import { KdcOption, PaType } from '../../proto/flags.js'
 import { KeyUsage } from '../../proto/key-usage.js'
@@ -242,6 +253,122 @@ async function runBase(opts: BenchOptions): Promise<void> {
   }
 }
 
+/** GET /metrics on 127.0.0.1:port; resolves with the body length (0 on failure). */
+function scrapeOnce(port: number): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: HOST, port, path: '/metrics', agent: false }, (res) => {
+      let n = 0
+      res.on('data', (d: Buffer) => {
+        n += d.length
+      })
+      res.on('end', () => resolve(res.statusCode === 200 ? n : 0))
+    })
+    req.on('error', () => resolve(0))
+  })
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const m = Math.floor(s.length / 2)
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+/** Others' load (cores) under which a metrics round counts as quiet. */
+const QUIET = 0.25
+
+/** Metrics on vs off: TGS conn=reused c=16 against two KDCs, measured alternately. */
+async function runMetrics(opts: BenchOptions): Promise<void> {
+  const conn = 'reused'
+  const c = 16
+  const modes = (['off', 'on'] as const).filter((metrics) => wanted(opts, { kind: 'tgs-metrics', conn, c, metrics }))
+  if (modes.length === 0) return
+  const rounds = Math.max(1, Math.floor(Number(process.env.BENCH_METRICS_REPS ?? 3)) || 1)
+  // BENCH_METRICS_AA=1: the control. Both KDCs without metrics, so the on/off difference is
+  // the noise floor of the comparison on this machine; every line says aa=1.
+  const aa = process.env.BENCH_METRICS_AA === '1'
+  const tag = aa ? { aa: 1 } : {}
+  const servers = {
+    off: await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ ...BASE, metrics: false })]),
+    on: await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ ...BASE, metrics: !aa })]),
+  }
+  const rates: Record<'on' | 'off', number[]> = { on: [], off: [] }
+  const cpu: Record<'on' | 'off', number[]> = { on: [], off: [] }
+  const bg: Record<'on' | 'off', number[]> = { on: [], off: [] }
+  try {
+    const setups = {} as Record<'on' | 'off', { k: KdcServerReady; tgts: Tgt[]; services: ServiceRef[]; target: Target }>
+    for (const m of ['off', 'on'] as const) {
+      const k = servers[m].ready
+      const clients: ClientPrincipal[] = k.clients.map((x) => ({ components: split(x.name), key: new Uint8Array(x.key) }))
+      const services: ServiceRef[] = k.services.map((x) => ({ components: split(x.name), key: new Uint8Array(x.key) }))
+      const serverKey = new Uint8Array(k.transportKey)
+      const tgts = await acquireTgts({ port: k.ports.as, serverKey }, k.realm, clients)
+      setups[m] = { k, tgts, services, target: { port: k.ports.tgs, serverKey } }
+    }
+    note(`tgs-metrics: ${rounds} rounds of ${modes.join(', ')}; metrics=on is scraped over HTTP every second while measured`)
+    for (let round = 1; round <= rounds; round++)
+      // The order alternates from round to round, so that neither mode always goes first.
+      for (const m of round % 2 === 1 ? modes : [...modes].reverse()) {
+        const { k, tgts, services, target } = setups[m]
+        const sampler = new Sampler()
+        const client = exchangeClient(target, conn, tgsExchanges(k.realm, tgts, (i) => services[i % services.length]!, sampler))
+        let scrapes = 0
+        let scrapeBytes = 0
+        const timer =
+          m === 'on' && k.httpPort !== undefined
+            ? setInterval(() => {
+                void scrapeOnce(k.httpPort!).then((n) => {
+                  scrapes++
+                  scrapeBytes = n
+                })
+              }, 1000)
+            : undefined
+        let res: Awaited<ReturnType<typeof measureCase>>
+        try {
+          res = await measureCase({ what: `tgs-metrics metrics=${m}`, client, server: servers[m], conn, c, opts, beforeMeasure: () => sampler.reset() })
+        } finally {
+          if (timer) clearInterval(timer)
+        }
+        rates[m].push(Number(res.fields.reqs_per_s))
+        cpu[m].push(Number(res.fields.server_cpu_ms_per_req))
+        bg[m].push(Number(res.fields.bg_cpu_util))
+        report('tgs-metrics', {
+          metrics: m,
+          ...tag,
+          round,
+          ...res.fields,
+          verified: sampler.verified,
+          ...(m === 'on' ? { scrapes, scrape_bytes: scrapeBytes } : {}),
+        })
+        if (res.r.firstError) note(`tgs-metrics metrics=${m}: first error: ${res.r.firstError}`)
+      }
+    if (rates.on.length > 0 && rates.off.length > 0) {
+      // Rounds where the rest of the machine stayed quiet (both halves of the round below
+      // QUIET cores of others' load) say the most; all rounds are summarised too.
+      const quiet = rates.on.map((_, i) => i).filter((i) => bg.on[i]! < QUIET && bg.off[i]! < QUIET)
+      const summary = (idx: number[]) => {
+        const pick = (xs: number[]) => median(idx.map((i) => xs[i]!))
+        const off = pick(rates.off)
+        const on = pick(rates.on)
+        const offCpu = pick(cpu.off)
+        const onCpu = pick(cpu.on)
+        return {
+          off_reqs_per_s: Math.round(off),
+          on_reqs_per_s: Math.round(on),
+          diff_pct: Number((((on - off) / off) * 100).toFixed(2)),
+          off_cpu_ms_per_req: offCpu,
+          on_cpu_ms_per_req: onCpu,
+          cpu_diff_pct: Number((((onCpu - offCpu) / offCpu) * 100).toFixed(2)),
+        }
+      }
+      report('tgs-metrics-summary', { ...tag, conn, c, rounds, which: 'all', ...summary(rates.on.map((_, i) => i)) })
+      if (quiet.length > 0) report('tgs-metrics-summary', { ...tag, conn, c, rounds: quiet.length, which: 'quiet', ...summary(quiet) })
+    }
+  } finally {
+    await servers.off.stop()
+    await servers.on.stop()
+  }
+}
+
 /** The scale case: a KDC holding `count` more principals; TGS for services spread over all of them. */
 async function runScale(opts: BenchOptions): Promise<void> {
   const count = Math.floor(Number(process.env.BENCH_KDC_PRINCIPALS ?? 100_000))
@@ -315,6 +442,7 @@ export async function run(opts: BenchOptions): Promise<void> {
     `kdc: startKdc in memory in a child process; load generator here (connectChannel); per case up to ${opts.n} requests or ${opts.seconds} s; 1 reply in ${Sampler.EVERY} verified in full`,
   )
   await runBase(opts)
+  await runMetrics(opts)
   await runScale(opts)
 }
 

@@ -58,4 +58,18 @@ describe('resolveKdcConfig', () => {
     expect(refusal({ advertiseHost: '0.0.0.0' })).to.include('advertiseHost')
     expect(refusal({ advertiseHost: '' })).to.include('advertiseHost')
   })
+
+  it('leaves the HTTP ops listener off by default, and binds it to 127.0.0.1 whatever host is', () => {
+    expect(resolveKdcConfig({}).http).to.equal(undefined)
+    expect(resolveKdcConfig({ host: '0.0.0.0', http: { port: 9188 } }).http).to.deep.equal({ host: '127.0.0.1', port: 9188 })
+    expect(resolveKdcConfig({ http: { host: '10.0.0.5', port: 0 } }).http).to.deep.equal({ host: '10.0.0.5', port: 0 })
+  })
+
+  it('refuses an ops listener without a port, on a protocol port, or with unknown keys', () => {
+    expect(refusal({ http: { host: '127.0.0.1' } })).to.include('http.port')
+    expect(refusal({ http: { port: 7702 } })).to.include('the tgs listener')
+    expect(refusal({ http: { port: 9188, path: '/m' } })).to.include('"http.path"')
+    expect(refusal({ http: { port: 70000 } })).to.include('http.port')
+    expect(refusal({ http: { host: '', port: 1 } })).to.include('http.host')
+  })
 })
