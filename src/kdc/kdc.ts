@@ -23,6 +23,8 @@ import type { KdcContext } from './context.js'
 import { type AdminErrorMapper, type AdminExecutor, makeAdminHandler } from './admin-req.js'
 import { type ExtraHandlers, type ListenerName, makeHandler } from './dispatch.js'
 import { processTimeReq, ServedClock, type ServedClockOptions } from './time-req.js'
+import { jwtIssuerOf } from './jwt.js'
+import { realmJwks } from '../krb/jwks.js'
 import { bootstrapRealm, makeRealmFile, newPrincipalRecord, REALM_FILES, readListenSettings, writeRealmFile } from './realm.js'
 
 /** Options of startKdc. */
@@ -330,6 +332,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
         port: config.http.port,
         probe,
         ...(context.metrics ? { metrics: context.metrics } : {}),
+        jwks: { keys: () => realmJwks(context.realm), issuer: jwtIssuerOf(context.config, context.realm.realm) },
         logger: log.ops,
       })
       await ops.listen()

@@ -6,6 +6,7 @@
 import http from 'node:http'
 import type net from 'node:net'
 import type { WireLogger } from '../wire/server.js'
+import { discoveryDocument } from '../krb/jwks.js'
 import type { KdcMetrics } from './metrics.js'
 
 /** One readiness check: `ok`, or why not. */
@@ -33,6 +34,11 @@ export interface OpsServerOptions {
   probe: OpsProbe
   /** Absent: /metrics answers 404. */
   metrics?: KdcMetrics
+  /**
+   * The realm's JWKS (public signing keys) for `/.well-known/jwks.json`, and its JWT issuer for
+   * `/.well-known/openid-configuration`. Absent: both answer 404.
+   */
+  jwks?: { keys: () => Promise<unknown>; issuer: string }
   logger?: WireLogger
 }
 
@@ -128,6 +134,21 @@ export class OpsServer {
         this.send(res, req, r.status, 'application/json', `${JSON.stringify(r.body)}\n`)
         return
       }
+      case '/.well-known/jwks.json':
+        if (this.opts.jwks) {
+          this.send(res, req, 200, 'application/jwk-set+json', `${JSON.stringify(await this.opts.jwks.keys())}\n`)
+          return
+        }
+        break
+      case '/.well-known/openid-configuration':
+        if (this.opts.jwks) {
+          const a = this.address()
+          const host = a.family === 'IPv6' ? `[${a.address}]` : a.address
+          const doc = discoveryDocument(this.opts.jwks.issuer, `http://${host}:${a.port}/.well-known/jwks.json`)
+          this.send(res, req, 200, 'application/json', `${JSON.stringify(doc)}\n`)
+          return
+        }
+        break
       case '/metrics':
         if (this.opts.metrics) {
           const text = await this.opts.metrics.metrics()
@@ -136,7 +157,7 @@ export class OpsServer {
         }
         break
     }
-    this.send(res, req, 404, 'text/plain; charset=utf-8', 'not found: try /metrics, /healthz or /readyz\n')
+    this.send(res, req, 404, 'text/plain; charset=utf-8', 'not found: try /metrics, /healthz, /readyz or /.well-known/jwks.json\n')
   }
 
   private send(res: http.ServerResponse, req: http.IncomingMessage, status: number, type: string, body: string): void {
