@@ -20,6 +20,7 @@ import type { Policy, PrincipalAttributes } from '../db/types.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { type KdcConfig, type KdcConfigInput, resolveKdcConfig } from '../kdc/config.js'
 import { Keytab, type KeytabEntry, readKeytab, writeKeytab } from '../krb/keytab.js'
+import { realmJwks } from '../krb/jwks.js'
 import { defaultRealmFilePath, loadRealmFile, type RealmFile } from '../krb/realm-file.js'
 import { ResumptionStore } from '../wire/resumption.js'
 import { Exit, exitCodeFor, exitCodesEpilogue, formatError, promptHidden, readPasswordFile } from './common.js'
@@ -127,6 +128,7 @@ const ATTRIBUTE_OPTIONS = {
   'allow-service': { attr: 'allowService', mit: '+allow_svr', describe: 'may be the service of a ticket' },
   'allow-forwardable': { attr: 'allowForwardable', mit: '+allow_forwardable', describe: 'tickets may be forwardable' },
   'allow-renewable': { attr: 'allowRenewable', mit: '+allow_renewable', describe: 'tickets may be renewable' },
+  'allow-jwt': { attr: 'allowJwt', mit: 'no MIT equivalent', describe: 'the TGS may issue DPoP-bound JWTs for it (PROTOCOL.md §15)' },
 } as const satisfies Record<string, { attr: keyof PrincipalAttributes; mit: string; describe: string }>
 
 type AttributeFlags = { [K in keyof typeof ATTRIBUTE_OPTIONS]?: boolean | undefined }
@@ -706,6 +708,17 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
           const v = await s.api.modifyPrincipal(args)
           if (a.json) json(v)
           else say(`Principal "${v.name}" modified.`)
+          return Exit.OK
+        }),
+    )
+    .command(
+      'jwks',
+      "print the realm's public signing keys as a JWKS (from the realm file; never a private part)",
+      (y) => y,
+      (a) =>
+        run(async () => {
+          const rf = await loadRealm(a)
+          say(JSON.stringify(await realmJwks(rf), null, a.json ? 0 : 2))
           return Exit.OK
         }),
     )

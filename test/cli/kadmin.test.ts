@@ -250,6 +250,17 @@ describe('kadmin (CLI)', function () {
       expect(sched.rotation).to.deep.include({ rotateEvery: 30 * 86400_000, stageAhead: 86400_000, grace: 2 * 86400_000 })
     })
 
+    it('prints the realm JWKS (public keys only) and sets --allow-jwt on a service', async () => {
+      const j = JSON.parse(ok(await kadmin('jwks', '--json')).stdout) as { keys: Record<string, string>[] }
+      expect(j.keys).to.have.length(1)
+      expect(Object.keys(j.keys[0]!).sort()).to.deep.equal(['alg', 'crv', 'kid', 'kty', 'use', 'x'])
+      ok(await kadmin('addprinc', 'HTTP/jwt.kadmin.test', '--randkey', '--allow-jwt'))
+      const v = jsonOf<{ attributes: { allowJwt: boolean } }>(await kadmin('getprinc', 'HTTP/jwt.kadmin.test', '--json'))
+      expect(v.attributes.allowJwt).to.equal(true)
+      ok(await kadmin('modprinc', 'HTTP/jwt.kadmin.test', '--no-allow-jwt'))
+      expect(jsonOf<{ attributes: { allowJwt: boolean } }>(await kadmin('getprinc', 'HTTP/jwt.kadmin.test', '--json')).attributes.allowJwt).to.equal(false)
+    })
+
     it('acl check prints the deciding line and why', async () => {
       const yes = ok(await kadmin('acl', 'check', 'admin', 'addprinc', 'anyone'))
       expect(yes.stdout).to.match(new RegExp(`^ALLOWED: line (\\d+) \\(admin@${REALM} +\\*e\\) grants 'a' \\(add\\) to admin@${REALM} on anyone@${REALM}\n`))
