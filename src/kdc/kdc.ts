@@ -54,6 +54,8 @@ export interface StartKdcOptions {
 export interface AdminService {
   exec: AdminExecutor
   mapError: AdminErrorMapper
+  /** Called as the KDC begins to close, before its listeners drain: end long requests (a watch's long poll) now. */
+  stop?(): void
   close(): Promise<void>
 }
 
@@ -282,6 +284,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     },
     close() {
       closing ??= (async () => {
+        adminService?.stop?.()
         await Promise.all([...servers.values()].map((s) => s.close()))
         // Handlers whose connection closed before they answered (say during the pre-auth
         // failure floor) still run: the database and the logs stay open until they end.
