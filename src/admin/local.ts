@@ -7,8 +7,8 @@ import { constants as fsc } from 'node:fs'
 import { access, open, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { DEFAULT_KDF_PARAMS, wipe } from '../crypto/index.js'
-import { readStash } from '../db/master-key.js'
 import { EventLog } from '../db/event-log.js'
+import { readStash } from '../db/master-key.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import type { Policy } from '../db/types.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
@@ -30,10 +30,10 @@ import {
   deletePolicy,
   deletePrincipal,
   type ExtractArgs,
-  type KeyEvent,
   extractKeys,
   getPolicy,
   getPrincipal,
+  type KeyEvent,
   type KeyResult,
   listPolicies,
   listPrincipals,

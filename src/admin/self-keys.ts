@@ -4,8 +4,9 @@
  * `watch` (a long poll on the realm's event log, each event filtered by what the watcher may
  * inquire about).
  */
-import { activationOf, keyStateAt, type KeyState, sealingKeyAt } from '../db/key-states.js'
+
 import type { LoggedEvent } from '../db/event-log.js'
+import { activationOf, type KeyState, keyStateAt, sealingKeyAt } from '../db/key-states.js'
 import { formatName, formatPrincipal, parsePrincipal, samePrincipal } from '../db/names.js'
 import { globMatch } from '../db/principal-db.js'
 import { NotAuthorizedError, TesseraError, TesseraErrorCode } from '../errors.js'

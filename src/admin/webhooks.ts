@@ -8,7 +8,7 @@
  * blocks or fails them.
  */
 import { createHash } from 'node:crypto'
-import { sign } from '../crypto/index.js'
+import { sign, verify } from '../crypto/index.js'
 import type { EventLog, LoggedEvent } from '../db/event-log.js'
 import { formatName, parsePrincipal } from '../db/names.js'
 import { globMatch, type PrincipalDb } from '../db/principal-db.js'
@@ -68,18 +68,26 @@ export function signWebhookBody(body: Uint8Array, seed: Uint8Array): string {
   return Buffer.from(sign(msg, seed)).toString('base64url')
 }
 
+/**
+ * Whether `signature` (the tessera-signature header) is the realm's signature of `body` (the
+ * raw bytes received): what a receiver checks before it parses the body.
+ */
+export function verifyWebhookSignature(body: Uint8Array, signature: string, publicKey: Uint8Array): boolean {
+  if (typeof signature !== 'string' || !/^[A-Za-z0-9_-]{86}$/.test(signature)) return false
+  const msg = Buffer.concat([Buffer.from(WEBHOOK_SIGNATURE_CONTEXT, 'utf8'), body])
+  return verify(msg, Buffer.from(signature, 'base64url'), publicKey)
+}
+
 function cursorKey(url: string): string {
   return `webhooks/${createHash('sha256').update(url).digest('hex').slice(0, 32)}`
 }
 
 /** Delivers the event log to the configured webhooks. */
 export class WebhookOutbox {
-  readonly #o: WebhookOutboxOptions
   readonly #workers: Worker[]
   #started = false
 
   constructor(o: WebhookOutboxOptions) {
-    this.#o = o
     this.#workers = o.hooks.map((h) => new Worker(h, o))
   }
 
