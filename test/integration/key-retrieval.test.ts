@@ -98,7 +98,7 @@ describe('services fetch their own keys (integration)', function () {
     ])
     expect((await stat(file)).mode & 0o777).to.equal(0o600)
     const kt = await readKeytab(file)
-    expect(kt.kvnos(svc + `@${REALM}`)).to.deep.equal([1, 2])
+    expect(kt.kvnos(`${svc}@${REALM}`)).to.deep.equal([1, 2])
     // The key held is the one the KDC seals with once kvno 2 becomes current.
     clock.offset += 30 * MIN + 1000
     const tgt = await kc.login('user', USER_PW)
