@@ -65,6 +65,14 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
   /** Oldest sequence number kept; first > last when the log is empty. */
   #first: number
   #last: number
+  /**
+   * The newest event readers see: events are numbered as their batch lands, and shown once
+   * the write that carried them has returned (the database then no longer serves the record
+   * from before the change), in sequence order.
+   */
+  #visible: number
+  /** Events landed and not yet shown: their batch's write is still returning. */
+  readonly #landed = new Map<number, { staged: Staged<E>; done: boolean }>()
   /** Time of event #first, when known. */
   #firstTime: number | undefined
   readonly #cache = new Map<number, LoggedEvent<E>>()
@@ -82,6 +90,7 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
     if (!Number.isSafeInteger(this.maxEvents) || this.maxEvents < 1) throw new RangeError('maxEvents must be a positive integer')
     this.#first = first
     this.#last = last
+    this.#visible = last
   }
 
   /** Open the log of `o.db` (reading its head) and remove what is past the retention. */
@@ -101,9 +110,9 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
     return log
   }
 
-  /** The newest sequence number (0 before the first event). */
+  /** The newest sequence number shown (0 before the first event). */
   get last(): number {
-    return this.#last
+    return this.#visible
   }
 
   /** The oldest sequence number still kept (last + 1 when the log is empty). */
@@ -120,6 +129,7 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
   commit(events: () => E[], inner?: WriteOptions): WriteOptions {
     return {
       commit: (write) => {
+        let landed: Staged<E> | undefined
         const withEvents = (extra: AdminMetaPut[]) =>
           this.#serial(async () => {
             const evs = events()
@@ -127,8 +137,16 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
             const staged = await this.#stage(evs)
             await write([...extra, ...staged.ops])
             this.#land(staged)
+            landed = staged
           })
-        return inner?.commit !== undefined ? inner.commit(withEvents) : withEvents([])
+        const run = inner?.commit !== undefined ? inner.commit(withEvents) : withEvents([])
+        // Shown once the caller's write has returned (PrincipalDb drops its cached record then), also when what came after the batch failed.
+        return run.finally(() => {
+          if (landed !== undefined) {
+            const s = landed
+            setImmediate(() => this.#show(s))
+          }
+        })
       },
     }
   }
@@ -140,6 +158,7 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
       const staged = await this.#stage(events)
       await this.#db.putAdminMeta(staged.ops)
       this.#land(staged)
+      this.#show(staged)
       return staged.events
     })
   }
@@ -152,6 +171,7 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
         if (staged.first === this.#first) return
         await this.#db.putAdminMeta(staged.ops)
         this.#land(staged)
+        this.#show(staged)
       }
     })
   }
@@ -159,7 +179,7 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
   /** Up to `limit` events after `after`, oldest first (fewer when some are past the retention). */
   async read(after: number, limit: number): Promise<LoggedEvent<E>[]> {
     const from = Math.max(after + 1, this.#first)
-    const to = Math.min(this.#last, after + limit)
+    const to = Math.min(this.#visible, after + limit)
     const out: LoggedEvent<E>[] = []
     for (let seq = from; seq <= to; seq++) {
       const e = await this.#get(seq)
@@ -173,17 +193,17 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
    * signal aborted or the log closed first.
    */
   wait(after: number, ms: number, signal?: AbortSignal): Promise<boolean> {
-    if (this.#last > after) return Promise.resolve(true)
+    if (this.#visible > after) return Promise.resolve(true)
     if (this.#closed || ms <= 0 || signal?.aborted) return Promise.resolve(false)
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer)
         this.#waiters.delete(wake)
         signal?.removeEventListener('abort', done)
-        resolve(this.#last > after)
+        resolve(this.#visible > after)
       }
       const wake = () => {
-        if (this.#last > after || this.#closed) done()
+        if (this.#visible > after || this.#closed) done()
       }
       const timer = setTimeout(done, ms)
       this.#waiters.add(wake)
@@ -256,14 +276,32 @@ export class EventLog<E extends RealmEvent = RealmEvent> {
       if (seq > this.#last - CACHE_EVENTS) break
       this.#cache.delete(seq)
     }
-    for (const e of s.events)
-      for (const fn of this.#subscribers) {
-        try {
-          fn(e)
-        } catch {
-          // A subscriber's failure is its own.
+    const first = s.events[0]
+    if (first !== undefined) this.#landed.set(first.seq, { staged: s, done: false })
+  }
+
+  /** Show the events of `s` once every event before them is shown: subscribers and waiters hear them, in sequence order. */
+  #show(s: Staged<E>): void {
+    const first = s.events[0]
+    if (first === undefined) return
+    const entry = this.#landed.get(first.seq)
+    if (entry === undefined) return
+    entry.done = true
+    for (;;) {
+      const next = this.#landed.get(this.#visible + 1)
+      if (next === undefined || !next.done) break
+      this.#landed.delete(this.#visible + 1)
+      for (const e of next.staged.events) {
+        this.#visible = e.seq
+        for (const fn of this.#subscribers) {
+          try {
+            fn(e)
+          } catch {
+            // A subscriber's failure is its own.
+          }
         }
       }
+    }
     for (const w of [...this.#waiters]) w()
   }
 }

@@ -196,7 +196,7 @@ describe('key events: the watch stream (integration)', function () {
     const lines = text.stdout.trimEnd().split('\n')
     expect(lines).to.have.length(2)
     expect(lines[0]).to.match(new RegExp(`^\\s*${from + 1}  \\S+Z  created\\s+HTTP/cli\\.example\\.test@${REALM.replace('.', '\\.')}  kvno 1  by admin@`))
-    expect(lines[1]).to.match(/rotated\s+HTTP\/cli\.example\.test@\S+  kvno 2  by admin@/)
+    expect(lines[1]).to.match(/rotated\s+HTTP\/cli\.example\.test@\S+ {2}kvno 2 {2}by admin@/)
     const json = await run(['-p', 'admin', '--password-file', pw, '--json', 'watch', '--from', String(from), '--count', '2'])
     expect(json.code, json.stderr).to.equal(0)
     const evs = json.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as Ev)
