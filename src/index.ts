@@ -61,6 +61,13 @@ export {
 } from './service/verify-ap-req.js'
 export { ReplayCache, type ReplayCacheOptions } from './krb/replay-cache.js'
 export {
+  KeytabFollower,
+  type KeytabFollowerOptions,
+  type RefreshKeytabOptions,
+  type RefreshResult,
+  refreshKeytab,
+} from './service/keytab-refresh.js'
+export {
   type ServiceTokenClaims,
   ServiceTokenVerifier,
   type TokenMiddleware,
@@ -85,7 +92,22 @@ export {
   AdminError,
   type AdminService as AdminServiceName,
   type AuditResult,
+  type FetchKeysResult,
   type KeyResult,
   type PrincipalView,
+  type WatchArgs,
+  type WatchResult,
 } from './client/admin-client.js'
+export type { KeyEvent } from './admin/operations.js'
+export type { LoggedEvent } from './db/event-log.js'
+export type { WebhookConfig } from './kdc/config.js'
+export {
+  signWebhookBody,
+  verifyWebhookSignature,
+  WEBHOOK_KEY_ID_HEADER,
+  WEBHOOK_SIGNATURE_CONTEXT,
+  WEBHOOK_SIGNATURE_HEADER,
+  type WebhookBody,
+  type WebhookStats,
+} from './admin/webhooks.js'
 export { initRealmDir, type InitRealmOptions } from './kdc/realm.js'

@@ -49,6 +49,8 @@ export type AdminOpName =
   | 'aclcheck'
   | 'rotate'
   | 'purgekeys'
+  | 'fetchkeys'
+  | 'watch'
 
 /**
  * The letters each operation needs, and whether it names a principal as target. An operation
@@ -78,6 +80,10 @@ export const OP_PERMISSIONS: Readonly<Record<AdminOpName, { letters: readonly Ac
   // record (MIT purgekeys needs modify), and with force, which can end live tickets, `c` too.
   rotate: { letters: ['c'], target: true },
   purgekeys: { letters: ['m'], target: true },
+  // A service's own keys (self only, by the self-service rule; `E` on a line matching the
+  // principal as actor and target forbids it), and the event stream (each event filtered by `i`).
+  fetchkeys: { letters: ['e'], target: true },
+  watch: { letters: [], target: false },
 })
 
 /** Attribute names of `+flag`/`-flag` restrictions: MIT's names (and aliases) -> our attribute and the value `+` forces. */
@@ -130,6 +136,8 @@ export interface AclRule {
   /** Null: `*`, any principal. */
   actor: AclPattern | null
   allowed: ReadonlySet<AclLetter>
+  /** Letters the line takes away in upper case (`E` also forbids a service's self-retrieval, fetchkeys). */
+  denied?: ReadonlySet<AclLetter>
   /** Null: absent or `*`, any target (and requests without a target). */
   target: AclPattern | null
   restrictions?: AclRestrictions
@@ -313,6 +321,7 @@ export class Acl {
       const [who, perms, target, ...rest] = tokens as [string, string | undefined, string | undefined, ...string[]]
       if (perms === undefined) fail('a line needs a principal and permissions')
       const allowed = new Set<AclLetter>()
+      const denied = new Set<AclLetter>()
       for (const ch of perms) {
         const lower = ch.toLowerCase()
         const grant = ch === lower
@@ -320,6 +329,7 @@ export class Acl {
         if (letters.length === 0) fail(`unknown permission ${JSON.stringify(ch)} in ${JSON.stringify(perms)} (letters: ${Object.keys(ACL_LETTERS).join('')}, x, *)`)
         // Left to right: a lower-case letter grants, an upper-case one takes away (MIT parse_entry).
         for (const l of letters) grant ? allowed.add(l) : allowed.delete(l)
+        for (const l of letters) grant ? denied.delete(l) : denied.add(l)
       }
       const rule: AclRule = {
         line: lineNo,
@@ -328,6 +338,7 @@ export class Acl {
         allowed,
         target: target === undefined ? null : parsePattern(target, opts.realm, true, fail),
       }
+      if (denied.size > 0) rule.denied = denied
       if (rest.length > 0) rule.restrictions = parseRestrictions(rest, fail)
       rules.push(Object.freeze(rule))
     }
@@ -404,12 +415,22 @@ export function selfService(op: AdminOpName, actor: PrincipalId, target: Princip
   if (self && op === 'getprinc') return 'any principal may read its own record'
   if (self && op === 'cpw') return 'any principal may change its own password or key (policy permitting)'
   if (op === 'getpol' && o.policy !== undefined && o.policy === o.actorPolicy) return 'any principal may read its own policy'
+  if (self && op === 'fetchkeys') return 'a service may fetch its own current and next keys'
+  if (op === 'watch') return 'any principal may watch the events of its own keys'
   return undefined
 }
 
 /** Which rule decides `op` for `actor` on `target`, and why (the ACL plus the self-service rules). */
 export function explain(acl: Acl, actor: PrincipalId, op: AdminOpName, target?: PrincipalId, o: ExplainOptions = {}): AclExplanation {
   const self = selfService(op, actor, target, o)
+  if (op === 'fetchkeys' && self !== undefined) {
+    // Self-retrieval is allowed unless the first line matching the principal (as actor and target) denies `E`.
+    const rule = acl.find(actor, target)
+    if (rule?.denied?.has('e')) {
+      const reason = `line ${rule.line} (${rule.text}) denies E (extract) to ${formatPrincipal(actor)}, which forbids fetching its own keys`
+      return { allowed: false, op, decisions: [{ allowed: false, letter: 'e', rule, reason }], reason: `refused: ${reason}` }
+    }
+  }
   const spec = OP_PERMISSIONS[op]
   const t = spec.target ? target : undefined
   const decisions: AclDecision[] = []

@@ -8,6 +8,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { DEFAULT_KDF_PARAMS, hkdf, wipe } from '../crypto/index.js'
+import { EventLog } from '../db/event-log.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import type { AdminActor, AdminErrorMapper, AdminExecutor } from '../kdc/admin-req.js'
 import type { AdminServiceFactory } from '../kdc/kdc.js'
@@ -38,6 +39,8 @@ import {
 } from './operations.js'
 import { RemoteDumps } from './remote-dump.js'
 import { purgeKeys, RotationScheduler, type RotationSchedulerOptions, rotateKey } from './rotation.js'
+import { fetchKeys, watchEvents } from './self-keys.js'
+import { WebhookOutbox, type WebhookOutboxOptions } from './webhooks.js'
 
 /** Options of {@link adminService}. */
 export interface AdminServiceOptions {
@@ -53,6 +56,10 @@ export interface AdminServiceOptions {
   minRotateEveryMs?: number
   /** Given the scheduler once started (tests with an injected clock call its runDue()). */
   onScheduler?: (s: RotationScheduler) => void
+  /** Retry delays of the webhooks (tests make them short). @default backoffMs 1000, maxBackoffMs 300000 */
+  webhookBackoff?: Pick<WebhookOutboxOptions, 'backoffMs' | 'maxBackoffMs'>
+  /** Given the webhook outbox once started (its counters: stats()). */
+  onWebhooks?: (w: WebhookOutbox) => void
 }
 
 type Op = (ctx: AdminContext, actor: Actor, args: Record<string, unknown>) => Promise<unknown>
@@ -79,6 +86,8 @@ function operations(key: Uint8Array, dumps: RemoteDumps): Record<string, Op> {
     rotate: (c, w, x) => rotateKey(c, w, a(x)),
     purgekeys: (c, w, x) => purgeKeys(c, w, a(x)),
     dump: (c, w, x) => dumps.handle(c, w, a(x)),
+    fetchkeys: (c, w, x) => fetchKeys(c, w, a(x)),
+    watch: (c, w, x) => watchEvents(c, w, a(x)),
   }
 }
 
@@ -151,6 +160,8 @@ export const ADMIN_ARGS: Readonly<Record<string, Readonly<Record<string, AdminAr
   rotate: { name: NAME, grace: { type: 'uint' }, stageAhead: { type: 'uint' }, emergency: { type: 'bool' } },
   purgekeys: { name: NAME, keepkvno: { type: 'uint' }, allOld: { type: 'bool' }, force: { type: 'bool' } },
   dump: { session: { type: 'str' }, offset: { type: 'uint' } },
+  fetchkeys: { name: NAME },
+  watch: { after: { type: 'uint' }, glob: { type: 'str' }, waitMs: { type: 'uint' }, limit: { type: 'uint' } },
 }
 
 function hasType(v: unknown, t: AdminArgType): boolean {
@@ -242,12 +253,25 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
     const key = auditKey(masterKey)
     const file = dir !== undefined ? path.join(dir, AUDIT_FILE) : (o.auditFile ?? path.join(os.tmpdir(), `tessera-audit-${process.pid}-${hkdfTag(key)}.log`))
     let audit: AuditLog
+    let events: EventLog<KeyEvent>
     try {
       audit = await AuditLog.open({ file, db: context.db, key, now: context.now, log: { error: (m: string) => context.log.ops.error(m) } })
+      try {
+        events = await EventLog.open<KeyEvent>({ db: context.db, ...context.config.events, now: context.now })
+      } catch (err) {
+        await audit.close()
+        throw err
+      }
     } catch (err) {
       if (acl instanceof AclFile) acl.close()
       wipe(key)
       throw err
+    }
+    // The AS's lockouts go through the same log (a batch of their own: PrincipalDb.attemptPreauth group-commits the counters).
+    context.events = {
+      publish: (e) => {
+        events.append([e as KeyEvent]).catch((err: unknown) => context.log.ops.error(`event log: cannot write a ${e.type} event: ${(err as Error).message}`))
+      },
     }
     const ctxOpts: ConstructorParameters<typeof AdminContext>[0] = {
       db: context.db,
@@ -259,6 +283,7 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
       maxRenewableLife: context.config.principalMaxRenewableLifeMs,
       maxTicketLife: context.config.maxTicketLifeMs,
       now: context.now,
+      events,
     }
     if (o.onEvent) ctxOpts.onEvent = o.onEvent
     if (o.minRotateEveryMs !== undefined) ctxOpts.minRotateEveryMs = o.minRotateEveryMs
@@ -268,6 +293,20 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
       scheduler = new RotationScheduler(ctx, { onError: (m) => context.log.ops.error(m), ...o.scheduler })
       scheduler.start()
       o.onScheduler?.(scheduler)
+    }
+    let webhooks: WebhookOutbox | undefined
+    if (context.config.webhooks !== undefined && context.config.webhooks.length > 0) {
+      webhooks = new WebhookOutbox({
+        log: events,
+        db: context.db,
+        hooks: context.config.webhooks,
+        realm,
+        signingKey: () => context.realm.signingKey,
+        logger: { warn: (m) => context.log.ops.warn(m), error: (m) => context.log.ops.error(m) },
+        ...o.webhookBackoff,
+      })
+      await webhooks.start()
+      o.onWebhooks?.(webhooks)
     }
     const dumps = new RemoteDumps(dir)
     const ops = operations(key, dumps)
@@ -296,8 +335,15 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
     return {
       exec,
       mapError: mapAdminError,
+      stop() {
+        // Long polls answer now (with what they have), so that the listeners drain at once.
+        events.close()
+      },
       async close() {
         await dumps.close()
+        events.close()
+        await webhooks?.close()
+        delete context.events
         await scheduler?.close()
         if (acl instanceof AclFile) acl.close()
         await audit.close()

@@ -8,6 +8,7 @@ import { constants as fsc } from 'node:fs'
 import { access, open, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { DEFAULT_KDF_PARAMS, wipe } from '../crypto/index.js'
+import { EventLog } from '../db/event-log.js'
 import { readStash } from '../db/master-key.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import type { Policy } from '../db/types.js'
@@ -33,6 +34,7 @@ import {
   extractKeys,
   getPolicy,
   getPrincipal,
+  type KeyEvent,
   type KeyResult,
   listPolicies,
   listPrincipals,
@@ -111,7 +113,10 @@ export class LocalAdmin {
       if (realm === undefined) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${o.dir} holds no realm (no realm record in its database)`)
       acl = AclFile.open(path.join(o.dir, ACL_FILE), { realm, watch: false, ...(o.log ? { log: o.log } : {}) })
       const audit = await AuditLog.open({ file: path.join(o.dir, AUDIT_FILE), db, key, ...(o.log ? { log: o.log } : {}) })
+      // Changes made with the daemon stopped reach watchers and webhooks once it runs again.
+      const events = await EventLog.open<KeyEvent>({ db, ...c.events })
       const ctx = new AdminContext({
+        events,
         db,
         realm,
         acl,

@@ -11,7 +11,8 @@ import { KeyedMutex } from '../db/mutex.js'
 import { formatName, formatPrincipal, parsePrincipal, samePrincipal } from '../db/names.js'
 import { activationOf, type KeyState, keyStateAt, sealingKeyAt } from '../db/key-states.js'
 import { checkPolicy, checkPolicyName, DEFAULT_POLICY } from '../db/policy.js'
-import type { PrincipalDb } from '../db/principal-db.js'
+import type { EventLog, LoggedEvent } from '../db/event-log.js'
+import type { PrincipalDb, WriteOptions } from '../db/principal-db.js'
 import type { KeyVersion, Policy, PrincipalAttributes, PrincipalId, PrincipalRecord, RotationSchedule } from '../db/types.js'
 import { NotAuthorizedError, TesseraError, TesseraErrorCode } from '../errors.js'
 import type { KeytabEntry } from '../krb/keytab.js'
@@ -50,9 +51,16 @@ export type Actor =
   /** `kadmin --local`: the Unix user running it on the KDC host (no ACL applies, as MIT's kadmin.local). */
   | { kind: 'local'; user: string }
 
-/** A key event, published after the change landed (issue 12's watch stream and webhooks subscribe here). */
+/** The types of {@link KeyEvent} (docs/operations.md has the table). */
+export const KEY_EVENT_TYPES = ['created', 'changed', 'extracted', 'deleted', 'renamed', 'unlocked', 'rotated', 'staged', 'activated', 'purged', 'lockout'] as const
+
+/**
+ * A key event: written to the realm's event log (src/db/event-log.ts) in the batch of the
+ * change it reports, then published (the watch stream, webhooks and `onEvent` hear it).
+ * `extracted` also when a service fetched its own keys (actor: itself); `lockout`: the AS locked a principal out.
+ */
 export interface KeyEvent {
-  type: 'created' | 'changed' | 'extracted' | 'deleted' | 'renamed' | 'unlocked' | 'rotated' | 'staged' | 'activated' | 'purged'
+  type: (typeof KEY_EVENT_TYPES)[number]
   principal: string
   newName?: string
   /** The version made, activated or (rotated) now current. */
@@ -87,6 +95,8 @@ export interface AdminContextOptions {
   minRotateEveryMs?: number
   /** Called once per key event, after the change landed. Must not throw. */
   onEvent?: (e: KeyEvent) => void
+  /** The realm's event log: each event is written in the batch of its change. Absent: events are only passed to onEvent. */
+  events?: EventLog<KeyEvent>
   /**
    * The realm's cap on ticket life (KdcConfig.maxTicketLifeMs), ms: bounds the tickets sealed
    * by key versions written before versions recorded their own bound. @default 24 h
@@ -105,6 +115,8 @@ export class AdminContext {
   readonly now: () => number
   readonly #acl: AclFile | Acl
   readonly #onEvent: ((e: KeyEvent) => void) | undefined
+  /** The realm's event log, when the context has one. */
+  readonly events: EventLog<KeyEvent> | undefined
   /** Serializes check-then-write sections per policy name (addpol against addpol). */
   readonly policyLocks = new KeyedMutex()
   /** Serializes every change that could remove a full administrator (the last-admin rule's check and its write). */
@@ -125,6 +137,12 @@ export class AdminContext {
     this.now = o.now ?? Date.now
     this.#acl = o.acl
     this.#onEvent = o.onEvent
+    this.events = o.events
+    // With a log, onEvent hears what landed in it (with its seq), in sequence order.
+    if (o.events !== undefined && o.onEvent !== undefined) {
+      const fn = o.onEvent
+      o.events.subscribe((e: LoggedEvent<KeyEvent>) => fn(e))
+    }
     this.maxTicketLife = o.maxTicketLife ?? 24 * 3600_000
     this.minRotateEveryMs = o.minRotateEveryMs ?? MIN_ROTATE_EVERY_MS
   }
@@ -150,6 +168,44 @@ export class AdminContext {
     return 'current' in a ? a.file : undefined
   }
 
+  /**
+   * Write options for a change: the audit record `audit` and the key events `events()` (both
+   * may be functions called once the change is decided) ride in the change's own batch, so
+   * that after a crash the change, its audit anchor and its events agree.
+   */
+  commit(audit: AuditEvent | (() => AuditEvent), events?: () => KeyEvent[]): WriteOptions {
+    const a = this.audit.commit(audit)
+    if (events === undefined) return a
+    if (this.events !== undefined) return this.events.commit(events, a)
+    // No log: the events are passed on once the write landed.
+    return {
+      commit: (write) =>
+        a.commit!(async (extra) => {
+          const evs = events()
+          await write(extra)
+          for (const e of evs) this.emit(e)
+        }),
+    }
+  }
+
+  /**
+   * Publish events that come with no change of their own (ktadd reading keys, a service
+   * fetching its keys): one batch of their own in the log. Never fails the request: a
+   * failure to write them is reported through `onError`.
+   */
+  async publish(events: KeyEvent[], onError?: (err: unknown) => void): Promise<void> {
+    if (this.events === undefined) {
+      for (const e of events) this.emit(e)
+      return
+    }
+    try {
+      await this.events.append(events)
+    } catch (err) {
+      onError?.(err)
+    }
+  }
+
+  /** Pass one event to onEvent only (no log). */
   emit(e: KeyEvent): void {
     try {
       this.#onEvent?.(e)
@@ -682,8 +738,12 @@ export async function addPrincipal(ctx: AdminContext, actor: Actor, args: AddPri
       const exp = passwordExpiry(policy, now)
       if (exp !== undefined) rec.passwordExpiresAt = exp
     }
-    await ctx.db.create(rec, ctx.audit.commit({ ...base, kvno: 1, details: { ...detailsOf(ch), key: args.randkey ? 'random' : 'password' } }))
-    ctx.emit({ type: 'created', principal: formatPrincipal(id), kvno: 1, time: now, actor: by })
+    await ctx.db.create(
+      rec,
+      ctx.commit({ ...base, kvno: 1, details: { ...detailsOf(ch), key: args.randkey ? 'random' : 'password' } }, () => [
+        { type: 'created', principal: formatPrincipal(id), kvno: 1, time: now, actor: by },
+      ]),
+    )
     return { name: formatPrincipal(id), kvno: 1, keys: args.randkey ? [entryOf(id, key)] : [] }
   })
 }
@@ -698,10 +758,9 @@ export async function deletePrincipal(ctx: AdminContext, actor: Actor, args: { n
     await getOrFail(ctx, id)
     await ctx.adminLock.run('last-admin', async () => {
       await keepLastAdmin(ctx, id, 'delete')
-      await ctx.db.delete(id, ctx.audit.commit(base))
+      await ctx.db.delete(id, ctx.commit(base, () => [{ type: 'deleted', principal: formatPrincipal(id), time: ctx.now(), actor: actorName(actor) }]))
     })
     ctx.noteKeys(id)
-    ctx.emit({ type: 'deleted', principal: formatPrincipal(id), time: ctx.now(), actor: actorName(actor) })
   })
 }
 
@@ -719,11 +778,15 @@ export async function renamePrincipal(ctx: AdminContext, actor: Actor, args: { n
     await getOrFail(ctx, id)
     await ctx.adminLock.run('last-admin', async () => {
       await keepLastAdmin(ctx, id, 'rename')
-      await ctx.db.rename(id, to, actorName(actor), ctx.audit.commit(base))
+      await ctx.db.rename(
+        id,
+        to,
+        actorName(actor),
+        ctx.commit(base, () => [{ type: 'renamed', principal: formatPrincipal(id), newName: formatPrincipal(to), time: ctx.now(), actor: actorName(actor) }]),
+      )
     })
     ctx.noteKeys(id)
     ctx.noteKeys(to)
-    ctx.emit({ type: 'renamed', principal: formatPrincipal(id), newName: formatPrincipal(to), time: ctx.now(), actor: actorName(actor) })
   })
 }
 
@@ -778,7 +841,9 @@ export async function modifyPrincipal(ctx: AdminContext, actor: Actor, args: Mod
         }
       },
       actorName(actor),
-      ctx.audit.commit({ ...base, details }),
+      ctx.commit({ ...base, details }, () =>
+        args.unlock === true ? [{ type: 'unlocked', principal: formatPrincipal(id), time: now, actor: actorName(actor) }] : [],
+      ),
     )
     const rec = disabling
       ? await ctx.adminLock.run('last-admin', async () => {
@@ -786,7 +851,6 @@ export async function modifyPrincipal(ctx: AdminContext, actor: Actor, args: Mod
           return write()
         })
       : await write()
-    if (args.unlock === true) ctx.emit({ type: 'unlocked', principal: formatPrincipal(id), time: now, actor: actorName(actor) })
     if (rotating) ctx.noteKeys(id)
     return principalView(rec, undefined, now)
   })
@@ -835,11 +899,13 @@ export async function changeKey(ctx: AdminContext, actor: Actor, args: ChangeKey
         r.failureCount = 0
       },
       actorName(actor),
-      ctx.audit.commit(() => ({ ...base, kvno: made!.kvno, details: { key: args.randkey ? 'random' : 'password', keepold: args.keepold === true } })),
+      ctx.commit(
+        () => ({ ...base, kvno: made!.kvno, details: { key: args.randkey ? 'random' : 'password', keepold: args.keepold === true } }),
+        () => [{ type: 'changed', principal: formatPrincipal(id), kvno: made!.kvno, time: now, actor: actorName(actor) }],
+      ),
     )
     const k = made!
     ctx.noteKeys(id)
-    ctx.emit({ type: 'changed', principal: formatPrincipal(id), kvno: k.kvno, time: now, actor: actorName(actor) })
     return { name: formatPrincipal(id), kvno: k.kvno, keys: args.randkey ? [entryOf(id, k)] : [] }
   })
 }
@@ -895,11 +961,15 @@ export async function extractKeys(ctx: AdminContext, actor: Actor, args: Extract
           addKeyVersion(r, made, { now, keepold: args.keepold === true, retire: 'never', fallbackLifeMs: ctx.maxTicketLife })
         },
         actorName(actor),
-        ctx.audit.commit(() => ({ ...base, kvno: made!.kvno, kvnos: [made!.kvno], details: { randkey: true, keepold: args.keepold === true } })),
+        ctx.commit(
+          () => ({ ...base, kvno: made!.kvno, kvnos: [made!.kvno], details: { randkey: true, keepold: args.keepold === true } }),
+          () => [
+            { type: 'changed', principal: formatPrincipal(id), kvno: made!.kvno, time: now, actor: actorName(actor) },
+            { type: 'extracted', principal: formatPrincipal(id), kvno: made!.kvno, time: now, actor: actorName(actor) },
+          ],
+        ),
       )
       ctx.noteKeys(id)
-      ctx.emit({ type: 'changed', principal: formatPrincipal(id), kvno: made!.kvno, time: now, actor: actorName(actor) })
-      ctx.emit({ type: 'extracted', principal: formatPrincipal(id), kvno: made!.kvno, time: now, actor: actorName(actor) })
       return { name: formatPrincipal(id), kvno: made!.kvno, keys: [entryOf(id, made!)] }
     }
     const rec = await getOrFail(ctx, id)
@@ -907,7 +977,7 @@ export async function extractKeys(ctx: AdminContext, actor: Actor, args: Extract
     const valid = rec.keys.filter((k) => k.retiresAt === undefined || k.retiresAt > now)
     const current = sealingKeyAt(rec.keys, now) ?? rec.keys[rec.keys.length - 1]!
     await ctx.audit.record({ ...base, kvno: current.kvno, kvnos: valid.map((k) => k.kvno) })
-    ctx.emit({ type: 'extracted', principal: formatPrincipal(id), kvno: current.kvno, time: now, actor: actorName(actor) })
+    await ctx.publish([{ type: 'extracted', principal: formatPrincipal(id), kvno: current.kvno, time: now, actor: actorName(actor) }])
     return { name: formatPrincipal(id), kvno: current.kvno, keys: valid.map((k) => entryOf(id, k)) }
   })
 }
@@ -1053,6 +1123,8 @@ const OP_NAMES: Record<AdminOpName, true> = {
   aclcheck: true,
   rotate: true,
   purgekeys: true,
+  fetchkeys: true,
+  watch: true,
 }
 
 /** Arguments of {@link readAudit} (kadmin audit). */

@@ -23,6 +23,7 @@ import {
   entryOf,
   getOrFail,
   isProtectedPrincipal,
+  type KeyEvent,
   nameOf,
   onlyFields,
   runAdmin,
@@ -126,18 +127,26 @@ export async function rotateKey(ctx: AdminContext, actor: Actor, args: RotateArg
         previous = cur === undefined ? undefined : r.keys.find((k) => k.kvno === cur.kvno)
       },
       actorName(actor),
-      ctx.audit.commit(() => {
-        const details: Record<string, string | number | boolean | null> = { emergency, activatesAt: made!.activatesAt ?? now }
-        if (args.grace !== undefined) details.grace = args.grace
-        if (stageAhead > 0) details.stageAhead = stageAhead
-        return { ...base, kvno: made!.kvno, details }
-      }),
+      ctx.commit(
+        () => {
+          const details: Record<string, string | number | boolean | null> = { emergency, activatesAt: made!.activatesAt ?? now }
+          if (args.grace !== undefined) details.grace = args.grace
+          if (stageAhead > 0) details.stageAhead = stageAhead
+          return { ...base, kvno: made!.kvno, details }
+        },
+        () => {
+          const k = made!
+          const by = actorName(actor)
+          return [
+            k.activatesAt !== undefined
+              ? { type: 'staged', principal: name, kvno: k.kvno, activatesAt: k.activatesAt, time: now, actor: by }
+              : { type: 'rotated', principal: name, kvno: k.kvno, emergency, time: now, actor: by },
+          ]
+        },
+      ),
     )
     const k = made!
     ctx.noteKeys(id)
-    const by = actorName(actor)
-    if (k.activatesAt !== undefined) ctx.emit({ type: 'staged', principal: name, kvno: k.kvno, activatesAt: k.activatesAt, time: now, actor: by })
-    else ctx.emit({ type: 'rotated', principal: name, kvno: k.kvno, emergency, time: now, actor: by })
     const result: RotateResult = {
       name,
       kvno: k.kvno,
@@ -222,11 +231,13 @@ export async function purgeKeys(ctx: AdminContext, actor: Actor, args: PurgeKeys
           if (r.keys.length === 0 || sealingKeyAt(r.keys, now) === undefined) throw new Error('purgekeys would leave no current key')
         },
         actorName(actor),
-        ctx.audit.commit(() => ({ ...base, kvno: current.kvno, kvnos: plan.remove, details: details() })),
+        ctx.commit(
+          () => ({ ...base, kvno: current.kvno, kvnos: plan.remove, details: details() }),
+          () => [{ type: 'purged', principal: name, kvno: current.kvno, kvnos: plan.remove, time: now, actor: actorName(actor) }],
+        ),
       )
       kept = written.keys.map((k) => k.kvno)
       ctx.noteKeys(id)
-      ctx.emit({ type: 'purged', principal: name, kvno: current.kvno, kvnos: plan.remove, time: now, actor: actorName(actor) })
     }
     return { name, kvno: current.kvno, purged: plan.remove, kept, forced: args.force === true ? plan.live.map((l) => l.kvno) : [] }
   })
@@ -410,14 +421,19 @@ export class RotationScheduler {
           }
         },
         SCHEDULER_ACTOR,
-        ctx.audit.commit(() => auditOf(base, step, made)),
+        ctx.commit(
+          () => auditOf(base, step, made),
+          (): KeyEvent[] => {
+            const s = step as RotationStep
+            if (s.kind === 'activate') return [{ type: 'activated', principal: name, kvno: s.kvno, time: now, actor: SCHEDULER_ACTOR }]
+            if (s.kind === 'stage') {
+              const e = { type: 'staged' as const, principal: name, kvno: made!.kvno, time: now, actor: SCHEDULER_ACTOR }
+              return [made!.activatesAt === undefined ? { ...e, type: 'rotated' } : { ...e, activatesAt: made!.activatesAt }]
+            }
+            return [{ type: 'purged', principal: name, kvnos: s.kvnos, time: now, actor: SCHEDULER_ACTOR }]
+          },
+        ),
       )
-      const s = step as RotationStep
-      if (s.kind === 'activate') ctx.emit({ type: 'activated', principal: name, kvno: s.kvno, time: now, actor: SCHEDULER_ACTOR })
-      else if (s.kind === 'stage') {
-        const e = { type: 'staged' as const, principal: name, kvno: made!.kvno, time: now, actor: SCHEDULER_ACTOR }
-        ctx.emit(made!.activatesAt === undefined ? { ...e, type: 'rotated' } : { ...e, activatesAt: made!.activatesAt })
-      } else ctx.emit({ type: 'purged', principal: name, kvnos: s.kvnos, time: now, actor: SCHEDULER_ACTOR })
       this.#plan(id, written)
     } catch (err) {
       if (err instanceof NotDue) {

@@ -24,6 +24,7 @@ import { realmJwks } from '../krb/jwks.js'
 import { defaultRealmFilePath, loadRealmFile, type RealmFile } from '../krb/realm-file.js'
 import { ResumptionStore } from '../wire/resumption.js'
 import { Exit, exitCodeFor, exitCodesEpilogue, formatError, promptHidden, readPasswordFile } from './common.js'
+import { watchCommand } from './kadmin-watch.js'
 
 /** Streams and environment of one kadmin run (tests pass their own). */
 export interface KadminIo {
@@ -1050,6 +1051,7 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
           return Exit.OK
         }),
     )
+    .command(watchCommand({ withAdmin, say, json, usage } as unknown as Parameters<typeof watchCommand>[0]))
     .demandCommand(1, 'name a command (kadmin --help lists them)')
     .epilogue(exitCodesEpilogue())
     .strict()

@@ -12,6 +12,7 @@ import { readKeytab } from '../krb/keytab.js'
 import { describeSkew, principalString } from '../krb/parts.js'
 import { defaultRealmFilePath, loadRealmFile, type RealmFile } from '../krb/realm-file.js'
 import { ResumptionStore } from '../wire/resumption.js'
+import { keytabCommand } from './kauth-keytab.js'
 import { tokenCommand } from './kauth-token.js'
 import { Exit, exitCodeFor, exitCodesEpilogue, formatError, promptHidden, readPasswordFile, readStdinLine } from './common.js'
 
@@ -447,6 +448,7 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
         }),
     )
     .command(tokenCommand({ run, needCache, tgtOf, client, out, json, jsonOption } as unknown as Parameters<typeof tokenCommand>[0]))
+    .command(keytabCommand({ run, client, out, json, jsonOption } as unknown as Parameters<typeof keytabCommand>[0]))
     .demandCommand(1, 'name a command: login, list, logout, ticket, renew, passwd or time')
     .epilogue(exitCodesEpilogue())
     .strict()

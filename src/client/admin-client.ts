@@ -29,10 +29,11 @@ import type {
   ReadAuditArgs,
 } from '../admin/operations.js'
 import type { PurgeKeysArgs, PurgeKeysResult, RotateArgs, RotateResult } from '../admin/rotation.js'
+import type { FetchKeysResult, WatchArgs, WatchResult } from '../admin/self-keys.js'
 import type { Policy } from '../db/types.js'
 import type { ClientKey, Credentials, KdcClient } from './kdc-client.js'
 
-export type { AddPrincipalArgs, ExtractArgs, KeyResult, ModifyPrincipalArgs, PolicyArgs, PrincipalView, ReadAuditArgs, AclCheckArgs }
+export type { AddPrincipalArgs, ExtractArgs, KeyResult, ModifyPrincipalArgs, PolicyArgs, PrincipalView, ReadAuditArgs, AclCheckArgs, FetchKeysResult, WatchArgs, WatchResult }
 
 /** An ACL line as `acl check` reports it (its permission set stays on the server). */
 export type AclRuleView = Pick<AclRule, 'line' | 'text'>
@@ -106,7 +107,9 @@ export class AdminClient {
    * skew, replay), TesseraError for local and transport failures.
    */
   async call(op: string, args: Record<string, unknown> = {}, signal?: AbortSignal): Promise<unknown> {
-    const sig = signal ? AbortSignal.any([signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000)
+    // A watch waits up to waitMs on the server before it answers.
+    const limit = 30_000 + (op === 'watch' && typeof args.waitMs === 'number' ? args.waitMs : 0)
+    const sig = signal ? AbortSignal.any([signal, AbortSignal.timeout(limit)]) : AbortSignal.timeout(limit)
     let stamp = { ctime: 0, cusec: 0 }
     const build = (): Message => {
       stamp = nextStamp(this.kdc.now())
@@ -269,6 +272,26 @@ export class AdminClient {
   /** acl check: which line decides `op` for `actor` on `target`, and why. */
   async checkAcl(args: AclCheckArgs): Promise<AclCheckResult> {
     return (await this.call('aclcheck', { ...args })) as AclCheckResult
+  }
+
+  /**
+   * fetchkeys: this principal's own current, next (staged) and not yet retired keys, for its
+   * keytab (a service logged in from its keytab, for kadmin/changepw, needs no admin).
+   */
+  async fetchKeys(): Promise<FetchKeysResult> {
+    const r = (await this.call('fetchkeys', { name: this.principal })) as FetchKeysResult
+    return { ...keyResult(r), versions: r.versions ?? [] } as FetchKeysResult
+  }
+
+  /**
+   * watch: the events after `after` this principal may see, as a long poll (PROTOCOL.md
+   * §8.5.4). Replies on one connection come in order, so give a watch a KdcClient of its own,
+   * whose timeoutMs exceeds waitMs (waitMs is capped to the client's timeoutMs - 5 s).
+   */
+  async watch(args: WatchArgs = {}, signal?: AbortSignal): Promise<WatchResult> {
+    const a: Record<string, unknown> = { ...args }
+    if (typeof args.waitMs === 'number') a.waitMs = Math.max(0, Math.min(args.waitMs, this.kdc.timeoutMs - 5000))
+    return (await this.call('watch', a, signal)) as WatchResult
   }
 
   /** audit [since] [verify]: the records and, with verify, the log checked against the database anchor. */

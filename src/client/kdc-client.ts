@@ -178,6 +178,11 @@ export class KdcClient {
     this.resumption = opts.resumption === false ? undefined : (opts.resumption ?? new ResumptionStore())
   }
 
+  /** Overall timeout of one call, ms (KdcClientOptions.timeoutMs). */
+  get timeoutMs(): number {
+    return this.opts.timeoutMs
+  }
+
   /** Corrected time: local clock + offset. */
   now(): number {
     return this.opts.now() + this.clockOffsetMs

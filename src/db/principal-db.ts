@@ -60,10 +60,16 @@ export interface PrincipalDbOptions {
   now?: () => number
 }
 
-/** One record an admin write adds to its batch, in the `admin` sublevel (the audit head, say). */
+/**
+ * One record an admin write adds to its batch, in the `admin` sublevel (the audit head, an
+ * event of the event log, say); with `del` instead of `value`, one it removes (an event past
+ * its retention).
+ */
 export interface AdminMetaPut {
   key: string
   value: Uint8Array
+  /** Remove the record instead (`value` is then ignored). */
+  del?: true
 }
 
 /**
@@ -704,8 +710,9 @@ export class PrincipalDb {
   }
 
   #adminOps(puts: AdminMetaPut[]): BatchOp[] {
-    return puts.map((p) => {
+    return puts.map((p): BatchOp => {
       if (typeof p.key !== 'string' || !isBytes(p.value)) throw new TypeError('admin records are { key: string, value: Uint8Array }')
+      if (p.del === true) return { type: 'del', sublevel: this.#admin, key: p.key }
       return { type: 'put', sublevel: this.#admin, key: p.key, value: p.value }
     })
   }

@@ -113,8 +113,10 @@ async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionCont
     if (out.outcome === 'locked') refuseLocked(ctx, g, conn)
     if (out.outcome === 'failed') {
       reason = out.reason
-      if (out.lockedNow)
+      if (out.lockedNow) {
         ctx.log.security.log({ event: 'lockout', client: g.clientName, peer: conn.peer, outcome: 'info', reason: 'too many failures' })
+        ctx.events?.publish({ type: 'lockout', principal: g.clientName, time: ctx.now(), actor: 'kdc:as' })
+      }
     }
   }
   if (reason) {

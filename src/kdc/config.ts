@@ -82,12 +82,35 @@ export interface KdcConfig {
    * Absent: off. @default off; when on, host defaults to "127.0.0.1" whatever `host` is
    */
   http?: KdcHttpConfig
+  /** The event log (key events and lockouts: the watch stream and webhooks read it). */
+  events: {
+    /** Events older than this are removed, ms. @default 604800000 (7 days) */
+    retentionMs: number
+    /** At most this many events are kept. @default 100000 */
+    maxEvents: number
+  }
+  /** Webhooks: each event is POSTed, signed with the realm's Ed25519 key (PROTOCOL.md §8.5.7). @default none */
+  webhooks?: WebhookConfig[]
   log: {
     /** Directory for kdc.log / security.log; absent = console only. */
     dir?: string
     level: string
     console: boolean
   }
+}
+
+/** One webhook of KdcConfig.webhooks. */
+export interface WebhookConfig {
+  /** Where events are POSTed (http or https). */
+  url: string
+  /** Only these event types (docs/operations.md). @default every type */
+  events?: string[]
+  /** Only events on principals matching this glob (`*` wildcard, as listprincs). @default every principal */
+  principals?: string
+  /** One POST may take this long, ms. @default 10000 */
+  timeoutMs?: number
+  /** Attempts per event before it is given up (counted and logged). @default 12 */
+  maxAttempts?: number
 }
 
 /** Defaults of KdcConfig. */
@@ -113,12 +136,14 @@ export const DEFAULT_KDC_CONFIG: Readonly<KdcConfig> = Object.freeze({
     maxConnectionsPerPeer: 512,
   },
   resumption: { enabled: true, lifetimeS: 600, windowMs: 5000, maxRecent: 200_000 },
+  events: { retentionMs: 7 * DAY, maxEvents: 100_000 },
   log: { level: 'info', console: true },
 })
 
 /** A partial config as read from a file or given by an embedder. */
-export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' | 'kdf' | 'resumption' | 'http'>> & {
+export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' | 'kdf' | 'resumption' | 'http' | 'events'>> & {
   http?: Partial<KdcHttpConfig>
+  events?: Partial<KdcConfig['events']>
   ports?: Partial<KdcPorts>
   limits?: Partial<KdcConfig['limits']>
   resumption?: Partial<KdcConfig['resumption']>
@@ -126,7 +151,7 @@ export type KdcConfigInput = Partial<Omit<KdcConfig, 'ports' | 'limits' | 'log' 
   kdf?: Partial<KdfParams>
 }
 
-const KNOWN_TOP = new Set(Object.keys(DEFAULT_KDC_CONFIG).concat(['advertiseHost', 'jwtIssuer', 'http']))
+const KNOWN_TOP = new Set(Object.keys(DEFAULT_KDC_CONFIG).concat(['advertiseHost', 'jwtIssuer', 'http', 'webhooks']))
 
 /** Keys of the `http` group. */
 const HTTP_KEYS = new Set(['host', 'port'])
@@ -144,7 +169,7 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
   if (typeof input !== 'object' || input === null) bad('not an object')
   for (const k of Object.keys(input)) if (!KNOWN_TOP.has(k)) bad(`unknown setting "${k}"`)
   // A typo in a nested key (limits.maxConection) must not be ignored either.
-  for (const group of ['ports', 'limits', 'resumption', 'log', 'kdf', 'http'] as const) {
+  for (const group of ['ports', 'limits', 'resumption', 'log', 'kdf', 'http', 'events'] as const) {
     const given = (input as Record<string, unknown>)[group]
     if (given === undefined) continue
     if (typeof given !== 'object' || given === null || Array.isArray(given)) bad(`${group} must be an object`)
@@ -160,6 +185,7 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
     resumption: { ...base.resumption, ...input.resumption },
     log: { ...base.log, ...input.log },
     kdf: { ...base.kdf, ...input.kdf } as KdfParams,
+    events: { ...base.events, ...input.events },
   }
   const http = input.http ?? base.http
   if (http === undefined) delete c.http
@@ -202,7 +228,28 @@ export function resolveKdcConfig(input: KdcConfigInput = {}, base: Readonly<KdcC
   if (c.jwtIssuer !== undefined && (typeof c.jwtIssuer !== 'string' || c.jwtIssuer.length === 0 || c.jwtIssuer.length > 1024))
     bad('jwtIssuer must be a non-empty string of at most 1024 characters')
   int('jwtMaxLifeMs', c.jwtMaxLifeMs, 1000, DAY)
+  int('events.retentionMs', c.events.retentionMs, 60_000)
+  int('events.maxEvents', c.events.maxEvents, 100, 100_000_000)
+  if (c.webhooks !== undefined) c.webhooks = checkWebhooks(c.webhooks)
   return c
+}
+
+const WEBHOOK_FIELDS = new Set(['url', 'events', 'principals', 'timeoutMs', 'maxAttempts'])
+
+function checkWebhooks(v: unknown): WebhookConfig[] {
+  if (!Array.isArray(v) || v.length > 32) bad('webhooks must be an array of at most 32 webhooks')
+  return v.map((w: unknown, i) => {
+    const at = `webhooks[${i}]`
+    if (typeof w !== 'object' || w === null || Array.isArray(w)) bad(`${at} must be an object`)
+    for (const k of Object.keys(w)) if (!WEBHOOK_FIELDS.has(k)) bad(`unknown setting "${at}.${k}"`)
+    const h = w as WebhookConfig
+    if (typeof h.url !== 'string' || !URL.canParse(h.url) || !/^https?:$/.test(new URL(h.url).protocol)) bad(`${at}.url must be an http or https URL`)
+    if (h.events !== undefined && (!Array.isArray(h.events) || h.events.some((e) => typeof e !== 'string'))) bad(`${at}.events must be an array of event types`)
+    if (h.principals !== undefined && (typeof h.principals !== 'string' || h.principals.length === 0)) bad(`${at}.principals must be a glob`)
+    if (h.timeoutMs !== undefined) int(`${at}.timeoutMs`, h.timeoutMs, 100, 120_000)
+    if (h.maxAttempts !== undefined) int(`${at}.maxAttempts`, h.maxAttempts, 1, 1000)
+    return { ...h, ...(h.events ? { events: [...h.events] } : {}) }
+  })
 }
 
 /** The host clients are told to connect to (realm.json): never an address of every interface. */

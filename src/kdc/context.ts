@@ -26,6 +26,13 @@ export interface KdcContext {
    * operation with `ctx.metrics?.adminOp(op, outcome)`.
    */
   metrics?: KdcMetrics
+  /** The one publisher of realm events (the event log, src/db/event-log.ts), set by the admin service. */
+  events?: EventPublisher
+}
+
+/** Publishes an event that comes with no change of its own (a lockout): never blocks nor throws. */
+export interface EventPublisher {
+  publish(e: { type: string; principal: string; time: number; actor: string }): void
 }
 
 /** A ticket the TGS opened, with what it derives from it once. */

@@ -64,6 +64,8 @@ export interface StartKdcOptions {
 export interface AdminService {
   exec: AdminExecutor
   mapError: AdminErrorMapper
+  /** Called as the KDC begins to close, before its listeners drain: end long requests (a watch's long poll) now. */
+  stop?(): void
   close(): Promise<void>
 }
 
@@ -462,6 +464,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
       closing ??= (async () => {
         // /readyz says so from now on: load balancers stop sending while requests drain.
         draining = true
+        adminService?.stop?.()
         await Promise.all([...servers.values()].map((s) => s.close()))
         // Handlers whose connection closed before they answered (say during the pre-auth
         // failure floor) still run: the database and the logs stay open until they end.

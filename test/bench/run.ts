@@ -33,6 +33,7 @@ export const BENCHMARKS: readonly { name: string; module: string }[] = [
   { name: 'jwt', module: 'jwt' },
   { name: 'enumeration', module: 'enumeration' },
   { name: 'admin', module: 'admin' },
+  { name: 'events', module: 'events' },
 ]
 
 const args = process.argv.slice(2)

@@ -392,6 +392,8 @@ describe('admin listener under hostile input (security)', function () {
       rotate: [{ name: 5 }, {}, { name: 'svc/app', grace: '1d' }, { name: 'svc/app', stageAhead: -1 }, { name: 'svc/app', emergency: 'yes' }],
       purgekeys: [{ name: 5 }, {}, { name: 'svc/app', keepkvno: 'one' }, { name: 'svc/app', allOld: 1 }, { name: 'svc/app', force: 'true' }],
       dump: [{ session: 5 }, { offset: 'zero' }, { session: 'x', offset: -1 }],
+      fetchkeys: [{ name: 5 }, {}, { name: null }, { name: ['svc/app'] }],
+      watch: [{ after: -1 }, { after: 'now' }, { glob: 5 }, { waitMs: '1s' }, { waitMs: 30_001 }, { limit: 0 }, { limit: 501 }],
     }
 
     it('covers every operation the listener serves', () => {
