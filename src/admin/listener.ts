@@ -12,7 +12,7 @@ import { TesseraError, TesseraErrorCode } from '../errors.js'
 import type { AdminActor, AdminErrorMapper, AdminExecutor } from '../kdc/admin-req.js'
 import type { AdminServiceFactory } from '../kdc/kdc.js'
 import { Acl, AclFile, defaultAcl } from './acl.js'
-import { AUDIT_FILE, type AuditEvent, AuditLog, auditKey } from './audit.js'
+import { AUDIT_FILE, type AuditEvent, AuditLog } from './audit.js'
 import { ACL_FILE } from './dump.js'
 import {
   type Actor,
@@ -223,7 +223,7 @@ export const mapAdminError: AdminErrorMapper = (err) => {
 
 /** The admin service, for StartKdcOptions.admin (the daemon and startKdc use it by default). */
 export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
-  return async ({ context, dir, masterKey }) => {
+  return async ({ context, dir }) => {
     const realm = context.realm.realm
     const admin = { realm, components: ['admin'] }
     const acl: AclFile | Acl =
@@ -233,7 +233,8 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
             log: { error: (m: string) => context.log.ops.error(m), info: (m: string) => context.log.ops.info(m) },
           })
         : Acl.parse(o.aclText ?? defaultAcl(admin), { realm })
-    const key = auditKey(masterKey)
+    // Derived from the realm's first master key and kept across master-key rotations (src/db).
+    const key = context.db.derivedKey('tessera audit v1')
     const file = dir !== undefined ? path.join(dir, AUDIT_FILE) : (o.auditFile ?? path.join(os.tmpdir(), `tessera-audit-${process.pid}-${hkdfTag(key)}.log`))
     let audit: AuditLog
     try {
