@@ -35,6 +35,7 @@ import {
   readAudit,
   renamePrincipal,
 } from './operations.js'
+import { activateIdentity, getIdentity, retireIdentity, rotateIdentity } from './identity.js'
 import { purgeKeys, RotationScheduler, type RotationSchedulerOptions, rotateKey } from './rotation.js'
 
 /** Options of {@link adminService}. */
@@ -74,6 +75,11 @@ function operations(key: Uint8Array): Record<string, Op> {
     audit: (c, w, x) => readAudit(c, w, a(x), key),
     rotate: (c, w, x) => rotateKey(c, w, a(x)),
     purgekeys: (c, w, x) => purgeKeys(c, w, a(x)),
+    // KDC identity keys (src/admin/identity.ts).
+    'rotate-identity': (c, w, x) => rotateIdentity(c, w, a(x)),
+    'activate-identity': (c, w, x) => activateIdentity(c, w, a(x)),
+    'retire-identity': (c, w, x) => retireIdentity(c, w, a(x)),
+    'get-identity': (c, w) => getIdentity(c, w),
   }
 }
 
@@ -145,6 +151,11 @@ export const ADMIN_ARGS: Readonly<Record<string, Readonly<Record<string, AdminAr
   audit: { since: { type: 'uint' }, limit: { type: 'uint' }, verify: { type: 'bool' } },
   rotate: { name: NAME, grace: { type: 'uint' }, stageAhead: { type: 'uint' }, emergency: { type: 'bool' } },
   purgekeys: { name: NAME, keepkvno: { type: 'uint' }, allOld: { type: 'bool' }, force: { type: 'bool' } },
+  // KDC identity keys (src/admin/identity.ts).
+  'rotate-identity': { which: { type: 'str' }, stageAhead: { type: 'uint' } },
+  'activate-identity': { force: { type: 'bool' } },
+  'retire-identity': {},
+  'get-identity': {},
 }
 
 function hasType(v: unknown, t: AdminArgType): boolean {

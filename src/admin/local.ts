@@ -16,6 +16,15 @@ import { makeRealmFile, REALM_FILES, writeRealmFile } from '../kdc/realm.js'
 import { loadRealmFile } from '../krb/realm-file.js'
 import { AclFile, type AclExplanation } from './acl.js'
 import { AUDIT_FILE, AuditLog } from './audit.js'
+import {
+  type ActivateIdentityArgs,
+  activateIdentity,
+  getIdentity,
+  type IdentityView,
+  type RotateIdentityArgs,
+  retireIdentity,
+  rotateIdentity,
+} from './identity.js'
 import { ACL_FILE, DB_DIR, dumpDatabase, loadDump } from './dump.js'
 import {
   type AclCheckArgs,
@@ -135,6 +144,20 @@ export class LocalAdmin {
       throw err
     } finally {
       for (const m of masterKeys) wipe(m.key)
+    }
+  }
+
+  /** KDC identity-key rotation steps (src/admin/identity.ts), by admin operation name. */
+  identity(op: 'rotate-identity' | 'activate-identity' | 'retire-identity' | 'get-identity', args: Record<string, unknown> = {}): Promise<IdentityView> {
+    switch (op) {
+      case 'rotate-identity':
+        return rotateIdentity(this.ctx, this.#actor, args as RotateIdentityArgs)
+      case 'activate-identity':
+        return activateIdentity(this.ctx, this.#actor, args as ActivateIdentityArgs)
+      case 'retire-identity':
+        return retireIdentity(this.ctx, this.#actor, args as Record<string, never>)
+      case 'get-identity':
+        return getIdentity(this.ctx, this.#actor)
     }
   }
 

@@ -300,7 +300,7 @@ export class PrincipalDb {
   #mkStatus: MasterKeyStatus = { active: 1, known: [1] }
   /** Keys derived from the first master key (stable across rotations), by label. */
   readonly #derived = new Map<string, Uint8Array>()
-  readonly #realmListeners = new Set<() => void>()
+  readonly #realmListeners = new Set<() => void | Promise<void>>()
   readonly #cache: LruCache<string, Readonly<PrincipalRecord>>
   readonly #loads = new Map<string, Load>()
   readonly #mutex = new KeyedMutex()
@@ -500,18 +500,16 @@ export class PrincipalDb {
       await this.#batch([{ type: 'put', sublevel: this.#meta, key: 'realm', value: this.#encodeRealm(r) }], [], opts)
       return r
     })
-    for (const fn of this.#realmListeners) {
-      try {
-        fn()
-      } catch {
-        // A listener's failure is its own.
-      }
-    }
+    // Awaited, so that the caller's answer comes after the listeners acted (the KDC rewrote realm.json).
+    for (const fn of this.#realmListeners) await Promise.resolve().then(fn).catch(() => {})
     return next
   }
 
-  /** Call `fn` after every {@link updateRealm} of this database object; returns the unsubscribe. */
-  onRealmChange(fn: () => void): () => void {
+  /**
+   * Call `fn` after every {@link updateRealm} of this database object; updateRealm resolves
+   * once `fn` has (its failure is its own). Returns the unsubscribe.
+   */
+  onRealmChange(fn: () => void | Promise<void>): () => void {
     this.#realmListeners.add(fn)
     return () => this.#realmListeners.delete(fn)
   }

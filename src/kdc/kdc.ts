@@ -258,7 +258,10 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
       log.ops.error('cannot reload the identity keys', { err: (err as Error).message })
     })
   }
-  const unsubscribe = db.onRealmChange(reloadIdentity)
+  const unsubscribe = db.onRealmChange(() => {
+    reloadIdentity()
+    return reloading
+  })
   log.ops.info('kdc started', { realm: realm.realm, ...Object.fromEntries(LISTENERS.map((n) => [n, addresses[n].port])) })
 
   let closing: Promise<void> | undefined

@@ -428,7 +428,6 @@ class ServerConnection {
   }
 
   private onHandshake(body: Buffer): void {
-    const o = this.server.options
     let msg: Message
     try {
       msg = decodeMessage(body)

@@ -391,6 +391,10 @@ describe('admin listener under hostile input (security)', function () {
       audit: [{ since: 'yesterday' }, { limit: 'ten' }, { limit: -1 }, { verify: 'yes' }, { since: -1 }],
       rotate: [{ name: 5 }, {}, { name: 'svc/app', grace: '1d' }, { name: 'svc/app', stageAhead: -1 }, { name: 'svc/app', emergency: 'yes' }],
       purgekeys: [{ name: 5 }, {}, { name: 'svc/app', keepkvno: 'one' }, { name: 'svc/app', allOld: 1 }, { name: 'svc/app', force: 'true' }],
+      'rotate-identity': [{ which: 5 }, { which: 'all' }, { stageAhead: -1 }, { stageAhead: '1d' }, { name: 'x' }],
+      'activate-identity': [{ force: 'yes' }, { name: 'x' }],
+      'retire-identity': [{ name: 'x' }],
+      'get-identity': [],
     }
 
     it('covers every operation the listener serves', () => {
