@@ -84,7 +84,15 @@ export const KdfParamsSchema = obj({
 const MAX_TICKET = 256
 /** A resumption ticket for the client: secretbox(uint32be(lifetime_s) || ticket, zero nonce, k_res). */
 const TicketBox = bin(16 + 4 + 1, 16 + 4 + MAX_TICKET, 'secretbox(uint32be(lifetime_s) || ticket, zero nonce, k_res)')
-export const HsInit = obj({ v, t: t(MsgType.HS_INIT), e: bin(32, 32, 'client ephemeral X25519 public key') }, 'HS_INIT')
+export const HsInit = obj(
+  {
+    v,
+    t: t(MsgType.HS_INIT),
+    e: bin(32, 32, 'client ephemeral X25519 public key'),
+    k: Type.Optional(bin(8, 8, 'id of the KDC transport key the client uses (PROTOCOL.md §3.7); absent: the KDC default')),
+  },
+  'HS_INIT',
+)
 export const HsResp = obj(
   {
     v,
@@ -260,7 +268,15 @@ export const KrbError = obj(
 )
 
 // ---------------------------------------------------------------- time
-export const TimeReq = obj({ v, t: t(MsgType.TIME_REQ), nonce: bin(32, 32, 'client nonce') }, 'TIME_REQ')
+export const TimeReq = obj(
+  {
+    v,
+    t: t(MsgType.TIME_REQ),
+    nonce: bin(32, 32, 'client nonce'),
+    k: Type.Optional(bin(8, 8, 'id of the KDC signing key the client verifies with (PROTOCOL.md §3.7, §8.4); absent: the KDC default')),
+  },
+  'TIME_REQ',
+)
 export const TimeRep = obj(
   {
     v,

@@ -37,6 +37,7 @@ import {
   sealEarly,
   sealFrame,
   sealTicketBox,
+  identityKeyId,
   serverHandshake,
   transcriptHash,
 } from '../../src/crypto/handshake.js'
@@ -520,6 +521,12 @@ function handshakeKeys() {
 function handshakeVector(): VectorFile {
   const { S, Ec, Es, srv, cli, h, es, ee, ikm, okm, kConfirm, kRes, rms } = handshakeKeys()
   const hsInit = { v, t: MsgType.HS_INIT, e: Ec.publicKey }
+  // Key ids (§3.7): computed here from the definition, checked against the implementation.
+  const kidOf = (pub: Uint8Array) => sha256(ascii('tessera-key-id-v1'), pub).slice(0, 8)
+  const transportKid = kidOf(S.publicKey)
+  const signingKid = kidOf(backend().ed25519PublicKey(SIGNING_SEED))
+  if (hex(transportKid) !== hex(identityKeyId(S.publicKey))) throw new Error('handshake vector: key id disagrees with identityKeyId')
+  const hsInitWithKeyId = { ...hsInit, k: transportKid }
   const hsResp = { v, t: MsgType.HS_RESP, e: srv.e, confirm: srv.confirm }
   const nt = ticketBox(kRes, RESUMPTION_INPUTS.lifetimeS, RESUMPTION_INPUTS.ticket)
   const hsRespWithNt = { ...hsResp, nt: unhex(nt.box) }
@@ -553,11 +560,16 @@ function handshakeVector(): VectorFile {
       'uint32be(len) || secretbox(msgpack(message), uint64be(n) || 16 zero bytes, k_dir). ' +
       '`hsResp` is HS_RESP without a ticket; `nt` is a resumption ticket box (§3.6) for the fixed example ticket `nt.tk`: ' +
       'nt.box = secretbox(nt.plaintext = uint32be(lifetime_s) || tk, 24 zero bytes, k_res), sent in `hsRespWithNt`. ' +
-      'resumption.json continues from `rms` and `nt.tk`.',
+      'resumption.json continues from `rms` and `nt.tk`. ' +
+      'Key ids (§3.7): transport_kid = SHA-256("tessera-key-id-v1" || S_pub)[0:8], signing_kid the same of ' +
+      "time-signature.json's signingKey; `hsInitWithKeyId` is HS_INIT naming S_pub by `k` (the keys and h are the same).",
     serverStatic: { secretKey: hex(S.secretKey), publicKey: hex(S.publicKey) },
     clientEphemeral: { secretKey: hex(Ec.secretKey), publicKey: hex(Ec.publicKey) },
     serverEphemeral: { secretKey: hex(Es.secretKey), publicKey: hex(Es.publicKey) },
     hsInit: clearMessage(hsInit),
+    transport_kid: hex(transportKid),
+    signing_kid: hex(signingKid),
+    hsInitWithKeyId: clearMessage(hsInitWithKeyId),
     h: hex(h),
     es: hex(es),
     ee: hex(ee),

@@ -13,7 +13,7 @@ import { TesseraError, TesseraErrorCode } from '../errors.js'
 import type { AdminActor, AdminErrorMapper, AdminExecutor } from '../kdc/admin-req.js'
 import type { AdminServiceFactory } from '../kdc/kdc.js'
 import { Acl, AclFile, defaultAcl } from './acl.js'
-import { AUDIT_FILE, type AuditEvent, AuditLog, auditKey } from './audit.js'
+import { AUDIT_FILE, type AuditEvent, AuditLog } from './audit.js'
 import { ACL_FILE } from './dump.js'
 import {
   type Actor,
@@ -38,6 +38,7 @@ import {
   renamePrincipal,
 } from './operations.js'
 import { RemoteDumps } from './remote-dump.js'
+import { activateIdentity, getIdentity, retireIdentity, rotateIdentity } from './identity.js'
 import { purgeKeys, RotationScheduler, type RotationSchedulerOptions, rotateKey } from './rotation.js'
 import { fetchKeys, watchEvents } from './self-keys.js'
 import { WebhookOutbox, type WebhookOutboxOptions } from './webhooks.js'
@@ -88,6 +89,11 @@ function operations(key: Uint8Array, dumps: RemoteDumps): Record<string, Op> {
     dump: (c, w, x) => dumps.handle(c, w, a(x)),
     fetchkeys: (c, w, x) => fetchKeys(c, w, a(x)),
     watch: (c, w, x) => watchEvents(c, w, a(x)),
+    // KDC identity keys (src/admin/identity.ts).
+    'rotate-identity': (c, w, x) => rotateIdentity(c, w, a(x)),
+    'activate-identity': (c, w, x) => activateIdentity(c, w, a(x)),
+    'retire-identity': (c, w, x) => retireIdentity(c, w, a(x)),
+    'get-identity': (c, w) => getIdentity(c, w),
   }
 }
 
@@ -162,6 +168,11 @@ export const ADMIN_ARGS: Readonly<Record<string, Readonly<Record<string, AdminAr
   dump: { session: { type: 'str' }, offset: { type: 'uint' } },
   fetchkeys: { name: NAME },
   watch: { after: { type: 'uint' }, glob: { type: 'str' }, waitMs: { type: 'uint' }, limit: { type: 'uint' } },
+  // KDC identity keys (src/admin/identity.ts).
+  'rotate-identity': { which: { type: 'str' }, stageAhead: { type: 'uint' } },
+  'activate-identity': { force: { type: 'bool' } },
+  'retire-identity': {},
+  'get-identity': {},
 }
 
 function hasType(v: unknown, t: AdminArgType): boolean {
@@ -240,7 +251,7 @@ export const mapAdminError: AdminErrorMapper = (err) => {
 
 /** The admin service, for StartKdcOptions.admin (the daemon and startKdc use it by default). */
 export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
-  return async ({ context, dir, masterKey }) => {
+  return async ({ context, dir }) => {
     const realm = context.realm.realm
     const admin = { realm, components: ['admin'] }
     const acl: AclFile | Acl =
@@ -250,7 +261,8 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
             log: { error: (m: string) => context.log.ops.error(m), info: (m: string) => context.log.ops.info(m) },
           })
         : Acl.parse(o.aclText ?? defaultAcl(admin), { realm })
-    const key = auditKey(masterKey)
+    // Derived from the realm's first master key and kept across master-key rotations (src/db).
+    const key = context.db.derivedKey('tessera audit v1')
     const file = dir !== undefined ? path.join(dir, AUDIT_FILE) : (o.auditFile ?? path.join(os.tmpdir(), `tessera-audit-${process.pid}-${hkdfTag(key)}.log`))
     let audit: AuditLog
     let events: EventLog<KeyEvent>

@@ -9,7 +9,7 @@ import { access, open, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { DEFAULT_KDF_PARAMS, wipe } from '../crypto/index.js'
 import { EventLog } from '../db/event-log.js'
-import { readStash } from '../db/master-key.js'
+import { readStashKeys } from '../db/master-key.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import type { Policy } from '../db/types.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
@@ -17,7 +17,16 @@ import { advertisedHost, DEFAULT_KDC_CONFIG, type KdcConfig } from '../kdc/confi
 import { makeRealmFile, REALM_FILES, writeRealmFile } from '../kdc/realm.js'
 import { loadRealmFile } from '../krb/realm-file.js'
 import { AclFile, type AclExplanation } from './acl.js'
-import { AUDIT_FILE, AuditLog, auditKey } from './audit.js'
+import { AUDIT_FILE, AuditLog } from './audit.js'
+import {
+  type ActivateIdentityArgs,
+  activateIdentity,
+  getIdentity,
+  type IdentityView,
+  type RotateIdentityArgs,
+  retireIdentity,
+  rotateIdentity,
+} from './identity.js'
 import { ACL_FILE, DB_DIR, dumpDatabase, loadDump } from './dump.js'
 import {
   type AclCheckArgs,
@@ -92,13 +101,13 @@ export class LocalAdmin {
    */
   static async open(o: LocalAdminOptions): Promise<LocalAdmin> {
     const c = o.config ?? DEFAULT_KDC_CONFIG
-    const masterKey = await readStash(path.join(o.dir, REALM_FILES.stash))
+    const masterKeys = await readStashKeys(path.join(o.dir, REALM_FILES.stash))
     let db: PrincipalDb | undefined
     let acl: AclFile | undefined
-    const key = auditKey(masterKey)
+    let key: Uint8Array = new Uint8Array(0)
     try {
       try {
-        db = await PrincipalDb.open({ location: path.join(o.dir, DB_DIR), masterKey })
+        db = await PrincipalDb.open({ location: path.join(o.dir, DB_DIR), masterKeys })
       } catch (err) {
         if (err instanceof TesseraError && err.code === TesseraErrorCode.TESSERA_DB_LOCKED)
           throw new TesseraError(
@@ -109,6 +118,7 @@ export class LocalAdmin {
           )
         throw err
       }
+      key = db.derivedKey('tessera audit v1')
       const realm = (await db.getRealm())?.realm
       if (realm === undefined) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${o.dir} holds no realm (no realm record in its database)`)
       acl = AclFile.open(path.join(o.dir, ACL_FILE), { realm, watch: false, ...(o.log ? { log: o.log } : {}) })
@@ -139,7 +149,21 @@ export class LocalAdmin {
       wipe(key)
       throw err
     } finally {
-      wipe(masterKey)
+      for (const m of masterKeys) wipe(m.key)
+    }
+  }
+
+  /** KDC identity-key rotation steps (src/admin/identity.ts), by admin operation name. */
+  identity(op: 'rotate-identity' | 'activate-identity' | 'retire-identity' | 'get-identity', args: Record<string, unknown> = {}): Promise<IdentityView> {
+    switch (op) {
+      case 'rotate-identity':
+        return rotateIdentity(this.ctx, this.#actor, args as RotateIdentityArgs)
+      case 'activate-identity':
+        return activateIdentity(this.ctx, this.#actor, args as ActivateIdentityArgs)
+      case 'retire-identity':
+        return retireIdentity(this.ctx, this.#actor, args as Record<string, never>)
+      case 'get-identity':
+        return getIdentity(this.ctx, this.#actor)
     }
   }
 

@@ -975,6 +975,40 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
           return Exit.OK
         }),
     )
+    // ---- KDC identity keys (src/admin/identity.ts; docs/operations.md "Identity keys") ----
+    .command(
+      'rotate-identity',
+      'rotate the KDC identity keys: stage next ones (published in realm.json), then --activate, then --retire',
+      (y) =>
+        y
+          .option('which', { choices: ['transport', 'signing', 'both'] as const, default: 'both' as const, describe: 'the keys to rotate' })
+          .option('stage-ahead', { type: 'string', describe: 'the next keys become the default this long from now (1d, 2h, …); default now' })
+          .option('activate', { type: 'boolean', describe: 'make the staged keys current (the old ones stay accepted)' })
+          .option('force', { type: 'boolean', describe: 'with --activate: before the staged activation time' })
+          .option('retire', { type: 'boolean', describe: 'forget the previous keys: realm files from before the rotation stop working' })
+          .option('status', { type: 'boolean', describe: 'show the identity keys, change nothing' }),
+      (a) =>
+        withAdmin(a, async (s) => {
+          const steps = [a.activate, a.retire, a.status].filter(Boolean).length
+          if (steps > 1) throw usage('give at most one of --activate, --retire and --status')
+          const op = a.activate ? 'activate-identity' : a.retire ? 'retire-identity' : a.status ? 'get-identity' : 'rotate-identity'
+          const args: Record<string, unknown> =
+            op === 'rotate-identity'
+              ? { which: a.which, ...(a['stage-ahead'] !== undefined ? { stageAhead: parseDuration(a['stage-ahead']) } : {}) }
+              : op === 'activate-identity' && a.force
+                ? { force: true }
+                : {}
+          const v = (s.local ? await s.local.identity(op, args) : await (s.api as AdminClient).call(op, args)) as Record<string, unknown>
+          if (a.json) json(v)
+          else {
+            for (const k of ['transportKey', 'signingKey', 'nextTransportKey', 'nextSigningKey', 'previousTransportKey', 'previousSigningKey'])
+              if (typeof v[k] === 'string') say(`${k.padEnd(21)} ${v[k]}`)
+            if (typeof v.nextActivatesAt === 'number') say(`${'nextActivatesAt'.padEnd(21)} ${iso(v.nextActivatesAt)}`)
+            if (op === 'rotate-identity') say('next keys staged; the KDC rewrote realm.json: hand it to clients before the activation time')
+          }
+          return Exit.OK
+        }),
+    )
     .command(
       'dump <file>',
       'write a consistent snapshot of the database to FILE (0600, keys still sealed), while the KDC serves',

@@ -494,7 +494,52 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
           return r.code
         }),
     )
-    .demandCommand(1, 'name a command: init, start or status')
+    // ---- master-key rotation (src/admin/master-rotation.ts; docs/operations.md "Master key") ----
+    .command(
+      'master-key <step>',
+      'rotate the master key, the KDC stopped for each step: add, use, reseal, retire (status: show)',
+      (y) =>
+        y
+          .positional('step', { choices: ['status', 'add', 'use', 'reseal', 'retire'] as const, demandOption: true })
+          .option('dir', { type: 'string', demandOption: true, describe: 'realm directory' })
+          .option('kvno', { type: 'number', describe: 'use: the master key version to make active (default the newest)' })
+          .option('batch', { type: 'number', default: 100, describe: 'reseal: principals per synced batch' })
+          .option('json', { type: 'boolean', describe: 'print the report as JSON' }),
+      (a) =>
+        run(async () => {
+          const { runMasterKeyStep } = await import('../admin/master-rotation.js')
+          const tty = (err as NodeJS.WriteStream).isTTY === true
+          let last = -1
+          const r = await runMasterKeyStep({
+            dir: a.dir,
+            step: a.step,
+            user: env.USER ?? env.LOGNAME ?? 'unknown',
+            ...(a.kvno !== undefined ? { kvno: a.kvno } : {}),
+            batchSize: a.batch,
+            onProgress: (done, total) => {
+              // Progress on a terminal: one rewritten line; elsewhere a line per 10 %.
+              const pct = total === 0 ? 100 : Math.floor((done * 100) / total)
+              if (tty) err.write(`\rreseal ${done}/${total} principals (${pct}%)`)
+              else if (pct >= last + 10 || done === total) err.write(`reseal ${done}/${total} principals (${pct}%)\n`)
+              if (!tty && (pct >= last + 10 || done === total)) last = pct
+            },
+          })
+          if (tty && a.step === 'reseal') err.write('\n')
+          if (a.json) out.write(`${JSON.stringify(r)}\n`)
+          else {
+            const s = r.status
+            if (r.step === 'add') out.write(`master key kvno ${r.kvno} added (stash: ${r.stash.join(', ')}); next: kdc master-key use\n`)
+            if (r.step === 'use') out.write(`new seals use master key kvno ${r.kvno}; next: kdc master-key reseal\n`)
+            if (r.step === 'reseal') out.write(`resealed ${r.resealed} of ${r.total} principals under master key kvno ${s.active}; next: kdc master-key retire\n`)
+            if (r.step === 'retire') out.write(`retired master key(s) ${r.retired!.join(', ') || '(none)'}; the stash holds kvno ${r.stash.join(', ')}\n`)
+            out.write(
+              `active ${s.active}; known ${s.known.join(', ')}; stash ${r.stash.join(', ')}${s.reseal ? `; reseal to ${s.reseal.target} unfinished (run reseal)` : ''}${s.unregistered.length ? `; stash keys not yet added: ${s.unregistered.join(', ')} (run add)` : ''}\n`,
+            )
+          }
+          return Exit.OK
+        }),
+    )
+    .demandCommand(1, 'name a command: init, start, status or master-key')
     .epilogue(exitCodesEpilogue())
     .strict()
     .help()

@@ -20,7 +20,7 @@ import { checkKdfParams, defaultSalt, passwordToKey, randomUint32, tryOpen } fro
 import { checkPrincipalId } from '../db/names.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
-import type { KdcAddress, RealmFile } from '../krb/realm-file.js'
+import { type KdcAddress, type RealmFile, transportKeyAt } from '../krb/realm-file.js'
 import { type ChannelOptions, type ClientChannel, connectChannel, openWithRequest } from '../wire/client.js'
 import { ResumptionStore } from '../wire/resumption.js'
 import type { CredentialCache } from './ccache.js'
@@ -537,7 +537,7 @@ export class KdcClient {
     if (
       this.channels.has(id) ||
       listener === 'admin' ||
-      !this.resumption?.get(ResumptionStore.id(kdc.host, port, this.realm.transportKey))
+      !this.resumption?.get(ResumptionStore.id(kdc.host, port, transportKeyAt(this.realm, this.now())))
     )
       return { channel: this.channel(kdc, listener) }
     const { channel, reply } = openWithRequest(this.channelOptions(kdc, listener), build, { signal, timeoutMs: this.opts.timeoutMs })
@@ -549,7 +549,8 @@ export class KdcClient {
     return {
       host: kdc.host,
       port: kdc[listener],
-      serverKey: this.realm.transportKey,
+      // During an identity-key rotation, the key the realm file names for now (PROTOCOL.md §3.7).
+      serverKey: transportKeyAt(this.realm, this.now()),
       connectTimeoutMs: this.opts.connectTimeoutMs,
       handshakeTimeoutMs: this.opts.connectTimeoutMs,
       ...(this.resumption ? { resumption: this.resumption } : {}),

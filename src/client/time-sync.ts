@@ -2,7 +2,8 @@
 import { ErrorCode } from '../../proto/error-codes.js'
 import type { Message, TimeRep } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
-import { constantTimeEqual, randomBytes, randomUint32, verify } from '../crypto/index.js'
+import { constantTimeEqual, identityKeyId, randomBytes, randomUint32, verify } from '../crypto/index.js'
+import { signingKeyAt } from '../krb/realm-file.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { timeSignatureInput } from '../krb/time-sig.js'
 import type { KdcClient } from './kdc-client.js'
@@ -73,9 +74,12 @@ export async function syncTime(client: KdcClient, opts: SyncTimeOptions = {}): P
   let best: { offset: number; delay: number; radius: number; server: number } | undefined
   for (let i = 0; i < n; i++) {
     const nonce = randomBytes(32)
+    // The signing key the realm file names for now; `k` asks the KDC to sign with it (PROTOCOL.md §8.4).
+    const signingKey = signingKeyAt(client.realm, client.now())
+    const k = identityKeyId(signingKey)
     const m1 = mono()
     const t1 = localWall()
-    const rep = await client.send('time', (): Message => ({ v: PROTOCOL_VERSION, t: MsgType.TIME_REQ, nonce }), signal)
+    const rep = await client.send('time', (): Message => ({ v: PROTOCOL_VERSION, t: MsgType.TIME_REQ, nonce, k }), signal)
     const t4 = t1 + (mono() - m1)
     if (rep.t === MsgType.KRB_ERROR) {
       // 29 TIME_UNCERTAIN: the served clock is too far from the host's to sign a bound (a
@@ -97,7 +101,7 @@ export async function syncTime(client: KdcClient, opts: SyncTimeOptions = {}): P
       }
       throw krbErrorFromReply(rep, t4)
     }
-    const r = checkTimeRep(rep, nonce, client.realm.signingKey)
+    const r = checkTimeRep(rep, nonce, signingKey)
     const t2 = r.recv / 1000
     const t3 = r.xmit / 1000
     const delay = t4 - t1 - (t3 - t2)

@@ -242,3 +242,15 @@ export function openFrame(key: Uint8Array, counter: number, box: Uint8Array): Ui
   if (box.length < 16) return null
   return backend().secretboxOpen(box, counterNonce(counter), key)
 }
+
+const KEY_ID_NAME = Buffer.from('tessera-key-id-v1', 'ascii')
+/** Length of an identity key id, bytes. */
+export const IDENTITY_KEY_ID_BYTES = 8
+
+/**
+ * The id of a KDC identity public key (X25519 transport or Ed25519 signing; PROTOCOL.md §3.7):
+ * SHA-256("tessera-key-id-v1" || public key)[0:8]. HS_INIT `k` and TIME_REQ `k` name a key by it.
+ */
+export function identityKeyId(publicKey: Uint8Array): Uint8Array {
+  return Uint8Array.from(sha256(KEY_ID_NAME, publicKey).subarray(0, IDENTITY_KEY_ID_BYTES))
+}

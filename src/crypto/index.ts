@@ -19,6 +19,8 @@ export {
   type TransportKeys,
   transcriptHash,
   wipeTransportKeys,
+  identityKeyId,
+  IDENTITY_KEY_ID_BYTES,
 } from './handshake.js'
 export {
   checkKdfParams,

@@ -9,7 +9,7 @@ import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { decode, encode } from '../wire/codec.js'
 import { KeyedMutex } from './mutex.js'
 import { LruCache } from './lru.js'
-import { MASTER_KEY_BYTES } from './master-key.js'
+import { MASTER_KEY_BYTES, type MasterKeyEntry } from './master-key.js'
 import {
   checkPrincipalId,
   checkRealm,
@@ -50,8 +50,14 @@ export interface PrincipalDbOptions {
    * the mutexes are per instance.
    */
   db?: AnyLevel
-  /** The realm master key, 32 bytes. Copied; the caller may wipe its own copy. */
-  masterKey: Uint8Array
+  /** The realm master key, 32 bytes, as kvno 1 (a realm whose master key was never rotated). Copied. */
+  masterKey?: Uint8Array
+  /**
+   * Every master key of the stash ({@link readStashKeys}), instead of `masterKey`. The database
+   * says which one seals (`master-keys` record, see {@link PrincipalDb.masterKeyStatus}); a
+   * stash key the database does not know yet is ignored (a `kdc master-key add` cut short).
+   */
+  masterKeys?: readonly MasterKeyEntry[]
   /** Principals kept decoded in the LRU cache; 0 disables it. @default 200000 */
   cacheSize?: number
   /** Write `lastSuccess` on every successful login (one write per login). @default false */
@@ -114,6 +120,8 @@ interface StoredKey extends Omit<KeyVersion, 'key'> {
 /** A principal as stored. */
 interface StoredPrincipal extends Omit<PrincipalRecord, 'keys' | 'passwordHistory'> {
   v: number
+  /** Master key version the keys are sealed under (absent: 1). */
+  mk?: number
   keys: StoredKey[]
   passwordHistory?: StoredKey[]
 }
@@ -123,11 +131,41 @@ interface StoredKeyPair {
 }
 interface StoredRealm {
   v: number
+  /** Master key version the pairs are sealed under (absent: 1). */
+  mk?: number
   realm: string
   createdAt: number
   transportKey: StoredKeyPair
   signingKey: StoredKeyPair
+  nextTransportKey?: StoredKeyPair
+  nextSigningKey?: StoredKeyPair
+  nextActivatesAt?: number
+  previousTransportKey?: StoredKeyPair
+  previousSigningKey?: StoredKeyPair
 }
+
+/** The identity key roles of a realm record, with the role name their sealed form is bound to. */
+const REALM_PAIRS = [
+  ['transportKey', 'transport'],
+  ['signingKey', 'signing'],
+  ['nextTransportKey', 'next-transport'],
+  ['nextSigningKey', 'next-signing'],
+  ['previousTransportKey', 'previous-transport'],
+  ['previousSigningKey', 'previous-signing'],
+] as const
+
+/** The master keys the database knows (meta `master-keys`); absent: kvno 1 alone. */
+export interface MasterKeyStatus {
+  /** The version new seals use. */
+  active: number
+  /** Every version the database knows (a stash must hold those records may still be sealed under). */
+  known: number[]
+  /** Set while `reseal` runs or was cut short: the version being resealed to, and the last principal key done. */
+  reseal?: { target: number; after?: string }
+}
+
+/** Keys derived once from the first master key and kept (sealed) across master-key rotations. */
+const DERIVED_LABELS = ['tessera kdf hint v1', 'tessera audit v1'] as const
 
 type Sub = AbstractSublevel<AnyLevel, unknown, string, Uint8Array>
 
@@ -262,7 +300,13 @@ export class PrincipalDb {
   readonly #policyRefs: Sub
   readonly #meta: Sub
   readonly #admin: Sub
-  readonly #masterKey: Uint8Array
+  /** Master keys by version; #active seals. */
+  readonly #ring = new Map<number, Uint8Array>()
+  #active = 1
+  #mkStatus: MasterKeyStatus = { active: 1, known: [1] }
+  /** Keys derived from the first master key (stable across rotations), by label. */
+  readonly #derived = new Map<string, Uint8Array>()
+  readonly #realmListeners = new Set<() => void | Promise<void>>()
   readonly #cache: LruCache<string, Readonly<PrincipalRecord>>
   readonly #loads = new Map<string, Load>()
   readonly #mutex = new KeyedMutex()
@@ -271,7 +315,7 @@ export class PrincipalDb {
   readonly #kdfCensus = new Map<string, { kdf: KdfParams | undefined; count: number }>()
   #censusReady: Promise<void> | undefined
   /** Keys the per-name choice of {@link kdfHint} (derived from the master key: stable across restarts, unknown outside). */
-  readonly #hintKey: Uint8Array
+  #hintKey: Uint8Array = new Uint8Array(32)
   /** Lockout counters, authoritative while open (see attemptPreauth). */
   readonly #counters = new Map<string, LockoutState>()
   readonly #counterLoads = new Map<string, Promise<void>>()
@@ -301,8 +345,8 @@ export class PrincipalDb {
     this.#policyRefs = sub('policy-refs')
     this.#meta = sub('meta')
     this.#admin = sub('admin')
-    this.#masterKey = copyBytes(opts.masterKey)
-    this.#hintKey = hkdf(this.#masterKey, new Uint8Array(0), 'tessera kdf hint v1', 32)
+    if (opts.masterKeys !== undefined) for (const e of opts.masterKeys) this.#ring.set(e.kvno, copyBytes(e.key))
+    else this.#ring.set(1, copyBytes(opts.masterKey!))
     this.#cache = new LruCache(opts.cacheSize ?? DEFAULT_PRINCIPAL_DB_OPTIONS.cacheSize)
     this.#trackLastSuccess = opts.trackLastSuccess ?? DEFAULT_PRINCIPAL_DB_OPTIONS.trackLastSuccess
     this.#now = opts.now ?? Date.now
@@ -316,7 +360,12 @@ export class PrincipalDb {
    * TESSERA_DB for other storage failures.
    */
   static async open(opts: PrincipalDbOptions): Promise<PrincipalDb> {
-    if (!isBytes(opts.masterKey) || opts.masterKey.length !== MASTER_KEY_BYTES)
+    if (opts.masterKeys !== undefined) {
+      if (!Array.isArray(opts.masterKeys) || opts.masterKeys.length === 0) throw new RangeError('masterKeys must list at least one key')
+      for (const e of opts.masterKeys)
+        if (!Number.isSafeInteger(e?.kvno) || e.kvno < 1 || !isBytes(e.key) || e.key.length !== MASTER_KEY_BYTES)
+          throw new RangeError(`every master key must be a kvno >= 1 and ${MASTER_KEY_BYTES} bytes`)
+    } else if (!isBytes(opts.masterKey) || opts.masterKey.length !== MASTER_KEY_BYTES)
       throw new RangeError(`masterKey must be ${MASTER_KEY_BYTES} bytes`)
     if (opts.cacheSize !== undefined && (!Number.isSafeInteger(opts.cacheSize) || opts.cacheSize < 0))
       throw new RangeError('cacheSize must be a non-negative integer')
@@ -378,7 +427,8 @@ export class PrincipalDb {
     } catch (err) {
       throw this.#wrap(err, 'close')
     } finally {
-      wipe(this.#masterKey)
+      for (const k of this.#ring.values()) wipe(k)
+      for (const k of this.#derived.values()) wipe(k)
       wipe(this.#hintKey)
     }
   }
@@ -392,43 +442,100 @@ export class PrincipalDb {
     if (raw === undefined) return undefined
     const s = this.#decodeObject(raw, 'realm record') as unknown as StoredRealm
     if (s.v !== FORMAT_VERSION || typeof s.realm !== 'string') corrupt('realm record')
+    const mk = s.mk ?? 1
     const pair = (p: StoredKeyPair | undefined, which: string) => {
       if (!p || !isBytes(p.publicKey) || !isBytes(p.sealed)) corrupt('realm record')
-      return { secretKey: this.#openKey(p.sealed, `realm:${s.realm}:${which}`, 0), publicKey: copyBytes(p.publicKey) }
+      return { secretKey: this.#openKey(p.sealed, `realm:${s.realm}:${which}`, 0, mk), publicKey: copyBytes(p.publicKey) }
     }
-    return {
+    const r: RealmRecord = {
       realm: s.realm,
       createdAt: s.createdAt,
       transportKey: pair(s.transportKey, 'transport'),
       signingKey: pair(s.signingKey, 'signing'),
     }
+    for (const [field, role] of REALM_PAIRS.slice(2)) if (s[field] !== undefined) r[field] = pair(s[field], role)
+    if (typeof s.nextActivatesAt === 'number') r.nextActivatesAt = s.nextActivatesAt
+    return r
+  }
+
+  #encodeRealm(r: RealmRecord): Uint8Array {
+    checkRealm(r.realm)
+    const stored: StoredRealm = {
+      v: FORMAT_VERSION,
+      realm: r.realm,
+      createdAt: r.createdAt,
+      transportKey: undefined as unknown as StoredKeyPair,
+      signingKey: undefined as unknown as StoredKeyPair,
+    }
+    if (this.#active !== 1) stored.mk = this.#active
+    for (const [field, role] of REALM_PAIRS) {
+      const p = r[field]
+      if (p === undefined) {
+        if (field === 'transportKey' || field === 'signingKey') throw new RangeError('a realm record needs its transport and signing keys')
+        continue
+      }
+      if (!isBytes(p.secretKey) || p.secretKey.length !== 32 || !isBytes(p.publicKey) || p.publicKey.length !== 32)
+        throw new RangeError('realm identity keys must be 32-byte key pairs')
+      stored[field] = { publicKey: p.publicKey, sealed: this.#sealKey(p.secretKey, `realm:${r.realm}:${role}`, 0) }
+    }
+    if (r.nextActivatesAt !== undefined) {
+      if (!Number.isSafeInteger(r.nextActivatesAt) || r.nextActivatesAt < 0) throw new RangeError('nextActivatesAt must be ms since epoch')
+      stored.nextActivatesAt = r.nextActivatesAt
+    }
+    return encode(stored)
   }
 
   /** Store the realm record, once. TesseraError(TESSERA_EXISTS) if the database already has one. */
   async putRealm(r: RealmRecord): Promise<void> {
     this.#assertOpen()
-    checkRealm(r.realm)
-    for (const p of [r.transportKey, r.signingKey])
-      if (!isBytes(p?.secretKey) || p.secretKey.length !== 32 || !isBytes(p.publicKey) || p.publicKey.length !== 32)
-        throw new RangeError('realm identity keys must be 32-byte key pairs')
+    const value = this.#encodeRealm(r)
     await this.#locked('meta:realm', async () => {
       if ((await this.#get(this.#meta, 'realm')) !== undefined)
         throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, 'this database already holds a realm')
-      const stored: StoredRealm = {
-        v: FORMAT_VERSION,
-        realm: r.realm,
-        createdAt: r.createdAt,
-        transportKey: {
-          publicKey: r.transportKey.publicKey,
-          sealed: this.#sealKey(r.transportKey.secretKey, `realm:${r.realm}:transport`, 0),
-        },
-        signingKey: {
-          publicKey: r.signingKey.publicKey,
-          sealed: this.#sealKey(r.signingKey.secretKey, `realm:${r.realm}:signing`, 0),
-        },
-      }
-      await this.#batch([{ type: 'put', sublevel: this.#meta, key: 'realm', value: encode(stored) }], [])
+      await this.#batch([{ type: 'put', sublevel: this.#meta, key: 'realm', value }], [])
     })
+  }
+
+  /**
+   * Replace the realm record (an identity-key rotation step) as one synced batch, through
+   * `opts.commit` (the audit anchor). `change` gets the record as stored now and returns the new one;
+   * it runs under the realm lock. The realm's name never changes. Listeners of
+   * {@link onRealmChange} are told once the write landed.
+   */
+  async updateRealm(change: (r: RealmRecord) => RealmRecord, opts?: WriteOptions): Promise<RealmRecord> {
+    this.#assertOpen()
+    const next = await this.#locked('meta:realm', async () => {
+      const cur = await this.getRealm()
+      if (cur === undefined) throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, 'this database holds no realm')
+      const r = change(cur)
+      if (r.realm !== cur.realm) throw new RangeError('the realm name of a realm record never changes')
+      await this.#batch([{ type: 'put', sublevel: this.#meta, key: 'realm', value: this.#encodeRealm(r) }], [], opts)
+      return r
+    })
+    // Awaited, so that the caller's answer comes after the listeners acted (the KDC rewrote realm.json).
+    for (const fn of this.#realmListeners) await Promise.resolve().then(fn).catch(() => {})
+    return next
+  }
+
+  /**
+   * Call `fn` after every {@link updateRealm} of this database object; updateRealm resolves
+   * once `fn` has (its failure is its own). Returns the unsubscribe.
+   */
+  onRealmChange(fn: () => void | Promise<void>): () => void {
+    this.#realmListeners.add(fn)
+    return () => this.#realmListeners.delete(fn)
+  }
+
+  /**
+   * A key derived for `label` from the realm's first master key, the same for the realm's whole
+   * life: master-key rotations keep it (sealed in the `derived` record). The audit log's HMAC
+   * key is `derivedKey('tessera audit v1')`. A copy: the caller wipes it.
+   */
+  derivedKey(label: (typeof DERIVED_LABELS)[number]): Uint8Array {
+    this.#assertOpen()
+    const k = this.#derived.get(label)
+    if (k === undefined) throw new RangeError(`no derived key ${label}`)
+    return copyBytes(k)
   }
 
   // ---- principals ----
@@ -1271,7 +1378,8 @@ export class PrincipalDb {
 
   async #checkMasterKey(): Promise<void> {
     const check = await this.#get(this.#meta, 'check')
-    if (check === undefined) {
+    const statusRaw = await this.#get(this.#meta, 'master-keys')
+    if (check === undefined && statusRaw === undefined) {
       // Never adopt a key for a database that already has data: its check record is missing,
       // and a wrong key would otherwise be accepted and seal new keys under it.
       let hasData = false
@@ -1279,24 +1387,242 @@ export class PrincipalDb {
         for await (const _ of this.#db.keys({ limit: 1 })) hasData = true
       })
       if (hasData) throw new TesseraError(TesseraErrorCode.TESSERA_DB, 'principal database has data but no master-key check record')
+      if (this.#ring.size !== 1 || !this.#ring.has(1)) throw new RangeError('a new database takes one master key, kvno 1')
       await this.#batch(
         [
           { type: 'put', sublevel: this.#meta, key: 'format', value: encode({ version: FORMAT_VERSION }) },
-          { type: 'put', sublevel: this.#meta, key: 'check', value: this.#sealKey(new Uint8Array(32), CHECK_BINDING, 0) },
+          { type: 'put', sublevel: this.#meta, key: 'check', value: this.#sealWith(this.#ring.get(1)!, new Uint8Array(32), CHECK_BINDING, 0) },
         ],
         [],
       )
+      this.#loadDerived(undefined)
       return
     }
     const format = await this.#get(this.#meta, 'format')
     const version = format === undefined ? undefined : (this.#decodeObject(format, 'format record') as { version?: unknown }).version
     if (version !== FORMAT_VERSION)
       throw new TesseraError(TesseraErrorCode.TESSERA_DB, `principal database format ${String(version)} is not supported (expected ${FORMAT_VERSION})`)
-    try {
-      this.#openKey(check, CHECK_BINDING, 0)
-    } catch (err) {
-      throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, 'master key does not match this database', { cause: err })
+    if (statusRaw !== undefined) {
+      const st = this.#decodeObject(statusRaw, 'master-key record') as unknown as MasterKeyStatus
+      if (!Number.isSafeInteger(st.active) || !Array.isArray(st.known) || !st.known.includes(st.active)) corrupt('master-key record')
+      this.#mkStatus = { active: st.active, known: [...st.known] }
+      if (st.reseal !== undefined) this.#mkStatus.reseal = { ...st.reseal }
     }
+    for (const kvno of this.#mkStatus.known) {
+      const key = this.#ring.get(kvno)
+      if (key === undefined)
+        throw new TesseraError(
+          TesseraErrorCode.TESSERA_CONFIG,
+          `the stash lacks master key kvno ${kvno}, which this database still uses (restore the stash from before the rotation, or finish it: docs/operations.md)`,
+        )
+      const rec = kvno === 1 ? check : await this.#get(this.#meta, `check:${kvno}`)
+      try {
+        if (rec === undefined) throw new Error('no check record')
+        this.#openWith(key, rec, CHECK_BINDING, 0)
+      } catch (err) {
+        throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, 'master key does not match this database', { cause: err })
+      }
+    }
+    this.#active = this.#mkStatus.active
+    const derived = await this.#get(this.#meta, 'derived')
+    this.#loadDerived(derived === undefined ? undefined : (this.#decodeObject(derived, 'derived-key record') as unknown as StoredDerived))
+  }
+
+  /** The stable derived keys: from the `derived` record, or (never rotated) from master key 1. */
+  #loadDerived(d: StoredDerived | undefined): void {
+    for (const label of DERIVED_LABELS) {
+      let k: Uint8Array
+      if (d !== undefined) {
+        const sealed = d.keys?.[label]
+        if (!isBytes(sealed)) corrupt('derived-key record')
+        k = this.#openKey(sealed, `derived:${label}`, 0, d.mk)
+      } else {
+        const first = this.#ring.get(1)
+        if (first === undefined || this.#mkStatus.known.length !== 1) corrupt('database (no derived-key record after a master-key rotation)')
+        k = hkdf(first, new Uint8Array(0), label, 32)
+      }
+      this.#derived.set(label, k)
+    }
+    this.#hintKey = copyBytes(this.#derived.get('tessera kdf hint v1')!)
+  }
+
+  #encodeDerived(): Uint8Array {
+    const keys: Record<string, Uint8Array> = {}
+    for (const label of DERIVED_LABELS) keys[label] = this.#sealKey(this.#derived.get(label)!, `derived:${label}`, 0)
+    return encode({ mk: this.#active, keys })
+  }
+
+  // ---- master-key rotation (MIT add_mkey / use_mkey / update_princ_encryption / purge_mkeys) ----
+
+  /** The master keys the database knows, which one seals, a reseal under way, and stash keys it does not know yet. */
+  masterKeyStatus(): MasterKeyStatus & { unregistered: number[] } {
+    this.#assertOpen()
+    const st = this.#mkStatus
+    return {
+      active: st.active,
+      known: [...st.known],
+      ...(st.reseal ? { reseal: { ...st.reseal } } : {}),
+      unregistered: [...this.#ring.keys()].filter((k) => !st.known.includes(k)),
+    }
+  }
+
+  #statusOp(st: MasterKeyStatus): BatchOp {
+    return { type: 'put', sublevel: this.#meta, key: 'master-keys', value: encode(st) }
+  }
+
+  /**
+   * add_mkey: make stash key `kvno` (given at open, not yet known) known to the database: its
+   * check record, and the derived keys kept sealed from now on. Nothing is sealed under it yet.
+   */
+  async addMasterKey(kvno: number): Promise<void> {
+    this.#assertOpen()
+    await this.#locked('meta:master', async () => {
+      const key = this.#ring.get(kvno)
+      if (key === undefined) throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `the stash holds no master key kvno ${kvno}`)
+      if (this.#mkStatus.known.includes(kvno)) return
+      const st: MasterKeyStatus = { ...this.#mkStatus, known: [...this.#mkStatus.known, kvno] }
+      const ops: BatchOp[] = [
+        { type: 'put', sublevel: this.#meta, key: `check:${kvno}`, value: this.#sealWith(key, new Uint8Array(32), CHECK_BINDING, 0) },
+        this.#statusOp(st),
+      ]
+      if ((await this.#get(this.#meta, 'derived')) === undefined) ops.push({ type: 'put', sublevel: this.#meta, key: 'derived', value: this.#encodeDerived() })
+      await this.#batch(ops, [])
+      this.#mkStatus = st
+    })
+  }
+
+  /** use_mkey: new seals use master key `kvno` (known) from now on; records sealed before stay readable. */
+  async useMasterKey(kvno: number): Promise<void> {
+    this.#assertOpen()
+    await this.#locked('meta:master', async () => {
+      if (!this.#mkStatus.known.includes(kvno))
+        throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `the database knows no master key kvno ${kvno}: add it first`)
+      if (this.#mkStatus.active === kvno) return
+      const st: MasterKeyStatus = { active: kvno, known: [...this.#mkStatus.known] }
+      await this.#batch([this.#statusOp(st)], [])
+      this.#mkStatus = st
+      this.#active = kvno
+    })
+  }
+
+  /**
+   * update_princ_encryption: re-seal every record not sealed under the active master key, in
+   * batches of `batchSize` principals; each batch also moves the progress marker (meta
+   * `master-keys`.reseal), so a run cut short (kill -9) resumes after the last batch that
+   * landed. The realm record and the derived keys are resealed first. `onProgress(done,
+   * total)` after each batch; `afterBatch` (tests) runs after each batch landed.
+   */
+  async reseal(
+    o: { batchSize?: number; onProgress?: (done: number, total: number) => void; afterBatch?: () => Promise<void> } = {},
+  ): Promise<{ resealed: number; total: number }> {
+    this.#assertOpen()
+    const batchSize = o.batchSize ?? 100
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer')
+    return this.#locked('meta:master', async () => {
+      const target = this.#active
+      const prior = this.#mkStatus.reseal
+      const after = prior?.target === target ? prior.after : undefined
+      const total = await this.#countKeys()
+      // The marker first, with the realm record and the derived keys.
+      const head: BatchOp[] = [{ type: 'put', sublevel: this.#meta, key: 'derived', value: this.#encodeDerived() }]
+      const realm = await this.getRealm()
+      if (realm !== undefined) head.push({ type: 'put', sublevel: this.#meta, key: 'realm', value: this.#encodeRealm(realm) })
+      let st: MasterKeyStatus = { active: target, known: [...this.#mkStatus.known], reseal: after === undefined ? { target } : { target, after } }
+      head.push(this.#statusOp(st))
+      await this.#guard('write', () => this.#db.batch(head, SYNC))
+      this.#mkStatus = st
+      let done = after === undefined ? 0 : await this.#countKeys(after)
+      let resealed = 0
+      o.onProgress?.(done, total)
+      let cursor = after
+      for (;;) {
+        const keys: string[] = []
+        const range = cursor === undefined ? { limit: batchSize } : { gt: cursor, limit: batchSize }
+        await this.#guard('reseal', async () => {
+          for await (const k of this.#principals.keys(range)) keys.push(k)
+        })
+        if (keys.length === 0) break
+        const ops: BatchOp[] = []
+        // Each record under its own lock (as #writeCounters), all locks held until the batch landed.
+        const step = async (i: number): Promise<void> => {
+          if (i < keys.length) {
+            const key = keys[i]!
+            return this.#mutex.run(key, async () => {
+              const raw = await this.#get(this.#principals, key)
+              if (raw !== undefined) {
+                const sp = this.#decodePrincipal(raw)
+                if ((sp.mk ?? 1) !== target) {
+                  const rec = this.#unsealPrincipal(sp, key)
+                  ops.push({ type: 'put', sublevel: this.#principals, key, value: this.#encodePrincipalStored(rec, key, sp) })
+                  for (const k of rec.keys) wipe(k.key)
+                  resealed++
+                }
+              }
+              await step(i + 1)
+            })
+          }
+          st = { active: target, known: [...st.known], reseal: { target, after: keys[keys.length - 1]! } }
+          ops.push(this.#statusOp(st))
+          await this.#guard('write', () => this.#db.batch(ops, SYNC))
+          this.#mkStatus = st
+          for (const key of keys) this.#invalidate(key)
+        }
+        await step(0)
+        cursor = keys[keys.length - 1]!
+        done += keys.length
+        o.onProgress?.(Math.min(done, total), total)
+        await o.afterBatch?.()
+        if (keys.length < batchSize) break
+      }
+      st = { active: target, known: [...st.known] }
+      await this.#guard('write', () => this.#db.batch([this.#statusOp(st)], SYNC))
+      this.#mkStatus = st
+      return { resealed, total }
+    })
+  }
+
+  /**
+   * purge_mkeys: forget master key `kvno` once nothing is sealed under it (every record is
+   * checked: refused, TESSERA_EXISTS, while one is, or while a reseal is unfinished). After
+   * this the stash no longer needs it (`kdc master-key retire` then rewrites the stash).
+   */
+  async retireMasterKey(kvno: number): Promise<void> {
+    this.#assertOpen()
+    await this.#locked('meta:master', async () => {
+      const st0 = this.#mkStatus
+      if (!st0.known.includes(kvno)) return
+      if (kvno === st0.active) throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `master key kvno ${kvno} is the active one: use another first`)
+      if (st0.reseal !== undefined) throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, 'a reseal is unfinished: run it again first')
+      const uses = (mk: number | undefined) => (mk ?? 1) === kvno
+      let used: string | undefined
+      await this.#guard('retire', async () => {
+        for await (const [k, raw] of this.#principals.iterator())
+          if (uses(this.#decodePrincipal(raw).mk)) {
+            used = formatPrincipal(principalFromKey(k))
+            break
+          }
+      })
+      for (const meta of ['realm', 'derived']) {
+        const raw = await this.#get(this.#meta, meta)
+        if (raw !== undefined && uses((this.#decodeObject(raw, `${meta} record`) as { mk?: number }).mk)) used ??= `the ${meta} record`
+      }
+      if (used !== undefined) throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `master key kvno ${kvno} still seals ${used}: run reseal first`)
+      const st: MasterKeyStatus = { active: st0.active, known: st0.known.filter((k) => k !== kvno) }
+      await this.#batch([{ type: 'del', sublevel: this.#meta, key: kvno === 1 ? 'check' : `check:${kvno}` }, this.#statusOp(st)], [])
+      this.#mkStatus = st
+      const key = this.#ring.get(kvno)
+      if (key !== undefined) wipe(key)
+      this.#ring.delete(kvno)
+    })
+  }
+
+  /** Principals in the store (those at or before `upTo` when given). */
+  async #countKeys(upTo?: string): Promise<number> {
+    let n = 0
+    await this.#guard('count', async () => {
+      for await (const _ of this.#principals.keys(upTo === undefined ? {} : { lte: upTo })) n++
+    })
+    return n
   }
 
   async #loadPolicies(): Promise<void> {
@@ -1333,21 +1659,33 @@ export class PrincipalDb {
   }
 
   /**
-   * The sealed form of one key. The sealed plaintext names what the key belongs to (the
-   * principal's database key, or the realm role) and its kvno, and is checked on open: a
-   * sealed key copied into another record (say a known user key into krbtgt) is refused.
+   * The sealed form of one key, under the active master key. The sealed plaintext names what
+   * the key belongs to (the principal's database key, or the realm role) and its kvno, and is
+   * checked on open: a sealed key copied into another record (say a known user key into krbtgt) is refused.
    */
   #sealKey(key: Uint8Array, binding: string, kvno: number): Uint8Array {
+    return this.#sealWith(this.#ring.get(this.#active)!, key, binding, kvno)
+  }
+
+  #sealWith(master: Uint8Array, key: Uint8Array, binding: string, kvno: number): Uint8Array {
     const plain = encode({ b: binding, n: kvno, k: key })
     try {
-      return seal(this.#masterKey, KeyUsage.DB_KEY_AT_REST, plain)
+      return seal(master, KeyUsage.DB_KEY_AT_REST, plain)
     } finally {
       wipe(plain)
     }
   }
 
-  #openKey(sealed: Uint8Array, binding: string, kvno: number): Uint8Array {
-    const plain = tryOpen(this.#masterKey, KeyUsage.DB_KEY_AT_REST, sealed)
+  /** Open a key sealed under master key version `mk` (absent in a record: 1). */
+  #openKey(sealed: Uint8Array, binding: string, kvno: number, mk: number | undefined): Uint8Array {
+    const master = this.#ring.get(mk ?? 1)
+    if (master === undefined)
+      throw new TesseraError(TesseraErrorCode.TESSERA_INTEGRITY, `a sealed key is under master key kvno ${mk ?? 1}, which the stash does not hold`)
+    return this.#openWith(master, sealed, binding, kvno)
+  }
+
+  #openWith(master: Uint8Array, sealed: Uint8Array, binding: string, kvno: number): Uint8Array {
+    const plain = tryOpen(master, KeyUsage.DB_KEY_AT_REST, sealed)
     if (plain === null) throw new TesseraError(TesseraErrorCode.TESSERA_INTEGRITY, 'a sealed key does not open under the master key')
     try {
       const v = decode(plain) as { b?: unknown; n?: unknown; k?: unknown } | null
@@ -1359,11 +1697,22 @@ export class PrincipalDb {
     }
   }
 
+  /** The stored record `sp` with the keys of `rec` sealed again under the active master key; every other field as stored. */
+  #encodePrincipalStored(rec: PrincipalRecord, key: string, sp: StoredPrincipal): Uint8Array {
+    const fresh = this.#decodePrincipal(this.#encodePrincipal(rec, key))
+    const out: StoredPrincipal = { ...sp, keys: fresh.keys }
+    if (fresh.passwordHistory !== undefined) out.passwordHistory = fresh.passwordHistory
+    if (fresh.mk === undefined) delete out.mk
+    else out.mk = fresh.mk
+    return encode(out)
+  }
+
   #encodePrincipal(rec: PrincipalRecord, key: string): Uint8Array {
     const { passwordHistory: _h, ...plain } = rec
     const stored: StoredPrincipal = {
       ...plain,
       v: FORMAT_VERSION,
+      ...(this.#active !== 1 ? { mk: this.#active } : {}),
       keys: rec.keys.map(({ key: k, ...meta }) => ({ ...meta, sealed: this.#sealKey(k, key, meta.kvno) })),
     }
     // Old password keys are bound to their own role, so none can be moved into `keys`.
@@ -1373,18 +1722,24 @@ export class PrincipalDb {
   }
 
   #unsealPrincipal(s: StoredPrincipal, key: string): PrincipalRecord {
-    const { v: _v, keys, passwordHistory, ...rest } = s
+    const { v: _v, mk, keys, passwordHistory, ...rest } = s
     const id = principalFromKey(key)
     if (!samePrincipal(rest, id)) corrupt('principal record (name does not match its key)')
     const rec: PrincipalRecord = {
       ...rest,
       components: [...rest.components],
-      keys: keys.map(({ sealed, ...meta }) => ({ ...meta, key: this.#openKey(sealed, key, meta.kvno) })),
+      keys: keys.map(({ sealed, ...meta }) => ({ ...meta, key: this.#openKey(sealed, key, meta.kvno, mk) })),
     }
     if (passwordHistory !== undefined)
-      rec.passwordHistory = passwordHistory.map(({ sealed, ...meta }) => ({ ...meta, key: this.#openKey(sealed, `history:${key}`, meta.kvno) }))
+      rec.passwordHistory = passwordHistory.map(({ sealed, ...meta }) => ({ ...meta, key: this.#openKey(sealed, `history:${key}`, meta.kvno, mk) }))
     return rec
   }
+}
+
+/** The `derived` meta record: the stable derived keys, sealed under master key `mk`. */
+interface StoredDerived {
+  mk: number
+  keys: Record<string, Uint8Array>
 }
 
 type BatchOp =

@@ -138,6 +138,18 @@ export interface RealmRecord {
   transportKey: { secretKey: Uint8Array; publicKey: Uint8Array }
   /** KDC Ed25519 signing key pair (secret = 32-byte seed). */
   signingKey: { secretKey: Uint8Array; publicKey: Uint8Array }
+  /**
+   * A staged identity rotation (src/admin/identity.ts): the next key pairs, published in
+   * realm.json as soon as they exist, answered to on request at once, and the KDC's default
+   * from `nextActivatesAt` on (decided by the clock; `activate-identity` makes them current).
+   */
+  nextTransportKey?: { secretKey: Uint8Array; publicKey: Uint8Array }
+  nextSigningKey?: { secretKey: Uint8Array; publicKey: Uint8Array }
+  /** When the next keys become the default, ms since epoch (set with either next key). */
+  nextActivatesAt?: number
+  /** After activation: the keys current before, still answered to (old realm.json) until `retire-identity`. */
+  previousTransportKey?: { secretKey: Uint8Array; publicKey: Uint8Array }
+  previousSigningKey?: { secretKey: Uint8Array; publicKey: Uint8Array }
 }
 
 /** Outcome of recording a failed pre-auth attempt. */

@@ -2,7 +2,7 @@
 import path from 'node:path'
 import { randomBytes } from '../crypto/index.js'
 import { LruCache } from '../db/lru.js'
-import { readStash } from '../db/master-key.js'
+import { readStashKeys } from '../db/master-key.js'
 import { formatPrincipal, parsePrincipal } from '../db/names.js'
 import { Keytab, type KeytabEntry, writeKeytab } from '../krb/keytab.js'
 import { PrincipalDb } from '../db/principal-db.js'
@@ -25,7 +25,7 @@ import { type ExtraHandlers, type ListenerName, makeHandler } from './dispatch.j
 import { processTimeReq, ServedClock, type ServedClockOptions } from './time-req.js'
 import { jwtIssuerOf } from './jwt.js'
 import { realmJwks } from '../krb/jwks.js'
-import { bootstrapRealm, makeRealmFile, newPrincipalRecord, REALM_FILES, readListenSettings, writeRealmFile } from './realm.js'
+import { activeSigningPair, bootstrapRealm, makeRealmFile, pairForKeyId, newPrincipalRecord, REALM_FILES, readListenSettings, writeRealmFile } from './realm.js'
 
 /** Options of startKdc. */
 export interface StartKdcOptions {
@@ -70,7 +70,12 @@ export interface AdminService {
 }
 
 /** Starts the admin service over a KDC's database (called once the database is open). */
-export type AdminServiceFactory = (o: { context: KdcContext; dir?: string; masterKey: Uint8Array }) => Promise<AdminService>
+export type AdminServiceFactory = (o: {
+  context: KdcContext
+  dir?: string
+  /** Unused: the audit key comes from `context.db.derivedKey` (stable across master-key rotations). */
+  masterKey?: Uint8Array
+}) => Promise<AdminService>
 
 /** What RunningKdc.reload() did. */
 export interface ReloadReport {
@@ -173,25 +178,25 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
   let db: PrincipalDb
   let adminPassword: string | undefined
   let realm: RealmRecord
-  // Kept only until the admin service has derived its audit key from it, then wiped.
-  let masterCopy: Uint8Array | undefined
   if (memory) {
     const masterKey = randomBytes(32)
     db = await PrincipalDb.open({ masterKey, trackLastSuccess: config.trackLastSuccess })
-    masterCopy = masterKey
+    masterKey.fill(0)
     adminPassword = opts.adminPassword ?? Buffer.from(randomBytes(18)).toString('base64url')
     realm = await bootstrapRealm(db, { realm: opts.realm ?? 'TESSERA.TEST', adminPassword, config, now: now() })
   } else {
-    const masterKey = await readStash(path.join(opts.dir!, REALM_FILES.stash))
-    db = await PrincipalDb.open({
-      location: path.join(opts.dir!, REALM_FILES.db),
-      masterKey,
-      trackLastSuccess: config.trackLastSuccess,
-    })
-    masterCopy = masterKey
+    const masterKeys = await readStashKeys(path.join(opts.dir!, REALM_FILES.stash))
+    try {
+      db = await PrincipalDb.open({
+        location: path.join(opts.dir!, REALM_FILES.db),
+        masterKeys,
+        trackLastSuccess: config.trackLastSuccess,
+      })
+    } finally {
+      for (const m of masterKeys) m.key.fill(0)
+    }
     const r = await db.getRealm()
     if (!r) {
-      masterCopy.fill(0)
       await db.close()
       throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `${opts.dir} holds no realm; run kdc init first`)
     }
@@ -214,14 +219,15 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     time: (msg) => {
       if (msg.t !== MsgType.TIME_REQ)
         throw new KrbProtocolError(ErrorCode.KRB_AP_ERR_MSG_TYPE, 'MSG_TYPE', { message: `message type ${msg.t} is not served on the time listener` })
-      return processTimeReq(clock, realm.signingKey.secretKey, msg)
+      // The key the client names if held (a retired or unknown one: the active key, which that client will not verify).
+      return processTimeReq(clock, (k) => (pairForKeyId(context.realm, 'signing', k, now()) ?? activeSigningPair(context.realm, now())).secretKey, msg)
     },
     ...opts.extraHandlers,
   }
   let adminService: AdminService | undefined
   try {
     if (opts.admin && !opts.extraHandlers?.admin) {
-      const o: Parameters<AdminServiceFactory>[0] = { context, masterKey: masterCopy! }
+      const o: Parameters<AdminServiceFactory>[0] = { context }
       if (!memory) o.dir = opts.dir!
       adminService = await opts.admin(o)
       const onAdmin = makeAdminHandler(context, adminService.exec, adminService.mapError)
@@ -235,8 +241,6 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     await db.close().catch(() => {})
     await log.close().catch(() => {})
     throw err
-  } finally {
-    masterCopy!.fill(0)
   }
   // Every handler still running, answered or not (its connection may be gone): close() waits for them.
   const running = new Set<Promise<unknown>>()
@@ -316,6 +320,8 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
       const server = new SecureServer(
         {
           staticKey: realm.transportKey,
+          // Read on every handshake: an identity rotation step changes context.realm, not the listeners.
+          staticKeys: (kid) => pairForKeyId(context.realm, 'transport', kid, now()),
           name,
           host: config.host,
           port: config.ports[name],
@@ -358,6 +364,29 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
     config.maxClockSkewMs,
   )
   if (!memory) await writeRealmFile(path.join(opts.dir!, REALM_FILES.realmFile), realmFile)
+  // An identity rotation step (src/admin/identity.ts) rewrites the realm record: the listeners
+  // pick up the keys at the next handshake, realm.json is rewritten, and resumption tickets
+  // issued before are refused (TSR_ERR_RESUME), so every client's next connection does a full
+  // handshake with the key its realm file names.
+  let reloading: Promise<void> = Promise.resolve()
+  const reloadIdentity = () => {
+    reloading = reloading.then(async () => {
+      const r = await db.getRealm()
+      if (r === undefined) return
+      context.realm = r
+      resumption?.reset()
+      const rf = makeRealmFile(r, realmFile.kdcs, config.maxClockSkewMs)
+      kdc.realmFile = rf
+      if (!memory) await writeRealmFile(path.join(opts.dir!, REALM_FILES.realmFile), rf)
+      log.ops.info('kdc identity keys reloaded', { realm: r.realm, staged: r.nextActivatesAt ?? null, previous: r.previousTransportKey !== undefined || r.previousSigningKey !== undefined })
+    }).catch((err) => {
+      log.ops.error('cannot reload the identity keys', { err: (err as Error).message })
+    })
+  }
+  const unsubscribe = db.onRealmChange(() => {
+    reloadIdentity()
+    return reloading
+  })
   const opsAddress = ops ? { host: config.http!.host, port: ops.address().port } : undefined
   log.ops.info('kdc started', {
     realm: realm.realm,
@@ -465,6 +494,8 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
         // /readyz says so from now on: load balancers stop sending while requests drain.
         draining = true
         adminService?.stop?.()
+        unsubscribe()
+        await reloading
         await Promise.all([...servers.values()].map((s) => s.close()))
         // Handlers whose connection closed before they answered (say during the pre-auth
         // failure floor) still run: the database and the logs stay open until they end.

@@ -3,8 +3,10 @@ import { constants as fsc } from 'node:fs'
 import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import {
+  constantTimeEqual,
   defaultSalt,
   ed25519KeyPair,
+  identityKeyId,
   type KdfParams,
   passwordToKey,
   randomKey,
@@ -167,13 +169,48 @@ export async function bootstrapRealm(db: PrincipalDb, o: BootstrapOptions): Prom
 
 /** The realm file for a realm record and addresses. */
 export function makeRealmFile(realm: RealmRecord, kdcs: RealmFile['kdcs'], maxClockSkewMs: number): RealmFile {
-  return {
+  const rf: RealmFile = {
     realm: realm.realm,
     kdcs,
     transportKey: realm.transportKey.publicKey,
     signingKey: realm.signingKey.publicKey,
     maxClockSkewMs,
   }
+  // A staged identity rotation is published before any client needs it (PROTOCOL.md §11).
+  if (realm.nextTransportKey !== undefined) rf.nextTransportKey = realm.nextTransportKey.publicKey
+  if (realm.nextSigningKey !== undefined) rf.nextSigningKey = realm.nextSigningKey.publicKey
+  if (realm.nextActivatesAt !== undefined && (rf.nextTransportKey !== undefined || rf.nextSigningKey !== undefined))
+    rf.nextKeysActiveFrom = realm.nextActivatesAt
+  return rf
+}
+
+type Pair = RealmRecord['transportKey']
+
+/** The transport key pair the KDC uses for a client that names none (HS_INIT without `k`) at `now`. */
+export function activeTransportPair(realm: RealmRecord, now: number): Pair {
+  return realm.nextTransportKey !== undefined && now >= (realm.nextActivatesAt ?? 0) ? realm.nextTransportKey : realm.transportKey
+}
+
+/** The signing key pair of time answers that name none, and of JWTs, at `now`. */
+export function activeSigningPair(realm: RealmRecord, now: number): Pair {
+  return realm.nextSigningKey !== undefined && now >= (realm.nextActivatesAt ?? 0) ? realm.nextSigningKey : realm.signingKey
+}
+
+/**
+ * The pair a client names by key id (HS_INIT / TIME_REQ `k`, a resumption ticket), among those
+ * held; with no id, the active one. Undefined: an id the KDC does not hold (retired, or foreign).
+ */
+export function pairForKeyId(realm: RealmRecord, which: 'transport' | 'signing', kid: Uint8Array | undefined, now: number): Pair | undefined {
+  if (kid === undefined) return which === 'transport' ? activeTransportPair(realm, now) : activeSigningPair(realm, now)
+  return heldPairs(realm, which).find((p) => constantTimeEqual(identityKeyId(p.publicKey), kid))
+}
+
+/** Every transport (or signing) key pair the KDC answers to now: current, next, previous. */
+export function heldPairs(realm: RealmRecord, which: 'transport' | 'signing'): Pair[] {
+  const list = which === 'transport'
+    ? [realm.transportKey, realm.nextTransportKey, realm.previousTransportKey]
+    : [realm.signingKey, realm.nextSigningKey, realm.previousSigningKey]
+  return list.filter((p): p is Pair => p !== undefined)
 }
 
 /** Write realm.json (world-readable: it holds nothing secret). */

@@ -20,6 +20,7 @@ import { openPart, principalString, sameName, sealPart } from '../krb/parts.js'
 import type { ConnectionContext } from '../wire/server.js'
 import { acceptsTickets, currentKey, isInitialOnly, type KdcContext, keyByKvno, notATargetText, type OpenedTicket, tgsName } from './context.js'
 import { addServiceToken, checkJwtRequest } from './jwt.js'
+import { activeSigningPair } from './realm.js'
 import { computeTimes } from './policy.js'
 
 interface TgsGathered {
@@ -325,7 +326,8 @@ function answerTgsReq(ctx: KdcContext, req: TgsReq, conn: ConnectionContext, g: 
 /** The JWT bridge (PROTOCOL.md §15): the issued reply plus a token bound to the client's key (src/kdc/jwt.ts). */
 async function answerWithToken(ctx: KdcContext, conn: ConnectionContext, g: TgsGathered, rep: TgsRep, jwtKey: Uint8Array): Promise<TgsRep> {
   const withToken = await addServiceToken(
-    { config: ctx.config, realm: ctx.realm, now: ctx.now(), replyKey: g.ticket.key, jwtKey, clientName: g.clientName, service: g.service!, serviceName: g.serviceName },
+    // JWTs are signed by the active signing key (the next one from its activation on).
+    { config: ctx.config, realm: { realm: ctx.realm.realm, signingKey: activeSigningPair(ctx.realm, ctx.now()) }, now: ctx.now(), replyKey: g.ticket.key, jwtKey, clientName: g.clientName, service: g.service!, serviceName: g.serviceName },
     rep,
   )
   ctx.log.security.log({ event: 'tgs', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'ok', jwt: true })

@@ -96,8 +96,12 @@ export class ServedClock {
   }
 }
 
-/** Answer one TIME_REQ: receive and transmit times, radius, Ed25519 signature. */
-export function processTimeReq(clock: ServedClock, signingSeed: Uint8Array, req: TimeReq): TimeRep {
+/**
+ * Answer one TIME_REQ: receive and transmit times, radius, Ed25519 signature. `signingSeed`
+ * is the key, or picks it for the key id the request names (`k`, PROTOCOL.md §8.4): during an
+ * identity rotation the KDC signs with the key the client's realm file names.
+ */
+export function processTimeReq(clock: ServedClock, signingSeed: Uint8Array | ((k: Uint8Array | undefined) => Uint8Array), req: TimeReq): TimeRep {
   if (req.nonce.length !== 32) throw new KrbProtocolError(ErrorCode.TSR_ERR_MALFORMED, 'MALFORMED', { message: 'nonce must be 32 bytes' })
   const recv = clock.now()
   const xmit = clock.now()
@@ -107,6 +111,7 @@ export function processTimeReq(clock: ServedClock, signingSeed: Uint8Array, req:
     throw new KrbProtocolError(ErrorCode.KDC_ERR_SVC_UNAVAILABLE, 'TIME_UNCERTAIN', {
       message: 'the KDC clock is too uncertain right now (host clock stepped back); try later',
     })
-  const sig = sign(timeSignatureInput(req.nonce, recv.us, xmit.us, radius), signingSeed)
+  const seed = typeof signingSeed === 'function' ? signingSeed(req.k) : signingSeed
+  const sig = sign(timeSignatureInput(req.nonce, recv.us, xmit.us, radius), seed)
   return { v: PROTOCOL_VERSION, t: MsgType.TIME_REP, nonce: req.nonce, recv: recv.us, xmit: xmit.us, radius, sig }
 }

@@ -58,9 +58,13 @@ export async function realmJwks(
   if (keys instanceof Uint8Array) list = [{ publicKey: keys }]
   else if (Array.isArray(keys)) list = keys.map((k: Uint8Array | PublicSigningKey) => (k instanceof Uint8Array ? { publicKey: k } : k))
   else if ('signingKey' in keys) {
-    const sk = (keys as { signingKey: Uint8Array | { publicKey: Uint8Array } }).signingKey
-    // A realm record's pair: only its public half is read, never the secret.
-    list = [{ publicKey: sk instanceof Uint8Array ? sk : sk.publicKey }]
+    // A realm record or file: its current signing key and, during an identity rotation
+    // (PROTOCOL.md §3.7), the next and previous ones. Of a record's pairs only the public half is read.
+    type K = Uint8Array | { publicKey: Uint8Array } | undefined
+    const r = keys as { signingKey: K; nextSigningKey?: K; previousSigningKey?: K }
+    list = [r.signingKey, r.nextSigningKey, r.previousSigningKey]
+      .filter((k): k is Uint8Array | { publicKey: Uint8Array } => k !== undefined)
+      .map((k) => ({ publicKey: k instanceof Uint8Array ? k : k.publicKey }))
   } else list = [keys as PublicSigningKey]
   if (kid !== undefined) {
     if (list.length !== 1) throw new TypeError('a kid can be given only with a single key')

@@ -24,6 +24,25 @@ export interface RealmFile {
   signingKey: Uint8Array
   /** Largest clock difference the KDC accepts, ms. */
   maxClockSkewMs: number
+  /**
+   * During an identity-key rotation (PROTOCOL.md §11): the next X25519 transport key, which
+   * the KDC already answers to, and its default from `nextKeysActiveFrom` on.
+   */
+  nextTransportKey?: Uint8Array
+  /** During an identity-key rotation: the next Ed25519 signing key. */
+  nextSigningKey?: Uint8Array
+  /** When the next keys become the ones to use, ms since epoch (present with either next key). */
+  nextKeysActiveFrom?: number
+}
+
+/** The transport key a client uses at `now`: the next one once its activation has come, else the current one. */
+export function transportKeyAt(r: Pick<RealmFile, 'transportKey' | 'nextTransportKey' | 'nextKeysActiveFrom'>, now: number): Uint8Array {
+  return r.nextTransportKey !== undefined && now >= (r.nextKeysActiveFrom ?? 0) ? r.nextTransportKey : r.transportKey
+}
+
+/** The signing key a client expects at `now` (names it in TIME_REQ `k`): as {@link transportKeyAt}. */
+export function signingKeyAt(r: Pick<RealmFile, 'signingKey' | 'nextSigningKey' | 'nextKeysActiveFrom'>, now: number): Uint8Array {
+  return r.nextSigningKey !== undefined && now >= (r.nextKeysActiveFrom ?? 0) ? r.nextSigningKey : r.signingKey
 }
 
 function bad(msg: string): never {
@@ -69,13 +88,23 @@ export function parseRealmFile(json: unknown): RealmFile {
   })
   const skew = o.maxClockSkewMs ?? 300000
   if (typeof skew !== 'number' || !Number.isInteger(skew) || skew < 1000) bad('maxClockSkewMs must be an integer >= 1000')
-  return {
+  const out: RealmFile = {
     realm: o.realm,
     kdcs,
     transportKey: hexKey('transportKey', o.transportKey),
     signingKey: hexKey('signingKey', o.signingKey),
     maxClockSkewMs: skew,
   }
+  if (o.nextTransportKey !== undefined) out.nextTransportKey = hexKey('nextTransportKey', o.nextTransportKey)
+  if (o.nextSigningKey !== undefined) out.nextSigningKey = hexKey('nextSigningKey', o.nextSigningKey)
+  const hasNext = out.nextTransportKey !== undefined || out.nextSigningKey !== undefined
+  if (o.nextKeysActiveFrom !== undefined || hasNext) {
+    const t = o.nextKeysActiveFrom
+    if (!hasNext) bad('nextKeysActiveFrom is given without nextTransportKey or nextSigningKey')
+    if (typeof t !== 'number' || !Number.isSafeInteger(t) || t < 0) bad('nextKeysActiveFrom must be ms since epoch (an integer >= 0)')
+    out.nextKeysActiveFrom = t
+  }
+  return out
 }
 
 /** The JSON form of a realm file. */
@@ -86,6 +115,9 @@ export function realmFileJson(r: RealmFile): Record<string, unknown> {
     transportKey: Buffer.from(r.transportKey).toString('hex'),
     signingKey: Buffer.from(r.signingKey).toString('hex'),
     maxClockSkewMs: r.maxClockSkewMs,
+    ...(r.nextTransportKey !== undefined ? { nextTransportKey: Buffer.from(r.nextTransportKey).toString('hex') } : {}),
+    ...(r.nextSigningKey !== undefined ? { nextSigningKey: Buffer.from(r.nextSigningKey).toString('hex') } : {}),
+    ...(r.nextKeysActiveFrom !== undefined ? { nextKeysActiveFrom: r.nextKeysActiveFrom } : {}),
   }
 }
 

@@ -26,7 +26,7 @@ export interface TokenVerifierOptions {
    */
   audience: string | string[]
   /** The realm file: its `signingKey` (unless jwks or jwksUri is given), its name (default issuer) and skew. */
-  realm?: { realm: string; signingKey: Uint8Array; maxClockSkewMs: number }
+  realm?: { realm: string; signingKey: Uint8Array; nextSigningKey?: Uint8Array; maxClockSkewMs: number }
   /** A JWKS held locally (e.g. `kadmin jwks` output, or both keys during a rotation). */
   jwks?: RealmJwks
   /** The realm's JWKS URL (`/.well-known/jwks.json` of the KDC's operations listener), fetched with jose createRemoteJWKSet. */
@@ -202,7 +202,8 @@ export class ServiceTokenVerifier {
         cooldownDuration: o.jwksCooldownMs ?? 30_000,
       })
     else if (o.jwks !== undefined) this.keys = createLocalJWKSet(o.jwks as unknown as { keys: JWK[] })
-    else if (o.realm !== undefined) this.keys = realmJwks(o.realm.signingKey).then((j) => createLocalJWKSet(j as unknown as { keys: JWK[] }))
+    // During an identity rotation the realm file also names the next signing key: tokens of either verify.
+    else if (o.realm !== undefined) this.keys = realmJwks(o.realm).then((j) => createLocalJWKSet(j as unknown as { keys: JWK[] }))
     else throw new TypeError('give the realm file, a jwks or a jwksUri')
   }
 

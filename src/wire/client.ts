@@ -18,6 +18,7 @@ import {
   wipe,
   wipeTransportKeys,
   x25519KeyPair,
+  identityKeyId,
 } from '../crypto/index.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { decodeMessage, plainFrame, SealedCodec } from './channel.js'
@@ -360,7 +361,9 @@ function attempt(
       resume = { h, x: m.x, rms: ticket.rms }
     } else {
       eph = x25519KeyPair()
-      hello = plainFrame({ v: PROTOCOL_VERSION, t: MsgType.HS_INIT, e: eph.publicKey })
+      // `k` names the static key this client holds (PROTOCOL.md §3.7): during an identity-key
+      // rotation the KDC answers with that one, so a client with either realm file gets in.
+      hello = plainFrame({ v: PROTOCOL_VERSION, t: MsgType.HS_INIT, e: eph.publicKey, k: identityKeyId(opts.serverKey) })
     }
   } catch (err) {
     return Promise.reject(err)

@@ -57,8 +57,9 @@ interface TicketKey {
 
 const KID_BYTES = 4
 const NONCE_BYTES = 24
-const PLAIN_BYTES = 32 + 8
-/** Size of a ticket this issuer makes: kid(4) || nonce(24) || tag(16) || rms(32) || issued(8). */
+const SKID_BYTES = 8
+const PLAIN_BYTES = 32 + 8 + SKID_BYTES
+/** Size of a ticket this issuer makes: kid(4) || nonce(24) || tag(16) || rms(32) || issued(8) || static key id(8). */
 export const TICKET_BYTES = KID_BYTES + NONCE_BYTES + 16 + PLAIN_BYTES
 
 function sameBytes(a: Uint8Array, b: Uint8Array, len: number): boolean {
@@ -168,14 +169,19 @@ export class TicketIssuer {
     return this.closed
   }
 
-  /** A ticket carrying `rms` (copied; the caller wipes its own). Throws once closed. */
-  issue(rms: Uint8Array): Uint8Array {
+  /**
+   * A ticket carrying `rms` (copied; the caller wipes its own) and `skid`, the id of the
+   * server static key of the connection (8 bytes; zeros when absent), returned on redeem.
+   * Throws once closed.
+   */
+  issue(rms: Uint8Array, skid?: Uint8Array): Uint8Array {
     if (this.closed) throw new Error('ticket issuer is closed')
     const t = this.now()
     this.rotate(t)
     const plain = new Uint8Array(PLAIN_BYTES)
     plain.set(rms, 0)
     new DataView(plain.buffer).setFloat64(32, Math.floor(t))
+    if (skid !== undefined) plain.set(skid.subarray(0, SKID_BYTES), 40)
     const nonce = randomBytes(NONCE_BYTES)
     const box = backend().secretbox(plain, nonce, this.current.key)
     wipe(plain)
@@ -190,7 +196,7 @@ export class TicketIssuer {
    * Redeem a ticket presented with client random `cr` and the client's ticket age.
    * Returns the resumption secret, or why it is refused. Accepting remembers `cr`.
    */
-  redeem(tk: Uint8Array, cr: Uint8Array, ageMs: number): { rms: Uint8Array; renew: boolean } | { refused: RefusalReason } {
+  redeem(tk: Uint8Array, cr: Uint8Array, ageMs: number): { rms: Uint8Array; renew: boolean; skid: Uint8Array } | { refused: RefusalReason } {
     if (this.closed || tk.length !== TICKET_BYTES) return { refused: 'bad-ticket' }
     const t = this.now()
     this.rotate(t)
@@ -201,6 +207,7 @@ export class TicketIssuer {
     const issued = new DataView(plain.buffer, plain.byteOffset).getFloat64(32)
     // A copy (the backend may return a Buffer, whose slice() is a view of pooled memory).
     const rms = Uint8Array.from(plain.subarray(0, 32))
+    const skid = Uint8Array.from(plain.subarray(40, 40 + SKID_BYTES))
     wipe(plain)
     let refused: RefusalReason | undefined
     if (!(t - issued <= this.lifetimeMs)) refused = 'expired'
@@ -217,7 +224,19 @@ export class TicketIssuer {
     }
     // A ticket past half its life (or sealed under the previous key) is replaced; a younger
     // one stays in use, which spares both sides sealing and opening a new one every time.
-    return { rms, renew: t - issued > this.lifetimeMs / 2 || key !== this.current }
+    return { rms, renew: t - issued > this.lifetimeMs / 2 || key !== this.current, skid }
+  }
+
+  /**
+   * Replace both ticket keys now (the KDC's identity keys changed): every ticket issued before
+   * is refused (TSR_ERR_RESUME) and its holder does a full handshake, with the keys of its realm file.
+   */
+  reset(): void {
+    if (this.closed) return
+    wipe(this.current.key, this.previous?.key)
+    this.previous = undefined
+    this.current = this.newKey(this.now())
+    this.schedule()
   }
 
   /** Wipe the ticket keys; every ticket issued becomes useless. */

@@ -12,6 +12,8 @@ import { EARLY_DATA_TYPES, MsgType, PROTOCOL_VERSION } from '../../proto/msg-typ
 import { validateMessage } from '../../proto/validate.js'
 import {
   confirmBox,
+  constantTimeEqual,
+  identityKeyId,
   type KeyPair,
   openEarly,
   randomBytes,
@@ -54,8 +56,16 @@ export type RequestHandler = (msg: Message, ctx: ConnectionContext) => Message |
 
 /** Options of a SecureServer. */
 export interface SecureServerOptions {
-  /** The KDC's static X25519 key pair. */
+  /** The KDC's static X25519 key pair (the one used when `staticKeys` is absent). */
   staticKey: KeyPair
+  /**
+   * During an identity-key rotation (PROTOCOL.md §3.7): the static key pair for the key id a
+   * client names in HS_INIT `k` (or a resumption ticket was issued under), `undefined` for one
+   * the server does not hold; called with `undefined` for a client that names none (the
+   * default key). Asked on every handshake, so a KDC switches keys without restarting its
+   * listeners. Absent: `staticKey`, for every id that is its own.
+   */
+  staticKeys?: (kid: Uint8Array | undefined) => KeyPair | undefined
   /** Name used in logs. @default "listener" */
   name?: string
   /** Address to bind. @default "127.0.0.1" */
@@ -204,6 +214,7 @@ export class SecureServer {
   private readonly server: net.Server
   private readonly conns = new Set<ServerConnection>()
   private readonly perPeer = new Map<string, number>()
+  private readonly ownKeyId: Uint8Array
   private closing = false
   private closed: Promise<void> | undefined
   /** Connection totals since start (metrics). */
@@ -228,6 +239,7 @@ export class SecureServer {
     // Checked here rather than by the first connection's FrameReader, which would throw inside accept().
     checkPositive('maxFrameBytes', this.options.maxFrameBytes, 0xffffffff)
     if (options.staticKey?.secretKey?.length !== 32) throw new TypeError('staticKey must be an X25519 key pair')
+    this.ownKeyId = identityKeyId(options.staticKey.publicKey)
     // allowHalfOpen: a peer that sends its requests then shuts down its write side still
     // gets every reply; the connection ends our side once the queue is answered.
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.accept(s))
@@ -235,6 +247,13 @@ export class SecureServer {
     this.server.on('error', (err) => {
       if (this.server.listening) this.options.logger.error('listener error', { listener: this.options.name, err: err.message })
     })
+  }
+
+  /** The static key pair for a key id (see SecureServerOptions.staticKeys). */
+  staticKeyFor(kid: Uint8Array | undefined): KeyPair | undefined {
+    const o = this.options
+    if (o.staticKeys) return o.staticKeys(kid)
+    return kid === undefined || constantTimeEqual(kid, this.ownKeyId) ? o.staticKey : undefined
   }
 
   /** Start listening; resolves with the bound address. */
@@ -448,7 +467,6 @@ class ServerConnection {
   }
 
   private onHandshake(body: Buffer): void {
-    const o = this.server.options
     let msg: Message
     try {
       msg = decodeMessage(body)
@@ -464,15 +482,23 @@ class ServerConnection {
       this.fail(ErrorCode.TSR_ERR_HANDSHAKE, 'expected HS_INIT or HS_RESUME')
       return
     }
+    // A key id the server does not hold (a realm file from before a retired rotation, or
+    // another realm's) gets the default key, as a client naming none: its key confirmation
+    // fails on the client's side (TESSERA_HANDSHAKE), exactly as with any wrong transportKey.
+    const staticKey = this.server.staticKeyFor(msg.k) ?? this.server.staticKeyFor(undefined)
+    if (staticKey === undefined) {
+      this.fail(ErrorCode.TSR_ERR_HANDSHAKE, 'no transport key')
+      return
+    }
     let hs: ReturnType<typeof serverHandshake>
     try {
-      hs = serverHandshake(o.staticKey, msg.e)
+      hs = serverHandshake(staticKey, msg.e)
     } catch {
       this.fail(ErrorCode.TSR_ERR_HANDSHAKE, 'bad handshake key share')
       return
     }
     const resp: HsResp = { v: PROTOCOL_VERSION, t: MsgType.HS_RESP, e: hs.e, confirm: hs.confirm }
-    const nt = this.ticketFor(hs.keys)
+    const nt = this.ticketFor(hs.keys, staticKey)
     if (nt) resp.nt = nt
     this.write(plainFrame(resp))
     this.server.counters.fullHandshakes++
@@ -496,12 +522,21 @@ class ServerConnection {
       this.fail(ErrorCode.TSR_ERR_RESUME, 'resumption refused: do a full handshake')
       return
     }
-    const { h, earlyKey } = resumeEarly(o.staticKey.publicKey, msg.cr, msg.age, msg.tk, r.rms)
+    // The ticket names the static key of the handshake it came from: one the server no longer
+    // holds (a retired identity key) ends the resumption as cleanly as an unknown ticket.
+    const staticKey = this.server.staticKeyFor(r.skid)
+    if (staticKey === undefined) {
+      wipe(r.rms)
+      o.logger.debug('resumption refused', { listener: o.name, peer: this.peer, reason: 'retired-key' })
+      this.fail(ErrorCode.TSR_ERR_RESUME, 'resumption refused: do a full handshake')
+      return
+    }
+    const { h, earlyKey } = resumeEarly(staticKey.publicKey, msg.cr, msg.age, msg.tk, r.rms)
     const ns = randomBytes(32)
     const { confirmKey, ...keys } = resumeKeys(h, msg.x, ns, r.rms, r.renew)
     wipe(r.rms)
     const resp: HsResumed = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUMED, n: ns, confirm: confirmBox(confirmKey, keys.h) }
-    const nt = r.renew ? this.ticketFor(keys) : undefined
+    const nt = r.renew ? this.ticketFor(keys, staticKey) : undefined
     if (nt) resp.nt = nt
     else wipe(keys.res, keys.rms)
     this.write(plainFrame(resp))
@@ -544,11 +579,11 @@ class ServerConnection {
   }
 
   /** A ticket box for a client, if resumption is offered; wipes the connection's resumption keys either way. */
-  private ticketFor(keys: TransportKeys): Uint8Array | undefined {
+  private ticketFor(keys: TransportKeys, staticKey: KeyPair): Uint8Array | undefined {
     const issuer = this.server.options.resumption
     let box: Uint8Array | undefined
     // A closed issuer (an embedder closed it before the server) just stops handing out tickets.
-    const tk = issuer && !issuer.isClosed && keys.rms ? issuer.issue(keys.rms) : undefined
+    const tk = issuer && !issuer.isClosed && keys.rms ? issuer.issue(keys.rms, identityKeyId(staticKey.publicKey)) : undefined
     if (issuer && tk && keys.res) box = sealTicketBox(keys.res, issuer.lifetimeS, tk)
     wipe(keys.res, keys.rms)
     return box

@@ -4,7 +4,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { expect } from 'chai'
 import { TesseraError, TesseraErrorCode } from '../../src/errors.js'
-import { loadRealmFile, parseRealmFile, realmFileJson } from '../../src/krb/realm-file.js'
+import { loadRealmFile, parseRealmFile, realmFileJson, signingKeyAt, transportKeyAt } from '../../src/krb/realm-file.js'
 
 const good = {
   realm: 'EXAMPLE.TEST',
@@ -49,6 +49,39 @@ describe('realm file', () => {
     refuses({ ...good, transportKey: 'zz'.repeat(32) }, 'transportKey')
     refuses({ ...good, signingKey: '22'.repeat(31) }, 'signingKey')
     refuses({ ...good, maxClockSkewMs: 10 }, 'maxClockSkewMs')
+  })
+
+  describe('during an identity-key rotation (PROTOCOL.md §11)', () => {
+    const staged = { ...good, nextTransportKey: '33'.repeat(32), nextSigningKey: '44'.repeat(32), nextKeysActiveFrom: 1_900_000_000_000 }
+
+    it('round-trips the next keys and their activation time', () => {
+      const rf = parseRealmFile(staged)
+      expect(Buffer.from(rf.nextTransportKey!).toString('hex')).to.equal(staged.nextTransportKey)
+      expect(rf.nextKeysActiveFrom).to.equal(staged.nextKeysActiveFrom)
+      expect(realmFileJson(rf)).to.deep.equal(staged)
+      const { nextSigningKey: _s, ...transportOnly } = staged
+      expect(realmFileJson(parseRealmFile(transportOnly))).to.deep.equal(transportOnly)
+    })
+
+    it('names the current keys before the activation time and the next ones from it on', () => {
+      const rf = parseRealmFile(staged)
+      const hex = (b: Uint8Array) => Buffer.from(b).toString('hex')
+      expect(hex(transportKeyAt(rf, staged.nextKeysActiveFrom - 1))).to.equal(good.transportKey)
+      expect(hex(signingKeyAt(rf, staged.nextKeysActiveFrom - 1))).to.equal(good.signingKey)
+      expect(hex(transportKeyAt(rf, staged.nextKeysActiveFrom))).to.equal(staged.nextTransportKey)
+      expect(hex(signingKeyAt(rf, staged.nextKeysActiveFrom))).to.equal(staged.nextSigningKey)
+      // A file without next keys names its keys at any time.
+      expect(hex(transportKeyAt(parseRealmFile(good), Number.MAX_SAFE_INTEGER))).to.equal(good.transportKey)
+    })
+
+    it('refuses malformed next keys, a next key without activation time, and an activation time alone', () => {
+      refuses({ ...staged, nextTransportKey: 'zz' }, 'nextTransportKey')
+      refuses({ ...staged, nextSigningKey: 42 }, 'nextSigningKey')
+      const { nextKeysActiveFrom: _t, ...noTime } = staged
+      refuses(noTime, 'nextKeysActiveFrom')
+      refuses({ ...staged, nextKeysActiveFrom: -1 }, 'nextKeysActiveFrom')
+      refuses({ ...good, nextKeysActiveFrom: 5 }, 'nextKeysActiveFrom')
+    })
   })
 
   it('names the file when it cannot be read or is not JSON', async () => {

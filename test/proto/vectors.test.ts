@@ -39,6 +39,7 @@ import {
   sealEarly,
   sealFrame,
   sealTicketBox,
+  identityKeyId,
   serverHandshake,
   sign,
   transcriptHash,
@@ -336,6 +337,10 @@ describe('proto/vectors', () => {
           const Sp = unhex(hs.serverStatic.publicKey)
           expect(plainFrame(fromJsonValue(hs.hsInit.message) as never).toString('hex')).to.equal(hs.hsInit.frame)
           expect(hs.hsInit.frame.slice(8)).to.equal(hs.hsInit.msgpack)
+          expect(plainFrame(fromJsonValue(hs.hsInitWithKeyId.message) as never).toString('hex')).to.equal(hs.hsInitWithKeyId.frame)
+          expect(hex(identityKeyId(Sp))).to.equal(hs.transport_kid)
+          expect(hs.hsInitWithKeyId.message.k.$bin).to.equal(hs.transport_kid)
+          expect(hex(identityKeyId(unhex(timeSig.signingKey)))).to.equal(hs.signing_kid)
           const srv = serverHandshake(
             { secretKey: copy(S), publicKey: Sp },
             unhex(hs.clientEphemeral.publicKey),

@@ -394,6 +394,10 @@ describe('admin listener under hostile input (security)', function () {
       dump: [{ session: 5 }, { offset: 'zero' }, { session: 'x', offset: -1 }],
       fetchkeys: [{ name: 5 }, {}, { name: null }, { name: ['svc/app'] }],
       watch: [{ after: -1 }, { after: 'now' }, { glob: 5 }, { waitMs: '1s' }, { waitMs: 30_001 }, { limit: 0 }, { limit: 501 }],
+      'rotate-identity': [{ which: 5 }, { which: 'all' }, { stageAhead: -1 }, { stageAhead: '1d' }, { name: 'x' }],
+      'activate-identity': [{ force: 'yes' }, { name: 'x' }],
+      'retire-identity': [{ name: 'x' }],
+      'get-identity': [],
     }
 
     it('covers every operation the listener serves', () => {
