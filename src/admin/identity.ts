@@ -108,10 +108,17 @@ export async function rotateIdentity(ctx: AdminContext, actor: Actor, args: Rota
         if (which !== 'transport') next.nextSigningKey = ed25519KeyPair()
         return next
       },
-      ctx.audit.commit({ ...base, details: { which, stageAhead, activatesAt: now + stageAhead } }),
+      ctx.commit({ ...base, details: { which, stageAhead, activatesAt: now + stageAhead } }, () => [
+        { type: 'identity-staged', principal: tgs(ctx), which, activatesAt: now + stageAhead, time: now, actor: actorName(actor) },
+      ]),
     )
     return identityView(r)
   })
+}
+
+/** The principal identity-key events name (watchers with `i` on it see them). */
+function tgs(ctx: AdminContext): string {
+  return `krbtgt/${ctx.realm}@${ctx.realm}`
 }
 
 /** activate-identity: the staged keys become current; the old ones stay answered to as previous keys. */
@@ -138,7 +145,9 @@ export async function activateIdentity(ctx: AdminContext, actor: Actor, args: Ac
         }
         return next
       },
-      ctx.audit.commit({ ...base, details: { force: args.force === true } }),
+      ctx.commit({ ...base, details: { force: args.force === true } }, () => [
+        { type: 'identity-activated', principal: tgs(ctx), time: now, actor: actorName(actor) },
+      ]),
     )
     return identityView(r)
   })
@@ -155,7 +164,7 @@ export async function retireIdentity(ctx: AdminContext, actor: Actor, args: Reco
         const { previousTransportKey: _p, previousSigningKey: _q, ...rest } = c
         return { ...rest }
       },
-      ctx.audit.commit(base),
+      ctx.commit(base, () => [{ type: 'identity-retired', principal: tgs(ctx), time: ctx.now(), actor: actorName(actor) }]),
     )
     return identityView(r)
   })

@@ -52,7 +52,23 @@ export type Actor =
   | { kind: 'local'; user: string }
 
 /** The types of {@link KeyEvent} (docs/operations.md has the table). */
-export const KEY_EVENT_TYPES = ['created', 'changed', 'extracted', 'deleted', 'renamed', 'unlocked', 'rotated', 'staged', 'activated', 'purged', 'lockout'] as const
+export const KEY_EVENT_TYPES = [
+  'created',
+  'changed',
+  'extracted',
+  'deleted',
+  'renamed',
+  'unlocked',
+  'rotated',
+  'staged',
+  'activated',
+  'purged',
+  'lockout',
+  // The KDC identity keys (src/admin/identity.ts); `principal` is krbtgt/REALM, `which` says which keys.
+  'identity-staged',
+  'identity-activated',
+  'identity-retired',
+] as const
 
 /**
  * A key event: written to the realm's event log (src/db/event-log.ts) in the batch of the
@@ -71,6 +87,8 @@ export interface KeyEvent {
   activatesAt?: number
   /** rotated: the older versions were retired at once (emergency rotation). */
   emergency?: boolean
+  /** identity-*: transport, signing or both. */
+  which?: string
   time: number
   actor: string
 }
