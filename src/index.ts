@@ -83,7 +83,7 @@ export {
 
 // The KDC, embeddable (tests of apps, like Apache Kerby's SimpleKdcServer)
 export { DEFAULT_KDC_CONFIG, type KdcConfig, type KdcConfigInput } from './kdc/config.js'
-export { type AddPrincipalOptions, type AdminService, type AdminServiceFactory, type RunningKdc, type StartKdcOptions } from './kdc/kdc.js'
+export type { AddPrincipalOptions, AdminService, AdminServiceFactory, RunningKdc, StartKdcOptions } from './kdc/kdc.js'
 export { startKdc } from './admin/start.js'
 export { type AdminServiceOptions, adminService } from './admin/listener.js'
 export {

@@ -6,6 +6,7 @@
  * then the result (only the keys just made). Every request, refused or failed too, leaves one
  * audit record.
  */
+import { isNeverClient } from '../kdc/context.js'
 import { DEFAULT_KDF_PARAMS, defaultSalt, type KdfParams, passwordToKey, randomKey } from '../crypto/index.js'
 import { KeyedMutex } from '../db/mutex.js'
 import { formatName, formatPrincipal, parsePrincipal, samePrincipal } from '../db/names.js'
@@ -438,9 +439,9 @@ export function isProtectedPrincipal(ctx: AdminContext, id: PrincipalId): boolea
   return (first === 'krbtgt' && second === ctx.realm) || (first === 'kadmin' && (second === 'admin' || second === 'changepw'))
 }
 
-/** Names only the KDC creates (`krbtgt/*`, `kadmin/*`): refused to addprinc and as a rename target. */
+/** Names only the KDC creates (`krbtgt/*`, `kadmin/*`, which the AS also refuses as clients): refused to addprinc and as a rename target. */
 function isReservedName(id: PrincipalId): boolean {
-  return id.components[0] === 'krbtgt' || id.components[0] === 'kadmin'
+  return isNeverClient(id.components)
 }
 
 function isEnabled(rec: Readonly<PrincipalRecord>, now: number): boolean {
@@ -498,7 +499,6 @@ export function authorize(
  * line verify can read, whatever an unprivileged caller sends).
  */
 export function auditText(text: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing them is the point
   const clean = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '\ufffd')
   return clean.length > 512 ? `${clean.slice(0, 509)}...` : clean
 }

@@ -2,6 +2,7 @@
 import { readFile, stat } from 'node:fs/promises'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
+import { defaultRealmFilePath, loadRealmFile, type RealmFile } from '../krb/realm-file.js'
 
 /** Exit codes shared by the CLIs (kdc, kadmin, kauth). */
 export const Exit = {
@@ -163,4 +164,25 @@ export function formatError(err: unknown, debug = false): string {
   if (err instanceof TesseraError) return `${err.message}`
   if (err instanceof Error) return err.message
   return String(err)
+}
+
+/**
+ * The realm file a CLI uses: `--realm-file`, else TESSERA_REALM_FILE, else the default path
+ * (the one decision `realmFilePath` makes for apps). A missing file is TESSERA_CONFIG naming
+ * the path, where it came from, and `hint` (what this CLI's user can do about it).
+ */
+export async function loadRealmForCli(flag: string | undefined, env: NodeJS.ProcessEnv, prog: string, hint: string): Promise<RealmFile> {
+  const [file, from] = flag
+    ? [flag, 'from --realm-file']
+    : env.TESSERA_REALM_FILE
+      ? [env.TESSERA_REALM_FILE, 'from TESSERA_REALM_FILE']
+      : [defaultRealmFilePath(env), 'the default path; neither --realm-file nor TESSERA_REALM_FILE is set']
+  try {
+    return await loadRealmFile(file)
+  } catch (e) {
+    if ((e as { cause?: NodeJS.ErrnoException }).cause?.code !== 'ENOENT') throw e
+    throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `no realm file at ${file} (${from}); point ${prog} at your realm's realm.json with ${hint}`, {
+      cause: e,
+    })
+  }
 }

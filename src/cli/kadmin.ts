@@ -21,9 +21,9 @@ import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { type KdcConfig, type KdcConfigInput, resolveKdcConfig } from '../kdc/config.js'
 import { Keytab, type KeytabEntry, readKeytab, writeKeytab } from '../krb/keytab.js'
 import { realmJwks } from '../krb/jwks.js'
-import { defaultRealmFilePath, loadRealmFile, type RealmFile } from '../krb/realm-file.js'
+import type { RealmFile } from '../krb/realm-file.js'
 import { ResumptionStore } from '../wire/resumption.js'
-import { Exit, exitCodeFor, exitCodesEpilogue, formatError, promptHidden, readPasswordFile } from './common.js'
+import { Exit, exitCodeFor, exitCodesEpilogue, formatError, loadRealmForCli, promptHidden, readPasswordFile } from './common.js'
 import { watchCommand } from './kadmin-watch.js'
 
 /** Streams and environment of one kadmin run (tests pass their own). */
@@ -341,23 +341,8 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
     }
   }
 
-  const loadRealm = async (a: Global): Promise<RealmFile> => {
-    const [file, from] = a['realm-file']
-      ? [a['realm-file'], 'from --realm-file']
-      : env.TESSERA_REALM_FILE
-        ? [env.TESSERA_REALM_FILE, 'from TESSERA_REALM_FILE']
-        : [defaultRealmFilePath(env), 'the default path; neither --realm-file nor TESSERA_REALM_FILE is set']
-    try {
-      return await loadRealmFile(file)
-    } catch (e) {
-      if ((e as { cause?: NodeJS.ErrnoException }).cause?.code !== 'ENOENT') throw e
-      throw new TesseraError(
-        TesseraErrorCode.TESSERA_CONFIG,
-        `no realm file at ${file} (${from}); point kadmin at your realm's realm.json with --realm-file FILE, or use --local --dir DIR on the KDC host`,
-        { cause: e },
-      )
-    }
-  }
+  const loadRealm = (a: Global): Promise<RealmFile> => loadRealmForCli(a['realm-file'], env, 'kadmin', '--realm-file FILE, or use --local --dir DIR on the KDC host')
+
 
   const prompt = async (question: string): Promise<string> => {
     if (!stdin.isTTY)

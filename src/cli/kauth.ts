@@ -10,11 +10,11 @@ import { syncTime } from '../client/time-sync.js'
 import { KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
 import { readKeytab } from '../krb/keytab.js'
 import { describeSkew, principalString } from '../krb/parts.js'
-import { defaultRealmFilePath, loadRealmFile, type RealmFile } from '../krb/realm-file.js'
+import type { RealmFile } from '../krb/realm-file.js'
 import { ResumptionStore } from '../wire/resumption.js'
 import { keytabCommand } from './kauth-keytab.js'
 import { tokenCommand } from './kauth-token.js'
-import { Exit, exitCodeFor, exitCodesEpilogue, formatError, promptHidden, readPasswordFile, readStdinLine } from './common.js'
+import { Exit, exitCodeFor, exitCodesEpilogue, formatError, loadRealmForCli, promptHidden, readPasswordFile, readStdinLine } from './common.js'
 
 /** Streams and environment of one kauth run (tests pass their own). */
 export interface KauthIo {
@@ -69,24 +69,8 @@ export async function main(argv: string[], io: KauthIo = {}): Promise<number> {
   const json = (o: unknown) => out.write(`${JSON.stringify(o)}\n`)
 
   type Global = { 'realm-file'?: string | undefined; ccache?: string | undefined; 'connect-timeout'?: number | undefined }
-  const loadRealm = async (a: Global): Promise<RealmFile> => {
-    const [file, from] = a['realm-file']
-      ? [a['realm-file'], 'from --realm-file']
-      : env.TESSERA_REALM_FILE
-        ? [env.TESSERA_REALM_FILE, 'from TESSERA_REALM_FILE']
-        : [defaultRealmFilePath(env), 'the default path; neither --realm-file nor TESSERA_REALM_FILE is set']
-    try {
-      return await loadRealmFile(file)
-    } catch (e) {
-      if ((e as { cause?: NodeJS.ErrnoException }).cause?.code !== 'ENOENT') throw e
-      throw new TesseraError(
-        TesseraErrorCode.TESSERA_CONFIG,
-        `no realm file at ${file} (${from}); point kauth at your realm's realm.json with --realm-file FILE or ` +
-          'TESSERA_REALM_FILE=FILE (after `npm start` in a Tessera checkout it is var/realm.json)',
-        { cause: e },
-      )
-    }
-  }
+  const loadRealm = (a: Global): Promise<RealmFile> => loadRealmForCli(a['realm-file'], env, 'kauth', '--realm-file FILE or TESSERA_REALM_FILE=FILE (after `npm start` in a Tessera checkout it is var/realm.json)')
+
   const cache = (a: Global) => new CredentialCache(a.ccache ?? ccachePath(env))
   // Transport resumption tickets live in the credential cache between commands, so a
   // command after the first skips the key exchange and sends its request at once; the

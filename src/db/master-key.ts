@@ -49,6 +49,18 @@ export async function createStash(path: string): Promise<Uint8Array> {
  * readable or writable by group or others (on POSIX systems), or not exactly 32 bytes.
  */
 export async function readStash(path: string): Promise<Uint8Array> {
+  const buf = await readStashFile(path, (size) => size === MASTER_KEY_BYTES, `a ${MASTER_KEY_BYTES}-byte master key`)
+  const key = new Uint8Array(buf)
+  buf.fill(0)
+  return key
+}
+
+/**
+ * The bytes of a stash file after the checks every stash gets: it exists, is a regular file
+ * not accessible by group or others (on POSIX systems; checked on the open handle, so the
+ * file checked is the file read) and of a size `sizeOk` accepts. The caller wipes the buffer.
+ */
+async function readStashFile(path: string, sizeOk: (size: number) => boolean, what: string): Promise<Buffer> {
   let fh: Awaited<ReturnType<typeof fsOpen>>
   try {
     fh = await fsOpen(path, 'r')
@@ -57,21 +69,19 @@ export async function readStash(path: string): Promise<Uint8Array> {
     throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `stash file ${path} ${why}`, { cause: err })
   }
   try {
-    // fstat on the open handle, so the checked file is the file read.
     const st = await fh.stat()
     if (process.platform !== 'win32' && (st.mode & 0o077) !== 0)
       throw new TesseraError(
         TesseraErrorCode.TESSERA_CONFIG,
         `stash file ${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${path}`,
       )
-    if (!st.isFile() || st.size !== MASTER_KEY_BYTES)
-      throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `stash file ${path} is not a ${MASTER_KEY_BYTES}-byte master key`)
+    if (!st.isFile() || !sizeOk(st.size)) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `stash file ${path} is not ${what}`)
     const buf = await fh.readFile()
-    if (buf.length !== MASTER_KEY_BYTES)
-      throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `stash file ${path} is not a ${MASTER_KEY_BYTES}-byte master key`)
-    const key = new Uint8Array(buf)
-    buf.fill(0)
-    return key
+    if (!sizeOk(buf.length)) {
+      buf.fill(0)
+      throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `stash file ${path} is not ${what}`)
+    }
+    return buf
   } catch (err) {
     if (err instanceof TesseraError) throw err
     throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `cannot read stash file ${path}`, { cause: err })
@@ -139,32 +149,11 @@ function decodeStash(buf: Uint8Array, path: string): MasterKeyEntry[] {
  * checks as {@link readStash}: mode 0600 on POSIX, the exact size of its form.
  */
 export async function readStashKeys(path: string): Promise<MasterKeyEntry[]> {
-  let fh: Awaited<ReturnType<typeof fsOpen>>
+  const buf = await readStashFile(path, (size) => size <= 64 + MAX_STASH_KEYS * STASH_ENTRY_BYTES, 'a master key stash')
   try {
-    fh = await fsOpen(path, 'r')
-  } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : 'cannot be opened'
-    throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `stash file ${path} ${why}`, { cause: err })
-  }
-  try {
-    const st = await fh.stat()
-    if (process.platform !== 'win32' && (st.mode & 0o077) !== 0)
-      throw new TesseraError(
-        TesseraErrorCode.TESSERA_CONFIG,
-        `stash file ${path} is accessible by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod 600 ${path}`,
-      )
-    if (!st.isFile() || st.size > 64 + MAX_STASH_KEYS * STASH_ENTRY_BYTES) throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `stash file ${path} is not a master key stash`)
-    const buf = await fh.readFile()
-    try {
-      return decodeStash(new Uint8Array(buf.buffer, buf.byteOffset, buf.length), path)
-    } finally {
-      buf.fill(0)
-    }
-  } catch (err) {
-    if (err instanceof TesseraError) throw err
-    throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `cannot read stash file ${path}`, { cause: err })
+    return decodeStash(new Uint8Array(buf.buffer, buf.byteOffset, buf.length), path)
   } finally {
-    await fh.close().catch(() => {})
+    buf.fill(0)
   }
 }
 

@@ -322,7 +322,6 @@ export class PrincipalDb {
   /** Keys whose counters wait for the next group commit, and those in the one running. */
   readonly #dirty = new Set<string>()
   readonly #flushingKeys = new Set<string>()
-  #decoy = false
   #nextCommit: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined
   #committing: Promise<void> | undefined
   readonly #trackLastSuccess: boolean
@@ -1141,8 +1140,7 @@ export class PrincipalDb {
    * arrives meanwhile goes into the next one.
    */
   #commitCounters(key: string | undefined): Promise<void> {
-    if (key === undefined) this.#decoy = true
-    else this.#dirty.add(key)
+    if (key !== undefined) this.#dirty.add(key)
     let next = this.#nextCommit
     if (next === undefined) {
       let resolve!: () => void
@@ -1163,7 +1161,6 @@ export class PrincipalDb {
     this.#nextCommit = undefined
     const keys = [...this.#dirty].sort()
     this.#dirty.clear()
-    this.#decoy = false
     for (const k of keys) this.#flushingKeys.add(k)
     this.#committing = this.#writeCounters(keys)
       .then(batch.resolve, batch.reject)

@@ -6,7 +6,7 @@ import { type AsRep, type AsReq, EncKdcRepPart, EncTicketPart, PaEncTs } from '.
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { DEFAULT_KDF_PARAMS, defaultSalt, randomKey, tryOpen } from '../crypto/index.js'
 import { formatName, isValidPrincipalId } from '../db/names.js'
-import type { KeyVersion, PrincipalRecord } from '../db/types.js'
+import type { PrincipalRecord } from '../db/types.js'
 import { KrbProtocolError } from '../errors.js'
 import { openPart, principalString, sealPart } from '../krb/parts.js'
 import type { ConnectionContext } from '../wire/server.js'
