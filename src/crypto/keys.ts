@@ -64,26 +64,43 @@ const subkeys = new WeakMap<Uint8Array, Map<number, Uint8Array>>()
 const IPAD = 0x36
 const OPAD = 0x5c
 
+// Scratch of the libsodium HMAC: [ipad block | message] and [opad block | inner hash].
+// Wiped after every use (they hold key pads and, in HKDF, secret input).
+let hmacInner = Buffer.alloc(64 + 256)
+const hmacOuter = Buffer.alloc(96)
+
 /**
- * HMAC-SHA256 (RFC 2104) over the backend's SHA-256: with libsodium two hashes cost well
- * under a microsecond, where node's createHmac builds a key object per call.
+ * HMAC-SHA256 of `data` under `key` written into `out` (32 bytes), over libsodium's SHA-256:
+ * two hashes into preallocated scratch, no allocation for short messages.
  */
-export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
-  const b = backend()
-  if (b.name !== 'sodium-native') return new Uint8Array(createHmac('sha256', key).update(data).digest())
-  const k = key.length > 64 ? b.sha256(key) : key
-  const inner = Buffer.allocUnsafe(64 + data.length)
-  const outer = Buffer.allocUnsafe(96)
+function sodiumHmacInto(sha256Into: (out: Uint8Array, data: Uint8Array) => void, out: Uint8Array, key: Uint8Array, data: Uint8Array): void {
+  const k = key.length > 64 ? backend().sha256(key) : key
+  const n = 64 + data.length
+  if (hmacInner.length < n) hmacInner = Buffer.alloc(n)
+  const inner = hmacInner
+  const outer = hmacOuter
+  const kl = k.length
   for (let i = 0; i < 64; i++) {
-    const x = i < k.length ? k[i]! : 0
+    const x = i < kl ? k[i]! : 0
     inner[i] = x ^ IPAD
     outer[i] = x ^ OPAD
   }
   inner.set(data, 64)
-  outer.set(b.sha256(inner), 64)
-  inner.fill(0, 0, 64)
-  const mac = b.sha256(outer)
-  outer.fill(0, 0, 64)
+  sha256Into(outer.subarray(64, 96), inner.subarray(0, n))
+  inner.fill(0, 0, n)
+  sha256Into(out, outer)
+  outer.fill(0)
+}
+
+/**
+ * HMAC-SHA256 (RFC 2104). With libsodium, two hashes into scratch memory cost well under a
+ * microsecond, where node's createHmac builds a key object per call.
+ */
+export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
+  const into = backend().sha256Into
+  if (!into) return new Uint8Array(createHmac('sha256', key).update(data).digest())
+  const mac = new Uint8Array(32)
+  sodiumHmacInto(into, mac, key, data)
   return mac
 }
 
@@ -114,26 +131,38 @@ export function sha256(...parts: Uint8Array[]): Uint8Array {
   return backend().sha256(Buffer.concat(parts))
 }
 
+// Scratch of HKDF-Expand: T(i-1) || info || i, and the PRK.
+let hkdfMsg = Buffer.alloc(32 + 64 + 1)
+const hkdfPrk = Buffer.alloc(32)
+const ZERO_SALT = new Uint8Array(32)
+
 /** HKDF-SHA256 (RFC 5869). */
 export function hkdf(ikm: Uint8Array, salt: Uint8Array, info: string, length: number): Uint8Array {
-  if (backend().name !== 'sodium-native') return new Uint8Array(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), length))
-  if (length > 255 * 32) throw new RangeError('HKDF output too long')
+  const into = backend().sha256Into
+  if (!into) return new Uint8Array(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'utf8'), length))
+  if (!Number.isInteger(length) || length < 0 || length > 255 * 32) throw new RangeError('HKDF output too long')
   // RFC 5869 §2.2: no salt = HashLen zero bytes.
-  const prk = hmacSha256(salt.length > 0 ? salt : new Uint8Array(32), ikm)
-  const infoBytes = Buffer.from(info, 'utf8')
+  const prk = hkdfPrk
+  sodiumHmacInto(into, prk, salt.length > 0 ? salt : ZERO_SALT, ikm)
+  const infoLen = Buffer.byteLength(info, 'utf8')
+  if (hkdfMsg.length < 32 + infoLen + 1) hkdfMsg = Buffer.alloc(32 + infoLen + 1)
+  const msg = hkdfMsg
+  // T(1) = HMAC(PRK, info || 0x01); T(i) = HMAC(PRK, T(i-1) || info || i), computed in place
+  // at msg[0:32] so that T(i-1) is already where the next message wants it.
+  msg.write(info, 32, 'utf8')
   const okm = new Uint8Array(length)
-  let t: Uint8Array = new Uint8Array(0)
   for (let i = 1, pos = 0; pos < length; i++) {
-    const msg = Buffer.allocUnsafe(t.length + infoBytes.length + 1)
-    msg.set(t, 0)
-    infoBytes.copy(msg, t.length)
-    msg[msg.length - 1] = i
-    t = hmacSha256(prk, msg)
-    okm.set(t.subarray(0, Math.min(32, length - pos)), pos)
+    const first = i === 1
+    const body = first ? msg.subarray(32, 32 + infoLen + 1) : msg.subarray(0, 32 + infoLen + 1)
+    msg[32 + infoLen] = i
+    const t = msg.subarray(0, 32)
+    sodiumHmacInto(into, t, prk, body)
+    const take = Math.min(32, length - pos)
+    okm.set(take === 32 ? t : t.subarray(0, take), pos)
     pos += 32
   }
   prk.fill(0)
-  t.fill(0)
+  msg.fill(0, 0, 32 + infoLen + 1)
   return okm
 }
 

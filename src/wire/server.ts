@@ -161,6 +161,10 @@ function checkPositive(name: string, v: number, max: number = Number.MAX_SAFE_IN
   if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer in [1, ${max}]`)
 }
 
+function isPromiseLike<T>(x: T | PromiseLike<T>): x is PromiseLike<T> {
+  return typeof (x as Partial<PromiseLike<T>> | null)?.then === 'function'
+}
+
 function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
@@ -217,6 +221,11 @@ export class SecureServer {
   private readonly ownKeyId: Uint8Array
   private closing = false
   private closed: Promise<void> | undefined
+  /**
+   * Period of the timeout sweep, ms: an eighth of the shorter of the handshake and idle
+   * timeouts, between 5 and 250 ms.
+   */
+  readonly tickMs: number
   /** Connection totals since start (metrics). */
   readonly counters: ServerCounters = {
     accepted: 0,
@@ -240,6 +249,7 @@ export class SecureServer {
     checkPositive('maxFrameBytes', this.options.maxFrameBytes, 0xffffffff)
     if (options.staticKey?.secretKey?.length !== 32) throw new TypeError('staticKey must be an X25519 key pair')
     this.ownKeyId = identityKeyId(options.staticKey.publicKey)
+    this.tickMs = Math.min(250, Math.max(5, Math.floor(Math.min(this.options.handshakeTimeoutMs, this.options.idleTimeoutMs) / 8)))
     // allowHalfOpen: a peer that sends its requests then shuts down its write side still
     // gets every reply; the connection ends our side once the queue is answered.
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (s) => this.accept(s))
@@ -300,6 +310,10 @@ export class SecureServer {
 
   private async shutdown(): Promise<void> {
     this.closing = true
+    if (this.sweeper && this.conns.size === 0) {
+      clearInterval(this.sweeper)
+      this.sweeper = undefined
+    }
     const listenerClosed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     // The listener's close callback can run before the sockets' own 'close' events:
     // wait for both, so that connectionCount is 0 once close() resolves.
@@ -334,15 +348,38 @@ export class SecureServer {
     }
     this.perPeer.set(bucket, n + 1)
     this.counters.accepted++
-    const conn = new ServerConnection(this, socket, peerAddr)
-    this.conns.add(conn)
-    socket.once('close', () => {
-      this.conns.delete(conn)
-      const left = (this.perPeer.get(bucket) ?? 1) - 1
-      if (left <= 0) this.perPeer.delete(bucket)
-      else this.perPeer.set(bucket, left)
-    })
+    this.conns.add(new ServerConnection(this, socket, peerAddr, bucket, performance.now()))
+    this.sweeper ??= this.startSweeper()
   }
+
+  /** @internal A connection's socket closed: forget it. */
+  forget(conn: ServerConnection, bucket: string): void {
+    this.conns.delete(conn)
+    const left = (this.perPeer.get(bucket) ?? 1) - 1
+    if (left <= 0) this.perPeer.delete(bucket)
+    else this.perPeer.set(bucket, left)
+  }
+
+  /**
+   * Handshake and idle timeouts: one coarse timer per server, not one per socket. Every
+   * {@link tickMs} it looks at each connection's deadline; a timeout fires at most one tick
+   * late. It runs while connections are open and stops after a tick with none.
+   */
+  private startSweeper(): NodeJS.Timeout {
+    const t = setInterval(() => {
+      if (this.conns.size === 0) {
+        clearInterval(t)
+        this.sweeper = undefined
+        return
+      }
+      const now = performance.now()
+      for (const c of this.conns) if (c.deadline <= now) c.onDeadline(now)
+    }, this.tickMs)
+    t.unref()
+    return t
+  }
+
+  private sweeper: NodeJS.Timeout | undefined
 
   /** @internal */
   get isClosing(): boolean {
@@ -367,33 +404,39 @@ class ServerConnection {
   private backlogHead = 0
   private queue: Promise<void> = Promise.resolve()
   private writeBlocked = false
-  private readonly handshakeTimer: NodeJS.Timeout
-  private idleTimer: NodeJS.Timeout | undefined
+  /**
+   * When the current timeout (handshake, then idle) is due, on performance.now(); the
+   * server's sweep calls {@link onDeadline} once it has passed. Infinity: none.
+   */
+  deadline: number
   private lingerTimer: NodeJS.Timeout | undefined
   /** The peer shut down its side: answer what is queued, then end ours. */
   private peerEnded = false
   /** The server is closing: no new requests; finish the pending ones, then SHUTTING_DOWN. */
   private shuttingDown = false
-  private readonly peer: string
-  /** Resolves once the socket has closed and the connection is forgotten. */
-  readonly closed: Promise<void>
+  /** Frames written while pump() runs, sent in one write when it returns. */
+  private outbox: Buffer[] | undefined
+  private outboxBytes = 0
+  private pumping = false
+  private closeWaiters: (() => void)[] | undefined
+  private isClosed = false
 
   constructor(
     private readonly server: SecureServer,
     private readonly socket: net.Socket,
     private readonly remoteAddress: string,
+    private readonly bucket: string,
+    now: number,
   ) {
     const o = server.options
-    this.peer = `${remoteAddress}:${socket.remotePort ?? 0}`
     this.reader = new FrameReader(o.maxFrameBytes)
-    this.handshakeTimer = setTimeout(() => this.fail(ErrorCode.TSR_ERR_TIMEOUT, 'handshake timeout'), o.handshakeTimeoutMs)
+    this.deadline = now + o.handshakeTimeoutMs
     socket.on('data', (chunk: Buffer) => this.onData(chunk))
     socket.on('error', (err) => o.logger.debug('socket error', { listener: o.name, peer: this.peer, err: err.message }))
     socket.on('drain', () => {
       this.writeBlocked = false
       this.pump()
     })
-    this.closed = new Promise((resolve) => socket.on('close', () => setImmediate(resolve)))
     socket.on('close', () => this.cleanup())
     socket.on('end', () => {
       this.peerEnded = true
@@ -401,6 +444,40 @@ class ServerConnection {
       if (this.state === 'closing') this.socket.destroySoon()
       else this.pump()
     })
+  }
+
+  /** The peer as host:port (logs). */
+  private get peer(): string {
+    return `${this.remoteAddress}:${this.socket.remotePort ?? 0}`
+  }
+
+  /** Resolves once the socket has closed and the connection is forgotten. */
+  get closed(): Promise<void> {
+    if (this.isClosed) return Promise.resolve()
+    return new Promise((resolve) => {
+      this.closeWaiters ??= []
+      this.closeWaiters.push(resolve)
+    })
+  }
+
+  /** The server's sweep: the current deadline has passed. */
+  onDeadline(now: number): void {
+    if (this.state === 'handshake') {
+      this.deadline = Number.POSITIVE_INFINITY
+      this.fail(ErrorCode.TSR_ERR_TIMEOUT, 'handshake timeout')
+      return
+    }
+    if (this.state === 'closing') {
+      this.deadline = Number.POSITIVE_INFINITY
+      return
+    }
+    // Idle: a connection still answering a request is not idle.
+    if (this.pending > 0) {
+      this.deadline = now + this.server.options.idleTimeoutMs
+      return
+    }
+    this.deadline = Number.POSITIVE_INFINITY
+    this.fail(ErrorCode.TSR_ERR_TIMEOUT, 'idle timeout')
   }
 
   stats(): ConnectionStats {
@@ -442,6 +519,17 @@ class ServerConnection {
 
   /** Open held frames while the flow limits allow, then decide on reading and closing. */
   private pump(): void {
+    if (this.pumping) return
+    this.pumping = true
+    try {
+      this.pumpFrames()
+    } finally {
+      this.pumping = false
+      this.flush()
+    }
+  }
+
+  private pumpFrames(): void {
     const max = this.server.options.maxPendingPerConnection
     while (this.state !== 'closing' && this.backlogHead < this.backlog.length) {
       if (this.state === 'open' && (this.writeBlocked || this.pending >= max)) break
@@ -594,17 +682,7 @@ class ServerConnection {
     this.codec = new SealedCodec(keys, 'server')
     this.ctx = { remoteAddress: this.remoteAddress, peer: this.peer, listener: o.name, channelHash: keys.h }
     this.state = 'open'
-    clearTimeout(this.handshakeTimer)
-    this.idleTimer = setTimeout(() => this.onIdle(), o.idleTimeoutMs)
-  }
-
-  private onIdle(): void {
-    if (this.state === 'closing') return
-    if (this.pending > 0) {
-      this.idleTimer?.refresh()
-      return
-    }
-    this.fail(ErrorCode.TSR_ERR_TIMEOUT, 'idle timeout')
+    this.deadline = performance.now() + o.idleTimeoutMs
   }
 
   private onSealed(body: Buffer): void {
@@ -615,7 +693,7 @@ class ServerConnection {
       this.failWith(err)
       return
     }
-    this.idleTimer?.refresh()
+    this.deadline = performance.now() + this.server.options.idleTimeoutMs
     this.take(msg)
   }
 
@@ -626,57 +704,124 @@ class ServerConnection {
       return
     }
     this.pending++
+    if (this.pending === 1 && refusal === undefined) {
+      // Nothing ahead of it: ask the handler now. A reply it has at once (the TGS with every
+      // principal cached) is sealed and written in this same turn, without a promise; the
+      // caller (pump) goes on with the next frame, so pipelined requests never nest.
+      let reply: Message | Promise<Message>
+      try {
+        reply = this.server.handler(msg, this.ctx!)
+      } catch (err) {
+        reply = Promise.reject(err)
+      }
+      if (!isPromiseLike(reply)) {
+        this.answerSafely(reply, undefined)
+        return
+      }
+      this.queue = Promise.resolve(reply).then(
+        (r) => this.settle(r, undefined),
+        (err: unknown) => this.settle(undefined, err),
+      )
+      return
+    }
     // process() handles its own failures; the catch only keeps the chain alive.
-    this.queue = this.queue
-      .then(() => this.process(msg, refusal))
-      .catch((err: unknown) => {
-        const o = this.server.options
-        o.logger.error('reply could not be sent', { listener: o.name, peer: this.peer, err: errText(err) })
-        this.destroy()
-      })
+    this.queue = this.queue.then(() => this.process(msg, refusal))
   }
 
   private async process(msg: Message, refusal?: KrbProtocolError): Promise<void> {
-    const o = this.server.options
-    let reply: Message
+    let reply: Message | undefined
+    let failure: unknown
     try {
       if (refusal) throw refusal
       reply = await this.server.handler(msg, this.ctx!)
     } catch (err) {
+      failure = err
+    }
+    this.settle(reply, failure)
+  }
+
+  /** An asynchronous answer: send it, then open what waited for it. Never throws. */
+  private settle(reply: Message | undefined, failure: unknown): void {
+    if (this.answerSafely(reply, failure)) this.pump()
+  }
+
+  /** {@link answer}, destroying the connection if even that fails; false then. Never throws. */
+  private answerSafely(reply: Message | undefined, failure: unknown): boolean {
+    try {
+      this.answer(reply, failure)
+      return true
+    } catch (err) {
+      const o = this.server.options
+      o.logger.error('reply could not be sent', { listener: o.name, peer: this.peer, err: errText(err) })
+      this.destroy()
+      return false
+    }
+  }
+
+  /** Seal and write the answer to the oldest pending request: `reply`, or the refusal for `failure`. */
+  private answer(reply: Message | undefined, failure: unknown): void {
+    const o = this.server.options
+    let out: Message
+    if (reply === undefined) {
+      const err = failure
       if (err instanceof KrbProtocolError) {
         // A KrbProtocolError's message is written for the person behind the peer (e-text, as in
         // MIT's "Clock skew too great"); handlers never put secrets or internal detail in it.
         o.logger.debug('request refused', { listener: o.name, peer: this.peer, code: err.code, status: err.status })
-        reply = krbError(err.code, err.message, err.serverTime ?? Date.now(), err.edata as never)
+        out = krbError(err.code, err.message, err.serverTime ?? Date.now(), err.edata as never)
       } else {
         o.logger.error('request handler failed', { listener: o.name, peer: this.peer, err: errText(err) })
-        reply = krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error')
+        out = krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error')
       }
-    }
+    } else out = reply
     // A reply that breaks the schema (a handler bug, or a bad code in a thrown error) would
     // make the peer drop the connection: send KRB_ERR_GENERIC instead and log the cause.
     try {
-      reply = validateMessage(reply)
+      out = validateMessage(out)
     } catch (err) {
       o.logger.error('handler reply is not a valid message', { listener: o.name, peer: this.peer, err: errText(err) })
-      reply = krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error')
+      out = krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error')
     }
     this.pending--
-    if (this.state !== 'closing') {
-      let out: Buffer
-      try {
-        out = this.codec!.seal(reply)
-      } catch (err) {
-        o.logger.error('reply could not be encoded', { listener: o.name, peer: this.peer, err: errText(err) })
-        out = this.codec!.seal(krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error'))
-      }
-      this.write(out)
+    if (this.state === 'closing') return
+    let sealed: Buffer
+    try {
+      sealed = this.codec!.seal(out)
+    } catch (err) {
+      o.logger.error('reply could not be encoded', { listener: o.name, peer: this.peer, err: errText(err) })
+      sealed = this.codec!.seal(krbError(ErrorCode.KRB_ERR_GENERIC, 'internal error'))
     }
-    this.pump()
+    this.write(sealed)
   }
 
   private write(buf: Buffer): void {
     if (this.socket.destroyed || this.socket.writableEnded) return
+    // Inside pump() (a handshake answer and the early reply, or synchronous replies to
+    // pipelined requests): held, and sent in one write when pump() returns.
+    if (this.pumping) {
+      if (this.outbox === undefined) this.outbox = [buf]
+      else this.outbox.push(buf)
+      this.outboxBytes += buf.length
+      // Backpressure is judged as if each frame were written at once: a full socket buffer
+      // stops the pump (writeBlocked) before more requests are opened.
+      if (this.outboxBytes + this.socket.writableLength >= this.socket.writableHighWaterMark) this.flush()
+      return
+    }
+    this.send(buf)
+  }
+
+  /** Send what pump() held back. */
+  private flush(): void {
+    const out = this.outbox
+    if (out === undefined) return
+    this.outbox = undefined
+    this.outboxBytes = 0
+    if (this.socket.destroyed || this.socket.writableEnded) return
+    // One write, so no cork: the burst is complete.
+    if (!this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out))) this.writeBlocked = true
+  }
+
+  private send(buf: Buffer): void {
     // Replies finished in the same turn of the event loop (pipelined requests) go out in
     // one write: cork now, uncork once the loop has run.
     if (!this.corked) {
@@ -730,7 +875,8 @@ class ServerConnection {
     this.state = 'closing'
     this.reader.reset()
     this.clearBacklog()
-    this.clearTimers()
+    this.deadline = Number.POSITIVE_INFINITY
+    this.flush()
     this.socket.end()
     if (this.peerEnded) {
       this.socket.destroySoon()
@@ -741,16 +887,18 @@ class ServerConnection {
     }
   }
 
-  private clearTimers(): void {
-    clearTimeout(this.handshakeTimer)
-    if (this.idleTimer) clearTimeout(this.idleTimer)
-  }
-
   private cleanup(): void {
     this.state = 'closing'
     this.clearBacklog()
-    this.clearTimers()
+    this.deadline = Number.POSITIVE_INFINITY
+    this.outbox = undefined
     if (this.lingerTimer) clearTimeout(this.lingerTimer)
     this.codec?.destroy()
+    this.isClosed = true
+    this.server.forget(this, this.bucket)
+    const waiters = this.closeWaiters
+    if (waiters) setImmediate(() => {
+      for (const w of waiters) w()
+    })
   }
 }
