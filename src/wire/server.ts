@@ -817,8 +817,7 @@ class ServerConnection {
     this.outbox = undefined
     this.outboxBytes = 0
     if (this.socket.destroyed || this.socket.writableEnded) return
-    // One write, so no cork: the burst is complete.
-    if (!this.socket.write(out.length === 1 ? out[0]! : Buffer.concat(out))) this.writeBlocked = true
+    this.send(out.length === 1 ? out[0]! : Buffer.concat(out))
   }
 
   private send(buf: Buffer): void {
