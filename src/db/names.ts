@@ -31,6 +31,9 @@ const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp}]/u
 // pattern display as a plain space or as nothing.
 const ODD_SPACE = /[\p{Zs}\u2800]/u
 const REALM = /^[A-Za-z0-9._-]+$/
+// Printable ASCII (U+0020..U+007E): none of it is invisible, an odd space, a control, bidi
+// or unpaired, and all of it is NFC. Most names are such: they skip the per-code-point checks.
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/
 
 function badName(message: string): never {
   throw new TesseraError(TesseraErrorCode.TESSERA_BAD_NAME, message)
@@ -38,6 +41,10 @@ function badName(message: string): never {
 
 /** Refuse an invisible or line-separator code point in `text`, naming it and its 1-based code point position. */
 function checkVisible(text: string, where: string): void {
+  if (PRINTABLE_ASCII.test(text)) {
+    if (text.startsWith(' ') || text.endsWith(' ')) badName(`principal name has a leading or trailing space in ${where}`)
+    return
+  }
   for (const ch of text)
     if (ch !== ' ' && ODD_SPACE.test(ch)) {
       const cp = ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')
@@ -71,6 +78,10 @@ function checkComponent(c: unknown, i: number): void {
   if (c.length === 0) badName(`${which} is empty`)
   if (Buffer.byteLength(c, 'utf8') > MAX_COMPONENT_BYTES) badName(`${which} is longer than ${MAX_COMPONENT_BYTES} bytes`)
   if (FORBIDDEN.test(c)) badName(`${which} contains "/", "@" or "\\" (escapes are not supported)`)
+  if (PRINTABLE_ASCII.test(c)) {
+    if (c.startsWith(' ') || c.endsWith(' ')) badName(`principal name has a leading or trailing space in ${which}`)
+    return
+  }
   if (CONTROL.test(c)) badName(`${which} contains a control character`)
   if (LONE_SURROGATE.test(c)) badName(`${which} contains an unpaired surrogate`)
   if (BIDI_CONTROL.test(c)) badName(`${which} contains a bidirectional control character`)
