@@ -446,9 +446,12 @@ class ServerConnection {
     })
   }
 
+  private peerText: string | undefined
+
   /** The peer as host:port (logs). */
   private get peer(): string {
-    return `${this.remoteAddress}:${this.socket.remotePort ?? 0}`
+    this.peerText ??= `${this.remoteAddress}:${this.socket.remotePort ?? 0}`
+    return this.peerText
   }
 
   /** Resolves once the socket has closed and the connection is forgotten. */
@@ -680,7 +683,16 @@ class ServerConnection {
   private opened(keys: TransportKeys): void {
     const o = this.server.options
     this.codec = new SealedCodec(keys, 'server')
-    this.ctx = { remoteAddress: this.remoteAddress, peer: this.peer, listener: o.name, channelHash: keys.h }
+    const conn = this
+    this.ctx = {
+      remoteAddress: this.remoteAddress,
+      // Made only when asked (a log line): the port is a system call and the string an allocation.
+      get peer() {
+        return conn.peer
+      },
+      listener: o.name,
+      channelHash: keys.h,
+    }
     this.state = 'open'
     this.deadline = performance.now() + o.idleTimeoutMs
   }
