@@ -8,7 +8,7 @@ import { DEFAULT_KDF_PARAMS, defaultSalt, randomKey, tryOpen } from '../crypto/i
 import { formatName, isValidPrincipalId } from '../db/names.js'
 import type { PrincipalRecord } from '../db/types.js'
 import { KrbProtocolError } from '../errors.js'
-import { openPart, principalString, sealPart } from '../krb/parts.js'
+import { principalString, readPart, sealPart } from '../krb/parts.js'
 import type { ConnectionContext } from '../wire/server.js'
 import { acceptsTickets, currentKey, isNeverClient, type KdcContext, notATargetText } from './context.js'
 import { computeTimes } from './policy.js'
@@ -104,7 +104,7 @@ async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionCont
       if (!wellFormed) return { ok: false, reason: 'pre-auth data missing, duplicated or of an unsupported type' }
       if (plain === null) return { ok: false, reason: 'wrong key (bad password)' }
       try {
-        ts = openPart(key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, PaEncTs, value)
+        ts = readPart(PaEncTs, plain)
       } catch {
         return { ok: false, reason: 'malformed encrypted timestamp' }
       }

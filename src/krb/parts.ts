@@ -22,7 +22,14 @@ export function sealPart<T extends TSchema>(key: Uint8Array, usage: number, sche
  * does not open, KRB_AP_ERR_MODIFIED when it opens but is not a valid part.
  */
 export function openPart<T extends TSchema>(key: Uint8Array, usage: number, schema: T, sealed: Uint8Array): Static<T> {
-  const plain = open(key, usage, sealed)
+  return readPart(schema, open(key, usage, sealed))
+}
+
+/**
+ * Decode and validate the plaintext of a part already opened. Throws KrbProtocolError
+ * KRB_AP_ERR_MODIFIED when it is not a valid part.
+ */
+export function readPart<T extends TSchema>(schema: T, plain: Uint8Array): Static<T> {
   try {
     return validate(schema, decode(plain))
   } catch (err) {
