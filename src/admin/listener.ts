@@ -324,6 +324,7 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
         ...o.webhookBackoff,
       })
       await webhooks.start()
+      context.webhooks = webhooks
       o.onWebhooks?.(webhooks)
     }
     const control =
@@ -373,6 +374,7 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
         await dumps.close()
         events.close()
         await webhooks?.close()
+        delete context.webhooks
         delete context.events
         await scheduler?.close()
         if (acl instanceof AclFile) acl.close()
