@@ -514,10 +514,10 @@ export class KdcMetrics {
       registers: reg,
       collect() {
         this.reset()
-        hooks().forEach((h, i) => {
+        for (const [i, h] of hooks().entries()) {
           this.inc({ webhook: String(i), result: 'delivered' }, h.delivered)
           this.inc({ webhook: String(i), result: 'dropped' }, h.dropped)
-        })
+        }
       },
     })
     new Counter({
@@ -527,7 +527,7 @@ export class KdcMetrics {
       registers: reg,
       collect() {
         this.reset()
-        hooks().forEach((h, i) => this.inc({ webhook: String(i) }, h.failures))
+        for (const [i, h] of hooks().entries()) this.inc({ webhook: String(i) }, h.failures)
       },
     })
     new Gauge({
@@ -537,7 +537,7 @@ export class KdcMetrics {
       registers: reg,
       collect() {
         this.reset()
-        hooks().forEach((h, i) => this.set({ webhook: String(i) }, h.queued))
+        for (const [i, h] of hooks().entries()) this.set({ webhook: String(i) }, h.queued)
       },
     })
     this.own.registerMetric(
