@@ -8,10 +8,11 @@ import { constants as fsc, createReadStream } from 'node:fs'
 import { type FileHandle, mkdir, open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
+import type { MasterKeyEntry } from '../db/master-key.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { constantTimeEqual, hmacSha256 } from '../crypto/index.js'
-import { AUDIT_FILE, AUDIT_HEAD_KEY, AuditLog, auditKey, dumpMacKey } from './audit.js'
+import { AUDIT_FILE, AUDIT_HEAD_KEY, AuditLog, dumpMacKey } from './audit.js'
 import { type Actor, type AdminContext, actorName, authorize, runAdmin } from './operations.js'
 
 /** The ACL file's name in the realm directory. */
@@ -123,8 +124,13 @@ export interface LoadOptions {
   file: string
   /** The new realm directory: must not hold a database yet. */
   dir: string
-  /** The master key the dump's keys are sealed under (the source realm's). */
-  masterKey: Uint8Array
+  /**
+   * The master keys the dump's keys are sealed under: the source realm's stash
+   * ({@link readStashKeys}), one key or several during a master-key rotation.
+   */
+  masterKeys?: readonly MasterKeyEntry[]
+  /** Instead of `masterKeys`: a realm's one master key (kvno 1, a realm never rotated). */
+  masterKey?: Uint8Array
   /** Who loads (the local Unix user), for the new audit log. */
   actor: Actor
   onProgress?: (entries: number) => void
@@ -135,10 +141,13 @@ export interface LoadOptions {
  * load FILE into a new realm directory: checks the dump's trailer (count and SHA-256) before
  * writing anything, restores every entry (principals with every key version, policies, realm
  * keys) into `dir/db`, writes the ACL to `dir/kadm5.acl` (0600), opens the database with
- * `masterKey` (refused if it is not the key the dump was made under) and starts `dir/audit.log`
+ * `masterKeys` (refused if they are not the keys the dump was made under, as is a dump whose
+ * end-record MAC does not verify under the realm's audit key) and starts `dir/audit.log`
  * with a `load` record. Writing the stash and realm.json is the caller's (kdc layout).
  */
 export async function loadDump(o: LoadOptions): Promise<{ realm: string; entries: number; sha256: string }> {
+  const masterKeys = o.masterKeys ?? (o.masterKey !== undefined ? [{ kvno: 1, key: o.masterKey }] : undefined)
+  if (masterKeys === undefined) throw new TypeError('loadDump needs masterKeys (or masterKey)')
   const dbDir = path.join(o.dir, DB_DIR)
   try {
     await stat(dbDir)
@@ -171,13 +180,15 @@ export async function loadDump(o: LoadOptions): Promise<{ realm: string; entries
   const digest = hash.digest('hex')
   if (header === undefined || trailer === undefined) throw dumpError(`${o.file} is incomplete (no end record): refusing to load it`)
   if (trailer.entries !== count || trailer.sha256 !== digest) throw dumpError(`${o.file} does not match its end record (edited or damaged)`)
-  {
-    const ak = auditKey(o.masterKey)
+  const mac = trailer.mac
+  // The MAC key comes from the audit key, which the database keeps (derived from the realm's
+  // first master key, sealed under the current one after a rotation): checked once the
+  // entries are restored and opened with the stash; a mismatch removes everything again.
+  const checkMac = (ak: Uint8Array) => {
     const mk = dumpMacKey(ak)
     const want = Buffer.from(hmacSha256(mk, new TextEncoder().encode(digest)))
-    ak.fill(0)
     mk.fill(0)
-    const got = typeof trailer.mac === 'string' && /^[0-9a-f]{64}$/.test(trailer.mac) ? Buffer.from(trailer.mac, 'hex') : Buffer.alloc(0)
+    const got = typeof mac === 'string' && /^[0-9a-f]{64}$/.test(mac) ? Buffer.from(mac, 'hex') : Buffer.alloc(0)
     if (got.length !== want.length || !constantTimeEqual(got, want))
       throw dumpError(`${o.file}: its end record is not sealed by this realm's master key (edited, or made under another master key)`)
   }
@@ -201,16 +212,26 @@ export async function loadDump(o: LoadOptions): Promise<{ realm: string; entries
     const n = await PrincipalDb.restore({ location: dbDir }, entries(), (k) => k === AUDIT_HEAD_ROOT_KEY)
     o.onProgress?.(n)
     if (h.acl !== undefined) await writeFile(path.join(o.dir, ACL_FILE), h.acl, { mode: 0o600, flag: 'wx' })
-    const db = await PrincipalDb.open({ location: dbDir, masterKey: o.masterKey })
+    let db: PrincipalDb
     try {
+      db = await PrincipalDb.open({ location: dbDir, masterKeys })
+    } catch (err) {
+      if (err instanceof TesseraError && err.code === TesseraErrorCode.TESSERA_CONFIG)
+        throw dumpError(`${o.file}: ${err.message} (give the stash of the realm the dump was made from, as it was then)`, err)
+      throw err
+    }
+    const ak = db.derivedKey('tessera audit v1')
+    try {
+      checkMac(ak)
       const realm = await db.getRealm()
       if (realm === undefined || realm.realm !== h.realm) throw dumpError(`${o.file}: the dump holds no realm record for ${h.realm}`)
-      const audit = await AuditLog.open({ file: path.join(o.dir, AUDIT_FILE), db, key: auditKey(o.masterKey), ...(o.now ? { now: o.now } : {}) })
+      const audit = await AuditLog.open({ file: path.join(o.dir, AUDIT_FILE), db, key: ak, ...(o.now ? { now: o.now } : {}) })
       const details: Record<string, string | number> = { file: path.resolve(o.file), sha256: digest, entries: count }
       if (h.auditSeq !== undefined) details.sourceAuditSeq = h.auditSeq
       await audit.record({ actor: actorName(o.actor), op: 'load', outcome: 'ok', details })
       await audit.close()
     } finally {
+      ak.fill(0)
       await db.close()
     }
     return { realm: h.realm, entries: count, sha256: digest }

@@ -42,6 +42,7 @@ import { activateIdentity, getIdentity, retireIdentity, rotateIdentity } from '.
 import { purgeKeys, RotationScheduler, type RotationSchedulerOptions, rotateKey } from './rotation.js'
 import { fetchKeys, watchEvents } from './self-keys.js'
 import { WebhookOutbox, type WebhookOutboxOptions } from './webhooks.js'
+import { MasterKeyControl, type MasterKeyControlOptions } from './master-control.js'
 
 /** Options of {@link adminService}. */
 export interface AdminServiceOptions {
@@ -61,6 +62,11 @@ export interface AdminServiceOptions {
   webhookBackoff?: Pick<WebhookOutboxOptions, 'backoffMs' | 'maxBackoffMs'>
   /** Given the webhook outbox once started (its counters: stats()). */
   onWebhooks?: (w: WebhookOutbox) => void
+  /**
+   * The realm directory's control socket, through which `kdc master-key` steps run while the
+   * KDC serves (src/admin/master-control.ts); false: none. @default {} (on with a realm directory)
+   */
+  masterKeyControl?: MasterKeyControlOptions | false
 }
 
 type Op = (ctx: AdminContext, actor: Actor, args: Record<string, unknown>) => Promise<unknown>
@@ -318,8 +324,19 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
         ...o.webhookBackoff,
       })
       await webhooks.start()
+      context.webhooks = webhooks
       o.onWebhooks?.(webhooks)
     }
+    const control =
+      dir !== undefined && o.masterKeyControl !== false
+        ? await MasterKeyControl.start({
+            dir,
+            db: context.db,
+            audit,
+            log: { info: (m, meta) => context.log.ops.info(m, meta), error: (m, meta) => context.log.ops.error(m, meta) },
+            ...(o.masterKeyControl ? { options: o.masterKeyControl } : {}),
+          })
+        : undefined
     const dumps = new RemoteDumps(dir)
     const ops = operations(key, dumps)
     const exec: AdminExecutor = async (who: AdminActor, op: string, args: Record<string, unknown>) => {
@@ -350,11 +367,14 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
       stop() {
         // Long polls answer now (with what they have), so that the listeners drain at once.
         events.close()
+        control?.stop()
       },
       async close() {
+        await control?.close()
         await dumps.close()
         events.close()
         await webhooks?.close()
+        delete context.webhooks
         delete context.events
         await scheduler?.close()
         if (acl instanceof AclFile) acl.close()

@@ -9,7 +9,7 @@ import { access, open, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { DEFAULT_KDF_PARAMS, wipe } from '../crypto/index.js'
 import { EventLog } from '../db/event-log.js'
-import { readStashKeys } from '../db/master-key.js'
+import { encodeStash, type MasterKeyEntry, readStashKeys } from '../db/master-key.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import type { Policy } from '../db/types.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
@@ -258,15 +258,20 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-/** Write `key` as a stash file: created exclusively, mode 0600, synced. */
-async function writeStash(file: string, key: Uint8Array): Promise<void> {
-  const fh = await open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600)
+/** Write `keys` as a stash file (one kvno-1 key: the plain 32-byte form): created exclusively, mode 0600, synced. */
+async function writeStash(file: string, keys: readonly MasterKeyEntry[]): Promise<void> {
+  const bytes = encodeStash(keys)
   try {
-    await fh.chmod(0o600)
-    await fh.writeFile(key)
-    await fh.sync()
+    const fh = await open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600)
+    try {
+      await fh.chmod(0o600)
+      await fh.writeFile(bytes)
+      await fh.sync()
+    } finally {
+      await fh.close()
+    }
   } finally {
-    await fh.close()
+    bytes.fill(0)
   }
 }
 
@@ -275,8 +280,8 @@ export interface LoadRealmDirOptions {
   file: string
   /** The new realm directory: must hold no realm yet. */
   dir: string
-  /** The master key the dump was made under (the source realm's stash). Copied into `dir/stash`. */
-  masterKey: Uint8Array
+  /** The master keys the dump was made under (the source realm's stash, {@link readStashKeys}: one key, or several mid-rotation). Copied into `dir/stash`. */
+  masterKeys: readonly MasterKeyEntry[]
   user: string
   /** Where the new realm's listeners bind and what realm.json tells clients. @default DEFAULT_KDC_CONFIG */
   config?: KdcConfig
@@ -296,17 +301,17 @@ export async function loadRealmDir(o: LoadRealmDirOptions): Promise<{ realm: str
   const r = await loadDump({
     file: o.file,
     dir: o.dir,
-    masterKey: o.masterKey,
+    masterKeys: o.masterKeys,
     actor: { kind: 'local', user: o.user },
     ...(o.onProgress ? { onProgress: o.onProgress } : {}),
   })
   const written = [REALM_FILES.stash, REALM_FILES.listen, REALM_FILES.realmFile].map((f) => path.join(o.dir, f))
   try {
-    await writeStash(written[0]!, o.masterKey)
+    await writeStash(written[0]!, o.masterKeys)
     const listen = { host: c.host, ...(c.advertiseHost !== undefined ? { advertiseHost: c.advertiseHost } : {}), ports: { ...c.ports } }
     await writeFile(written[1]!, `${JSON.stringify(listen, null, 2)}\n`, { mode: 0o644, flag: 'wx' })
     if (Object.values(c.ports).every((p) => p !== 0)) {
-      const db = await PrincipalDb.open({ location: path.join(o.dir, DB_DIR), masterKey: o.masterKey })
+      const db = await PrincipalDb.open({ location: path.join(o.dir, DB_DIR), masterKeys: o.masterKeys })
       try {
         const realm = await db.getRealm()
         if (realm !== undefined) await writeRealmFile(written[2]!, makeRealmFile(realm, [{ host: advertisedHost(c), ...c.ports }], c.maxClockSkewMs))

@@ -42,6 +42,8 @@ export interface WebhookStats {
   dropped: number
   /** Sequence number of the last event delivered or given up. */
   cursor: number
+  /** Events in the log not yet delivered or given up (the outbox depth). */
+  queued: number
 }
 
 /** Options of {@link WebhookOutbox}. */
@@ -101,14 +103,21 @@ export class WebhookOutbox {
   /** Counters, per webhook URL and in all. */
   stats(): { total: WebhookStats; byUrl: Record<string, WebhookStats> } {
     const byUrl: Record<string, WebhookStats> = {}
-    const total: WebhookStats = { delivered: 0, failures: 0, dropped: 0, cursor: 0 }
+    const total: WebhookStats = { delivered: 0, failures: 0, dropped: 0, cursor: 0, queued: 0 }
     for (const w of this.#workers) {
-      byUrl[w.hook.url] = { ...w.stats }
-      total.delivered += w.stats.delivered
-      total.failures += w.stats.failures
-      total.dropped += w.stats.dropped
+      const st = w.current()
+      byUrl[w.hook.url] = st
+      total.delivered += st.delivered
+      total.failures += st.failures
+      total.dropped += st.dropped
+      total.queued += st.queued
     }
     return { total, byUrl }
+  }
+
+  /** Counters of each webhook in configuration order (the metrics: no URL leaves the KDC). */
+  list(): WebhookStats[] {
+    return this.#workers.map((w) => w.current())
   }
 
   /** Stop: no new attempt starts; resolves once the attempts running ended. */
@@ -118,12 +127,17 @@ export class WebhookOutbox {
 }
 
 class Worker {
-  readonly stats: WebhookStats = { delivered: 0, failures: 0, dropped: 0, cursor: 0 }
+  readonly stats: WebhookStats = { delivered: 0, failures: 0, dropped: 0, cursor: 0, queued: 0 }
   readonly #o: WebhookOutboxOptions
   readonly #key: string
   readonly #stop = new AbortController()
   #loop: Promise<void> | undefined
   #kid: { pub: string; kid: string } | undefined
+
+  /** A copy of the counters, with the outbox depth as of now. */
+  current(): WebhookStats {
+    return { ...this.stats, queued: this.#o.log.closed ? 0 : Math.max(0, this.#o.log.last - this.stats.cursor) }
+  }
 
   constructor(
     readonly hook: WebhookConfig,

@@ -15,7 +15,7 @@ import { LocalAdmin, loadRealmDir } from '../admin/local.js'
 import { AdminClient, AdminError } from '../client/admin-client.js'
 import { type CacheContents, CredentialCache, ccachePath } from '../client/ccache.js'
 import { KdcClient } from '../client/kdc-client.js'
-import { readStash } from '../db/master-key.js'
+import { readStashKeys } from '../db/master-key.js'
 import type { Policy, PrincipalAttributes } from '../db/types.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { type KdcConfig, type KdcConfigInput, resolveKdcConfig } from '../kdc/config.js'
@@ -1053,11 +1053,11 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
         run(async () => {
           if (!a.dir) throw usage('load needs the new realm directory: --dir NEWDIR')
           const config = await readConfigFile(a.config)
-          const masterKey = await readStash(a.stash)
+          const masterKeys = await readStashKeys(a.stash)
           const total = await dumpEntryCount(a.file)
           const bar = progressBar(err, 'load', total ?? 0)
           try {
-            const r = await loadRealmDir({ file: a.file, dir: a.dir, masterKey, user: user(), config, onProgress: (n) => bar?.update(n) })
+            const r = await loadRealmDir({ file: a.file, dir: a.dir, masterKeys, user: user(), config, onProgress: (n) => bar?.update(n) })
             bar?.stop(r.entries)
             if (a.json) json({ dir: a.dir, realm: r.realm, entries: r.entries, sha256: r.sha256 })
             else say(`loaded ${r.entries} entries of realm ${r.realm} into ${a.dir}; start it with kdc start --dir ${a.dir}`)
@@ -1065,7 +1065,7 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
             bar?.stop()
             throw e
           } finally {
-            masterKey.fill(0)
+            for (const m of masterKeys) m.key.fill(0)
           }
           return Exit.OK
         }),

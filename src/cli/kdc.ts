@@ -497,13 +497,13 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
     // ---- master-key rotation (src/admin/master-rotation.ts; docs/operations.md "Master key") ----
     .command(
       'master-key <step>',
-      'rotate the master key, the KDC stopped for each step: add, use, reseal, retire (status: show)',
+      'rotate the master key: add, use, reseal, retire (status: show); the running KDC carries out each step while it serves, else it runs here',
       (y) =>
         y
           .positional('step', { choices: ['status', 'add', 'use', 'reseal', 'retire'] as const, demandOption: true })
           .option('dir', { type: 'string', demandOption: true, describe: 'realm directory' })
           .option('kvno', { type: 'number', describe: 'use: the master key version to make active (default the newest)' })
-          .option('batch', { type: 'number', default: 100, describe: 'reseal: principals per synced batch' })
+          .option('batch', { type: 'number', describe: 'reseal: principals per synced batch (default 100)' })
           .option('json', { type: 'boolean', describe: 'print the report as JSON' }),
       (a) =>
         run(async () => {
@@ -515,7 +515,7 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
             step: a.step,
             user: env.USER ?? env.LOGNAME ?? 'unknown',
             ...(a.kvno !== undefined ? { kvno: a.kvno } : {}),
-            batchSize: a.batch,
+            ...(a.batch !== undefined ? { batchSize: a.batch } : {}),
             onProgress: (done, total) => {
               // Progress on a terminal: one rewritten line; elsewhere a line per 10 %.
               const pct = total === 0 ? 100 : Math.floor((done * 100) / total)
@@ -530,11 +530,14 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
             const s = r.status
             if (r.step === 'add') out.write(`master key kvno ${r.kvno} added (stash: ${r.stash.join(', ')}); next: kdc master-key use\n`)
             if (r.step === 'use') out.write(`new seals use master key kvno ${r.kvno}; next: kdc master-key reseal\n`)
-            if (r.step === 'reseal') out.write(`resealed ${r.resealed} of ${r.total} principals under master key kvno ${s.active}; next: kdc master-key retire\n`)
+            if (r.step === 'reseal' && r.stopped) out.write(`reseal stopped after ${r.resealed} records (the kdc is stopping); it resumes when the kdc starts again\n`)
+            else if (r.step === 'reseal') out.write(`resealed ${r.resealed} of ${r.total} principals under master key kvno ${s.active}; next: kdc master-key retire\n`)
             if (r.step === 'retire') out.write(`retired master key(s) ${r.retired!.join(', ') || '(none)'}; the stash holds kvno ${r.stash.join(', ')}\n`)
             out.write(
               `active ${s.active}; known ${s.known.join(', ')}; stash ${r.stash.join(', ')}${s.reseal ? `; reseal to ${s.reseal.target} unfinished (run reseal)` : ''}${s.unregistered.length ? `; stash keys not yet added: ${s.unregistered.join(', ')} (run add)` : ''}\n`,
             )
+            if (r.running) out.write(`the kdc is running: ${r.running.step}${r.running.total !== undefined ? ` ${r.running.done}/${r.running.total}` : ''}\n`)
+            out.write(r.via === 'kdc' ? 'carried out by the running kdc\n' : 'carried out on the database here (no kdc running)\n')
           }
           return Exit.OK
         }),

@@ -1468,18 +1468,26 @@ export class PrincipalDb {
   }
 
   /**
-   * add_mkey: make stash key `kvno` (given at open, not yet known) known to the database: its
-   * check record, and the derived keys kept sealed from now on. Nothing is sealed under it yet.
+   * add_mkey: make stash key `kvno` known to the database: its check record, and the derived
+   * keys kept sealed from now on. Nothing is sealed under it yet. The key was given at open,
+   * or is `key` (copied): the running KDC learns a key just written to its stash this way.
+   * RangeError if `key` differs from a key of the same version the database already holds.
    */
-  async addMasterKey(kvno: number): Promise<void> {
+  async addMasterKey(kvno: number, key?: Uint8Array): Promise<void> {
     this.#assertOpen()
+    if (key !== undefined && (!isBytes(key) || key.length !== MASTER_KEY_BYTES)) throw new RangeError(`a master key is ${MASTER_KEY_BYTES} bytes`)
     await this.#locked('meta:master', async () => {
-      const key = this.#ring.get(kvno)
-      if (key === undefined) throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `the stash holds no master key kvno ${kvno}`)
+      if (key !== undefined) {
+        const held = this.#ring.get(kvno)
+        if (held === undefined) this.#ring.set(kvno, copyBytes(key))
+        else if (!Buffer.from(held).equals(key)) throw new RangeError(`master key kvno ${kvno} is already held with other bytes`)
+      }
+      const mkey = this.#ring.get(kvno)
+      if (mkey === undefined) throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `the stash holds no master key kvno ${kvno}`)
       if (this.#mkStatus.known.includes(kvno)) return
       const st: MasterKeyStatus = { ...this.#mkStatus, known: [...this.#mkStatus.known, kvno] }
       const ops: BatchOp[] = [
-        { type: 'put', sublevel: this.#meta, key: `check:${kvno}`, value: this.#sealWith(key, new Uint8Array(32), CHECK_BINDING, 0) },
+        { type: 'put', sublevel: this.#meta, key: `check:${kvno}`, value: this.#sealWith(mkey, new Uint8Array(32), CHECK_BINDING, 0) },
         this.#statusOp(st),
       ]
       if ((await this.#get(this.#meta, 'derived')) === undefined) ops.push({ type: 'put', sublevel: this.#meta, key: 'derived', value: this.#encodeDerived() })
@@ -1507,11 +1515,17 @@ export class PrincipalDb {
    * batches of `batchSize` principals; each batch also moves the progress marker (meta
    * `master-keys`.reseal), so a run cut short (kill -9) resumes after the last batch that
    * landed. The realm record and the derived keys are resealed first. `onProgress(done,
-   * total)` after each batch; `afterBatch` (tests) runs after each batch landed.
+   * total)` after each batch; `afterBatch` (tests) runs after each batch landed. When
+   * `shouldStop()` says so after a batch, the run ends there (`stopped`), its marker kept for the next.
    */
   async reseal(
-    o: { batchSize?: number; onProgress?: (done: number, total: number) => void; afterBatch?: () => Promise<void> } = {},
-  ): Promise<{ resealed: number; total: number }> {
+    o: {
+      batchSize?: number
+      onProgress?: (done: number, total: number) => void
+      afterBatch?: () => Promise<void>
+      shouldStop?: () => boolean
+    } = {},
+  ): Promise<{ resealed: number; total: number; stopped?: true }> {
     this.#assertOpen()
     const batchSize = o.batchSize ?? 100
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new RangeError('batchSize must be a positive integer')
@@ -1520,14 +1534,17 @@ export class PrincipalDb {
       const prior = this.#mkStatus.reseal
       const after = prior?.target === target ? prior.after : undefined
       const total = await this.#countKeys()
-      // The marker first, with the realm record and the derived keys.
-      const head: BatchOp[] = [{ type: 'put', sublevel: this.#meta, key: 'derived', value: this.#encodeDerived() }]
-      const realm = await this.getRealm()
-      if (realm !== undefined) head.push({ type: 'put', sublevel: this.#meta, key: 'realm', value: this.#encodeRealm(realm) })
+      // The marker first, with the realm record and the derived keys; the realm record under its
+      // lock, so that an identity-key step of the running KDC is not overwritten by an older copy.
       let st: MasterKeyStatus = { active: target, known: [...this.#mkStatus.known], reseal: after === undefined ? { target } : { target, after } }
-      head.push(this.#statusOp(st))
-      await this.#guard('write', () => this.#db.batch(head, SYNC))
-      this.#mkStatus = st
+      await this.#mutex.run('meta:realm', async () => {
+        const head: BatchOp[] = [{ type: 'put', sublevel: this.#meta, key: 'derived', value: this.#encodeDerived() }]
+        const realm = await this.getRealm()
+        if (realm !== undefined) head.push({ type: 'put', sublevel: this.#meta, key: 'realm', value: this.#encodeRealm(realm) })
+        head.push(this.#statusOp(st))
+        await this.#guard('write', () => this.#db.batch(head, SYNC))
+        this.#mkStatus = st
+      })
       let done = after === undefined ? 0 : await this.#countKeys(after)
       let resealed = 0
       o.onProgress?.(done, total)
@@ -1570,6 +1587,7 @@ export class PrincipalDb {
         o.onProgress?.(Math.min(done, total), total)
         await o.afterBatch?.()
         if (keys.length < batchSize) break
+        if (o.shouldStop?.()) return { resealed, total, stopped: true }
       }
       st = { active: target, known: [...st.known] }
       await this.#guard('write', () => this.#db.batch([this.#statusOp(st)], SYNC))

@@ -28,6 +28,16 @@ export interface KdcContext {
   metrics?: KdcMetrics
   /** The one publisher of realm events (the event log, src/db/event-log.ts), set by the admin service. */
   events?: EventPublisher
+  /** The webhooks' counters in configuration order (for the metrics), set by the admin service when webhooks are configured. */
+  webhooks?: { list(): readonly WebhookCounters[] }
+}
+
+/** What the metrics read of one webhook. */
+export interface WebhookCounters {
+  delivered: number
+  failures: number
+  dropped: number
+  queued: number
 }
 
 /** Publishes an event that comes with no change of its own (a lockout): never blocks nor throws. */

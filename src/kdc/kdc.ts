@@ -279,6 +279,7 @@ export async function startKdc(opts: StartKdcOptions = {}): Promise<RunningKdc> 
           return { radiusUs: t.radiusUs, offsetUs: t.us - hostNowUs() }
         },
         resumptionMsToNextRotation: () => (resumption && !resumption.isClosed ? resumption.msToNextRotation : undefined),
+        webhooks: () => context.webhooks?.list(),
         now,
       },
       typeof opts.metrics === 'object' ? opts.metrics : {},

@@ -39,6 +39,8 @@ export interface KdcMetricsSources {
   time(): { radiusUs: number; offsetUs: number }
   /** Time until the transport resumption ticket key is replaced, ms; undefined without resumption. */
   resumptionMsToNextRotation(): number | undefined
+  /** Each configured webhook's counters, in configuration order; undefined without webhooks. */
+  webhooks?(): readonly { delivered: number; failures: number; dropped: number; queued: number }[] | undefined
   /** Wall clock, ms since epoch. */
   now(): number
 }
@@ -502,6 +504,42 @@ export class KdcMetrics {
       collect() {
         this.reset()
         for (const e of m.adminOps.values()) this.inc({ op: e.op, outcome: e.outcome }, e.slot.n)
+      },
+    })
+    // Webhooks by their position in the configuration ("0", "1", …): a bounded label, and no URL
+    // (which may carry a token) on /metrics.
+    const hooks = () => s.webhooks?.() ?? []
+    new Counter({
+      name: `${METRIC_PREFIX}webhook_events_total`,
+      help: 'Events a webhook has finished with, by webhook (its index in the config) and result (delivered: a 2xx answer; dropped: given up after maxAttempts, or gone from the event log first).',
+      labelNames: ['webhook', 'result'],
+      registers: reg,
+      collect() {
+        this.reset()
+        for (const [i, h] of hooks().entries()) {
+          this.inc({ webhook: String(i), result: 'delivered' }, h.delivered)
+          this.inc({ webhook: String(i), result: 'dropped' }, h.dropped)
+        }
+      },
+    })
+    new Counter({
+      name: `${METRIC_PREFIX}webhook_failed_attempts_total`,
+      help: 'Webhook POSTs that failed (network error, timeout, non-2xx answer) and will be retried or dropped, by webhook.',
+      labelNames: ['webhook'],
+      registers: reg,
+      collect() {
+        this.reset()
+        for (const [i, h] of hooks().entries()) this.inc({ webhook: String(i) }, h.failures)
+      },
+    })
+    new Gauge({
+      name: `${METRIC_PREFIX}webhook_queued_events`,
+      help: 'Events waiting in the durable outbox of a webhook (in the event log after its cursor), by webhook.',
+      labelNames: ['webhook'],
+      registers: reg,
+      collect() {
+        this.reset()
+        for (const [i, h] of hooks().entries()) this.set({ webhook: String(i) }, h.queued)
       },
     })
     this.own.registerMetric(

@@ -15,6 +15,7 @@ import { resolveKdcConfig } from '../../src/kdc/config.js'
 import type { RunningKdc } from '../../src/kdc/kdc.js'
 import { initRealmDir, REALM_FILES } from '../../src/kdc/realm.js'
 import { readKeytab } from '../../src/krb/keytab.js'
+import { loadRealmFile } from '../../src/krb/realm-file.js'
 import { pipedStdin, runKauth, tempDir } from '../helpers/cli-kdc.js'
 import { ADMIN_PASSWORD, FAST_CONFIG } from '../helpers/kdc-helpers.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
@@ -287,6 +288,53 @@ describe('kadmin (CLI)', function () {
       const v = jsonOf<{ ok: boolean; records: number }>(await kadmin('audit', '--verify', '--json'))
       expect(v.ok).to.equal(true)
       expect(v.records).to.be.greaterThan(10)
+    })
+
+    it('rotate-identity stages, activates and retires the KDC identity keys: realm.json follows each step, logins work, the events and audit show them', async () => {
+      const realmJson = path.join(dir, REALM_FILES.realmFile)
+      const hex = (b: Uint8Array | undefined) => (b === undefined ? undefined : Buffer.from(b).toString('hex'))
+      const before = await loadRealmFile(realmJson)
+      expect(before.nextTransportKey).to.equal(undefined)
+      // Stage: the next keys are published in realm.json before any use.
+      const staged = jsonOf<{ transportKey: string; nextTransportKey?: string; nextSigningKey?: string; nextActivatesAt?: number }>(
+        await kadmin('rotate-identity', '--json'),
+      )
+      expect(staged.nextTransportKey).to.be.a('string')
+      expect(staged.nextSigningKey).to.be.a('string')
+      const rf1 = await loadRealmFile(realmJson)
+      expect(hex(rf1.transportKey)).to.equal(hex(before.transportKey))
+      expect(hex(rf1.nextTransportKey)).to.be.a('string').and.not.equal(hex(before.transportKey))
+      expect(hex(rf1.nextSigningKey)).to.be.a('string').and.not.equal(hex(before.signingKey))
+      expect(ok(await kadmin('rotate-identity', '--status')).stdout).to.match(/^nextTransportKey +\S+$/m)
+      // Activate: the staged keys are the realm's keys now; realm.json names them.
+      ok(await kadmin('rotate-identity', '--activate'))
+      const rf2 = await loadRealmFile(realmJson)
+      expect(hex(rf2.transportKey)).to.equal(hex(rf1.nextTransportKey))
+      expect(hex(rf2.signingKey)).to.equal(hex(rf1.nextSigningKey))
+      expect(rf2.nextTransportKey).to.equal(undefined)
+      ok(await runKauth(['login', 'admin', '--password-file', pw.admin!], env))
+      // Retire: the previous keys are gone.
+      const retired = jsonOf<{ previousTransportKey?: string; previousSigningKey?: string; transportKey: string }>(
+        await kadmin('rotate-identity', '--retire', '--json'),
+      )
+      expect(retired.previousTransportKey).to.equal(undefined)
+      expect(retired.previousSigningKey).to.equal(undefined)
+      expect(hex(kdc!.context.realm.transportKey.publicKey)).to.equal(hex(rf2.transportKey))
+      ok(await runKauth(['login', 'admin', '--password-file', pw.admin!], env))
+      // Each step is a key event and an audit record.
+      const w = ok(await kadmin('watch', '--from', '0', '--no-follow', '--json'))
+      const types = w.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { type: string }).type)
+        .filter((t) => t.startsWith('identity-'))
+      expect(types).to.deep.equal(['identity-staged', 'identity-activated', 'identity-retired'])
+      const a = jsonOf<{ records: { op: string; outcome: string }[] }>(await kadmin('audit', '--json', '--limit', '20'))
+      expect(a.records.filter((r) => r.op.endsWith('-identity') && r.outcome === 'ok').map((r) => r.op)).to.deep.equal([
+        'rotate-identity',
+        'activate-identity',
+        'retire-identity',
+      ])
     })
 
     it('kauth passwd changes the own password through kadmin/changepw; a wrong old one and a weak new one are refused clearly', async () => {
