@@ -92,6 +92,9 @@ export interface WriteOptions {
 /** Defaults of {@link PrincipalDbOptions}. */
 export const DEFAULT_PRINCIPAL_DB_OPTIONS = { cacheSize: 200_000, trackLastSuccess: false } as const
 
+/** Records one {@link PrincipalDb.createMany} call takes at most (one batch in memory). */
+export const MAX_CREATE_MANY = 10_000
+
 /** Options of {@link PrincipalDb.list}. */
 export interface ListOptions {
   /** Only principals of this realm. */
@@ -620,6 +623,56 @@ export class PrincipalDb {
       })
       this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
     })
+  }
+
+  /**
+   * Store many new principals as one atomic, synced batch (a bulk load: a migration, a
+   * benchmark's million), each record exactly as {@link create} stores it (keys sealed under
+   * the active master key, policy references). All or nothing: TesseraError(TESSERA_EXISTS)
+   * if one of them exists (or is given twice), TESSERA_NOT_FOUND if one names no stored
+   * policy, TESSERA_BAD_NAME as create. At most {@link MAX_CREATE_MANY} records per call.
+   */
+  async createMany(recs: readonly PrincipalRecord[], opts?: WriteOptions): Promise<void> {
+    this.#assertOpen()
+    if (!Array.isArray(recs)) throw new TypeError('createMany takes an array of records')
+    if (recs.length > MAX_CREATE_MANY) throw new RangeError(`createMany takes at most ${MAX_CREATE_MANY} records per call`)
+    const byKey = new Map<string, PrincipalRecord>()
+    for (const rec of recs) {
+      checkPrincipalId(rec)
+      checkRecordShape(rec)
+      const key = principalKey(rec)
+      if (byKey.has(key)) throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `principal ${formatPrincipal(rec)} is given twice`)
+      byKey.set(key, rec)
+    }
+    if (byKey.size === 0) return
+    const keys = [...byKey.keys()].sort()
+    const policies = [...new Set(recs.flatMap((r) => (r.policy === undefined ? [] : [`policy:${r.policy}`])))].sort()
+    await this.#track(
+      (async () => {
+        // Principal locks, then policy locks, each set in sorted order: the order every other writer takes them in.
+        const releases: (() => void)[] = []
+        try {
+          for (const k of [...keys, ...policies]) releases.push(await this.#mutex.acquire(k))
+          const found = await this.#guard('read', () => this.#principals.getMany(keys))
+          const i = found.findIndex((v) => v !== undefined)
+          if (i >= 0) throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `principal ${formatPrincipal(byKey.get(keys[i]!)!)} already exists`)
+          for (const p of policies)
+            if (!this.#policies.has(p.slice('policy:'.length)))
+              throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `policy ${JSON.stringify(p.slice('policy:'.length))} does not exist`)
+          const ops: BatchOp[] = []
+          for (const key of keys) {
+            const rec = byKey.get(key)!
+            this.#counters.delete(key)
+            ops.push({ type: 'put', sublevel: this.#principals, key, value: this.#encodePrincipal(rec, key) })
+            if (rec.policy !== undefined) ops.push(this.#refOp('put', rec.policy, key))
+          }
+          await this.#batch(ops, keys, opts)
+          for (const rec of byKey.values()) this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
+        } finally {
+          for (const r of releases.reverse()) r()
+        }
+      })(),
+    )
   }
 
   /**

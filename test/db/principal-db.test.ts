@@ -125,6 +125,41 @@ for (const backend of [memoryBackend(), levelBackend()]) {
         await rejectsWith(db.create(makeRecord('alice')), TesseraErrorCode.TESSERA_EXISTS)
       })
 
+      it('bulk-creates principals stored as create() stores them (createMany)', async () => {
+        await db.putPolicy(lockout)
+        const one = makeRecord('one', { policy: 'lockout' })
+        const many = ['two', 'three', 'HTTP/www.example.com'].map((n) => makeRecord(n, { policy: 'lockout' }))
+        await db.create(one)
+        // A name looked up before it exists is cached as absent: the bulk write must drop that.
+        expect(await db.get(many[0]!)).to.equal(undefined)
+        await db.createMany(many)
+        for (const r of many) expect(await db.get(r)).to.deep.equal(r)
+        expect(await db.count()).to.equal(4)
+        await db.close()
+        const raw = store.raw()
+        await raw.open()
+        const principals = raw.sublevel<string, Uint8Array>('principals', { valueEncoding: 'view' })
+        const shape = async (r: PrincipalId) => {
+          const s = decode((await principals.get(principalKey(r)))!) as Record<string, unknown> & { keys: Record<string, unknown>[] }
+          for (const k of many.concat(one).flatMap((x) => x.keys)) expect(containsBytes(await principals.get(principalKey(r)) as Uint8Array, k.key)).to.equal(false)
+          return { ...s, components: [], keys: s.keys.map((k) => ({ ...k, sealed: (k.sealed as Uint8Array).length })) }
+        }
+        expect(await shape(many[0]!)).to.deep.equal(await shape(one))
+        const refs = raw.sublevel<string, Uint8Array>('policy-refs', { valueEncoding: 'view' })
+        expect(await refs.keys().all()).to.have.length(4)
+        await raw.close()
+        db = await open()
+        for (const r of many) expect(await db.get(r)).to.deep.equal(r)
+      })
+
+      it('writes nothing of a createMany when one of its principals exists (TESSERA_EXISTS)', async () => {
+        await db.create(makeRecord('bob'))
+        await rejectsWith(db.createMany([makeRecord('alice'), makeRecord('bob')]), TesseraErrorCode.TESSERA_EXISTS)
+        await rejectsWith(db.createMany([makeRecord('carol'), makeRecord('carol')]), TesseraErrorCode.TESSERA_EXISTS)
+        await rejectsWith(db.createMany([makeRecord('dave', { policy: 'nope' })]), TesseraErrorCode.TESSERA_NOT_FOUND)
+        expect((await db.list()).map((id) => formatPrincipal(id))).to.deep.equal(['bob@EXAMPLE.COM'])
+      })
+
       it('refuses an invalid name with TESSERA_BAD_NAME', async () => {
         const rec = makeRecord('alice')
         await rejectsWith(db.create({ ...rec, components: ['bad@name'] }), TesseraErrorCode.TESSERA_BAD_NAME)
