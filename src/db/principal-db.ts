@@ -7,6 +7,7 @@ import { KeyUsage } from '../../proto/key-usage.js'
 import { hkdf, hmacSha256, type KdfParams, seal, tryOpen, wipe } from '../crypto/index.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { decode, encode } from '../wire/codec.js'
+import { mayRotate } from './key-states.js'
 import { KeyedMutex } from './mutex.js'
 import { LruCache } from './lru.js'
 import { MASTER_KEY_BYTES, type MasterKeyEntry } from './master-key.js'
@@ -317,6 +318,11 @@ export class PrincipalDb {
   /** How many principals' current keys use each KDF parameter set (key: kdfKey()); random keys under RANDOM_KEY. */
   readonly #kdfCensus = new Map<string, { kdf: KdfParams | undefined; count: number }>()
   #censusReady: Promise<void> | undefined
+  /** Principals (database keys) the rotation scheduler may have a step for (see mayRotate): found by the pass at open, kept by every write. */
+  readonly #scheduled = new Set<string>()
+  /** Principal writes since open, and the key census of the pass at open with the count when it began. */
+  #principalWrites = 0
+  #openKeyCensus: (KeyCensus & { writesAt: number }) | undefined
   /** Keys the per-name choice of {@link kdfHint} (derived from the master key: stable across restarts, unknown outside). */
   #hintKey: Uint8Array = new Uint8Array(32)
   /** Lockout counters, authoritative while open (see attemptPreauth). */
@@ -622,6 +628,7 @@ export class PrincipalDb {
         await this.#batch(ops, [key], opts)
       })
       this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
+      this.#noteRotation(key, rec)
     })
   }
 
@@ -667,7 +674,10 @@ export class PrincipalDb {
             if (rec.policy !== undefined) ops.push(this.#refOp('put', rec.policy, key))
           }
           await this.#batch(ops, keys, opts)
-          for (const rec of byKey.values()) this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
+          for (const [key, rec] of byKey) {
+            this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
+            this.#noteRotation(key, rec)
+          }
         } finally {
           for (const r of releases.reverse()) r()
         }
@@ -724,6 +734,7 @@ export class PrincipalDb {
       }
       this.#census(oldKdf, -1)
       this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
+      this.#noteRotation(key, rec)
       return rec
     })
   }
@@ -742,6 +753,7 @@ export class PrincipalDb {
       await this.#batch(ops, [key], opts)
       this.#counters.delete(key)
       this.#census(s.keys[s.keys.length - 1]?.kdf, -1)
+      this.#noteRotation(key, undefined)
     })
   }
 
@@ -788,6 +800,8 @@ export class PrincipalDb {
         await this.#batch(ops, [fromKey, toKey], opts)
         this.#counters.delete(fromKey)
         this.#counters.delete(toKey)
+        this.#noteRotation(fromKey, undefined)
+        this.#noteRotation(toKey, rec)
         return rec
       }),
     )
@@ -924,26 +938,36 @@ export class PrincipalDb {
   }
 
   /**
-   * One scan of the stored records (keys stay sealed): when the oldest current key of a
-   * service (a principal with a random key, krbtgt/* aside) was created. For aggregate
-   * metrics; it reads every record, so call it rarely.
+   * When the oldest current key of a service (a principal with a random key, krbtgt/* aside)
+   * was created, and how many services there are. For aggregate metrics. From the pass over
+   * the database at open while no principal was written since that pass began (waiting for
+   * it if it still runs), else from a scan of the stored records (keys stay sealed), so call it rarely.
    */
-  async keyCensus(): Promise<{ services: number; oldestServiceKeyCreatedAt: number | undefined }> {
+  async keyCensus(): Promise<KeyCensus> {
     this.#assertOpen()
-    let services = 0
-    let oldest: number | undefined
+    await this.#censusReady?.catch(() => {})
+    const o = this.#openKeyCensus
+    if (o !== undefined && o.writesAt === this.#principalWrites)
+      return { services: o.services, oldestServiceKeyCreatedAt: o.oldestServiceKeyCreatedAt }
+    const c: KeyCensus = { services: 0, oldestServiceKeyCreatedAt: undefined }
     await this.#track(
       this.#guard('scan', async () => {
-        for await (const raw of this.#principals.values()) {
-          const s = this.#decodePrincipal(raw)
-          const k = s.keys[s.keys.length - 1]
-          if (!k || k.kdf !== undefined || s.components[0] === 'krbtgt') continue
-          services++
-          if (oldest === undefined || k.createdAt < oldest) oldest = k.createdAt
-        }
+        for await (const raw of this.#principals.values()) countServiceKey(c, this.#decodePrincipal(raw))
       }),
     )
-    return { services, oldestServiceKeyCreatedAt: oldest }
+    return c
+  }
+
+  /**
+   * The principals the rotation scheduler may have a step for (src/db/key-states.ts
+   * mayRotate: a rotation schedule, or a staged key whose activation is not recorded), from
+   * the pass over the database at open (waited for) and every write since. Only names: the
+   * caller reads the records it needs.
+   */
+  async scheduledPrincipals(): Promise<PrincipalId[]> {
+    this.#assertOpen()
+    await this.#track(this.#censusReady ?? Promise.resolve())
+    return [...this.#scheduled].map((k) => principalFromKey(k))
   }
 
   /** Number of principals. */
@@ -996,13 +1020,30 @@ export class PrincipalDb {
     return { ...ordered[ordered.length - 1]!.kdf }
   }
 
+  /**
+   * The one pass over the stored records at open, in the background (keys stay sealed; no
+   * record is kept): the KDF census, the key census ({@link keyCensus}) and the principals
+   * the rotation scheduler may have a step for ({@link scheduledPrincipals}).
+   */
   async #takeCensus(): Promise<void> {
+    const writesAt = this.#principalWrites
+    const c: KeyCensus = { services: 0, oldestServiceKeyCreatedAt: undefined }
     await this.#guard('open', async () => {
-      for await (const raw of this.#principals.values()) {
+      for await (const [key, raw] of this.#principals.iterator()) {
         const s = this.#decodePrincipal(raw)
         this.#census(s.keys[s.keys.length - 1]?.kdf, 1)
+        countServiceKey(c, s)
+        // Only added: a write since the iterator's snapshot has already set its own entry, and a stale extra one only costs the scheduler a look.
+        if (mayRotate(s)) this.#scheduled.add(key)
       }
     })
+    this.#openKeyCensus = { ...c, writesAt }
+  }
+
+  /** Keep {@link scheduledPrincipals} in step with a write of `key` (`rec` as written; undefined: deleted). */
+  #noteRotation(key: string, rec: Readonly<PrincipalRecord> | undefined): void {
+    if (rec !== undefined && mayRotate(rec)) this.#scheduled.add(key)
+    else this.#scheduled.delete(key)
   }
 
   /** Count `delta` principals whose current key uses `kdf` (undefined: random key). */
@@ -1396,6 +1437,7 @@ export class PrincipalDb {
     } finally {
       // Also on failure: the outcome of a failed write is unknown, so no cached copy is trusted.
       for (const key of touched) this.#invalidate(key)
+      if (touched.length > 0) this.#principalWrites++
     }
   }
 
@@ -1784,6 +1826,22 @@ export class PrincipalDb {
       rec.passwordHistory = passwordHistory.map(({ sealed, ...meta }) => ({ ...meta, key: this.#openKey(sealed, `history:${key}`, meta.kvno, mk) }))
     return rec
   }
+}
+
+/** What {@link PrincipalDb.keyCensus} returns. */
+export interface KeyCensus {
+  /** Principals with a random current key (services), krbtgt/* aside. */
+  services: number
+  /** When the oldest current key of those was created, ms since epoch; undefined without services. */
+  oldestServiceKeyCreatedAt: number | undefined
+}
+
+/** Count stored record `s` into `c` if it is a service (a random current key, not krbtgt/*). */
+function countServiceKey(c: KeyCensus, s: StoredPrincipal): void {
+  const k = s.keys[s.keys.length - 1]
+  if (!k || k.kdf !== undefined || s.components[0] === 'krbtgt') return
+  c.services++
+  if (c.oldestServiceKeyCreatedAt === undefined || k.createdAt < c.oldestServiceKeyCreatedAt) c.oldestServiceKeyCreatedAt = k.createdAt
 }
 
 /** The `derived` meta record: the stable derived keys, sealed under master key `mk`. */

@@ -420,6 +420,59 @@ for (const backend of [memoryBackend(), levelBackend()]) {
       })
     })
 
+    describe('the pass at open', () => {
+      const names = (ids: PrincipalId[]) => ids.map((id) => formatPrincipal(id)).sort()
+      const scheduledRec = (n: string) => makeRecord(n, { rotation: { everyMs: 86_400_000, stageAheadMs: 3_600_000 } })
+
+      it('finds the principals the rotation scheduler may have a step for, and follows every write', async () => {
+        const staged = makeRecord('HTTP/staged', { keys: [{ kvno: 1, key: randomKey(), createdAt: 1 }, { kvno: 2, key: randomKey(), createdAt: 2, activatesAt: 5000 }] })
+        const recorded = makeRecord('HTTP/recorded', { ...staged, components: ['HTTP', 'recorded'], activatedKvno: 2 })
+        await db.createMany([scheduledRec('HTTP/a'), makeRecord('plain'), staged, recorded])
+        await db.create(scheduledRec('HTTP/b'))
+        const expected = ['HTTP/a@EXAMPLE.COM', 'HTTP/b@EXAMPLE.COM', 'HTTP/staged@EXAMPLE.COM']
+        expect(names(await db.scheduledPrincipals())).to.deep.equal(expected)
+        if (backend.persistent) {
+          await db.close()
+          db = await open()
+          expect(names(await db.scheduledPrincipals()), 'found again by the pass at open').to.deep.equal(expected)
+          expect(db.cacheStats().entries, 'the pass keeps no record').to.equal(0)
+        }
+        await db.update(parsePrincipal('HTTP/a', REALM), (r) => {
+          delete r.rotation
+        }, 'x')
+        await db.update(parsePrincipal('plain', REALM), (r) => {
+          r.rotation = { everyMs: 1000, stageAheadMs: 0 }
+        }, 'x')
+        await db.rename(parsePrincipal('HTTP/b', REALM), parsePrincipal('HTTP/c', REALM), 'x')
+        await db.delete(parsePrincipal('HTTP/staged', REALM))
+        expect(names(await db.scheduledPrincipals())).to.deep.equal(['HTTP/c@EXAMPLE.COM', 'plain@EXAMPLE.COM'])
+      })
+
+      it('answers keyCensus from the pass until a principal is written, then scans again', async () => {
+        await db.createMany([makeRecord('HTTP/old', { keys: [{ kvno: 1, key: randomKey(), createdAt: 50 }] }), makeRecord('HTTP/new'), makeRecord('krbtgt/EXAMPLE.COM', { keys: [{ kvno: 1, key: randomKey(), createdAt: 1 }] })])
+        await db.create(makeRecord('alice', { keys: [{ kvno: 1, key: randomKey(), createdAt: 2, kdf: { alg: 'scrypt', N: 1024, r: 8, p: 1 }, salt: 's' }] }))
+        await db.close()
+        // Every read of many records goes through one of these (values() may skip _iterator).
+        const raw = store.raw() as AnyLevel & Record<'_iterator' | '_values' | '_keys', (...a: unknown[]) => unknown>
+        let iterators = 0
+        for (const m of ['_iterator', '_values', '_keys'] as const) {
+          const real = raw[m].bind(raw)
+          raw[m] = (...a: unknown[]) => {
+            iterators++
+            return real(...a)
+          }
+        }
+        db = await open({ db: raw })
+        expect(await db.keyCensus()).to.deep.equal({ services: 2, oldestServiceKeyCreatedAt: 50 })
+        const afterOpen = iterators
+        expect(await db.keyCensus()).to.deep.equal({ services: 2, oldestServiceKeyCreatedAt: 50 })
+        expect(iterators, 'no scan of its own').to.equal(afterOpen)
+        await db.delete(parsePrincipal('HTTP/old', REALM))
+        expect(await db.keyCensus()).to.deep.equal({ services: 1, oldestServiceKeyCreatedAt: 1000 })
+        expect(iterators).to.be.greaterThan(afterOpen)
+      })
+    })
+
     describe('realm', () => {
       it('stores the realm record once and returns it with its keys', async () => {
         expect(await db.getRealm()).to.equal(undefined)
