@@ -59,8 +59,23 @@ export interface PrincipalDbOptions {
    * stash key the database does not know yet is ignored (a `kdc master-key add` cut short).
    */
   masterKeys?: readonly MasterKeyEntry[]
-  /** Principals kept decoded in the LRU cache; 0 disables it. @default 200000 */
+  /** Principals kept decoded in the LRU cache at most; 0 disables it. @default 200000 */
   cacheSize?: number
+  /**
+   * Bytes the LRU cache of decoded principals holds at most, by an estimate of each record's
+   * size in memory ({@link cacheEntryBytes}: about 1.4 KB for a principal with one key).
+   * Misses read the store (docs/decisions/0011-principal-cache.md). @default 67108864 (64 MiB)
+   */
+  cacheBytes?: number
+  /** LevelDB's own block cache (records as stored: keys sealed), bytes; `location` only. @default 8388608 (8 MiB, LevelDB's default) */
+  storeCacheBytes?: number
+  /** LevelDB's block size for tables it writes from now on, bytes; `location` only. @default 4096 (LevelDB's default) */
+  storeBlockSize?: number
+  /**
+   * Read a principal missing from the cache synchronously when the store can (classic-level
+   * and memory-level getSync), rather than through the threadpool (docs/decisions/0011-principal-cache.md). @default true
+   */
+  syncReads?: boolean
   /** Write `lastSuccess` on every successful login (one write per login). @default false */
   trackLastSuccess?: boolean
   /** Clock for `modifiedAt`, ms since epoch. @default Date.now */
@@ -91,7 +106,24 @@ export interface WriteOptions {
 }
 
 /** Defaults of {@link PrincipalDbOptions}. */
-export const DEFAULT_PRINCIPAL_DB_OPTIONS = { cacheSize: 200_000, trackLastSuccess: false } as const
+export const DEFAULT_PRINCIPAL_DB_OPTIONS = {
+  cacheSize: 200_000,
+  cacheBytes: 64 * 1024 * 1024,
+  storeCacheBytes: 8 * 1024 * 1024,
+  storeBlockSize: 4096,
+  trackLastSuccess: false,
+  syncReads: true,
+} as const
+
+/**
+ * What one cached principal costs in memory, estimated from its stored size: the decoded
+ * record (objects, strings, one Uint8Array per key) takes about 1.4 KB for a principal with
+ * one key (measured: V8 heap per cached record), about 4.5 times its stored form, and an
+ * absent name about its key string and map entry.
+ */
+export function cacheEntryBytes(storedBytes: number | undefined): number {
+  return storedBytes === undefined ? 160 : 800 + 2 * storedBytes
+}
 
 /** Records one {@link PrincipalDb.createMany} call takes at most (one batch in memory). */
 export const MAX_CREATE_MANY = 10_000
@@ -334,6 +366,7 @@ export class PrincipalDb {
   #nextCommit: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined
   #committing: Promise<void> | undefined
   readonly #trackLastSuccess: boolean
+  readonly #syncReads: boolean
   readonly #now: () => number
   readonly #where: string
   /** Set by close(): new calls are refused, calls already running finish first. */
@@ -355,8 +388,9 @@ export class PrincipalDb {
     this.#admin = sub('admin')
     if (opts.masterKeys !== undefined) for (const e of opts.masterKeys) this.#ring.set(e.kvno, copyBytes(e.key))
     else this.#ring.set(1, copyBytes(opts.masterKey!))
-    this.#cache = new LruCache(opts.cacheSize ?? DEFAULT_PRINCIPAL_DB_OPTIONS.cacheSize)
+    this.#cache = new LruCache(opts.cacheSize ?? DEFAULT_PRINCIPAL_DB_OPTIONS.cacheSize, opts.cacheBytes ?? DEFAULT_PRINCIPAL_DB_OPTIONS.cacheBytes)
     this.#trackLastSuccess = opts.trackLastSuccess ?? DEFAULT_PRINCIPAL_DB_OPTIONS.trackLastSuccess
+    this.#syncReads = (opts.syncReads ?? DEFAULT_PRINCIPAL_DB_OPTIONS.syncReads) && (db.supports as { getSync?: boolean }).getSync === true
     this.#now = opts.now ?? Date.now
     this.#where = where
   }
@@ -377,6 +411,8 @@ export class PrincipalDb {
       throw new RangeError(`masterKey must be ${MASTER_KEY_BYTES} bytes`)
     if (opts.cacheSize !== undefined && (!Number.isSafeInteger(opts.cacheSize) || opts.cacheSize < 0))
       throw new RangeError('cacheSize must be a non-negative integer')
+    for (const f of ['cacheBytes', 'storeCacheBytes', 'storeBlockSize'] as const)
+      if (opts[f] !== undefined && (!Number.isSafeInteger(opts[f]) || opts[f] < 0)) throw new RangeError(`${f} must be a non-negative integer`)
     let db: AnyLevel
     let where: string
     if (opts.db) {
@@ -389,7 +425,12 @@ export class PrincipalDb {
       } catch (err) {
         throw new TesseraError(TesseraErrorCode.TESSERA_DB, `cannot create database directory ${opts.location}`, { cause: err })
       }
-      db = new Level<string, Uint8Array>(opts.location, { keyEncoding: 'utf8', valueEncoding: 'view' })
+      db = new Level<string, Uint8Array>(opts.location, {
+        keyEncoding: 'utf8',
+        valueEncoding: 'view',
+        cacheSize: opts.storeCacheBytes ?? DEFAULT_PRINCIPAL_DB_OPTIONS.storeCacheBytes,
+        blockSize: opts.storeBlockSize ?? DEFAULT_PRINCIPAL_DB_OPTIONS.storeBlockSize,
+      })
     } else {
       where = 'memory'
       db = new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
@@ -587,6 +628,24 @@ export class PrincipalDb {
     // principalKey is injective on strings, but LevelDB sees UTF-8 bytes, and an ill-formed
     // string (lone surrogate) would share bytes with a valid one: only valid names reach the store.
     if (!isValidPrincipalId(id)) return Promise.resolve(undefined)
+    if (this.#syncReads) {
+      // One synchronous read (LevelDB: the mmapped table or the OS page cache), as MIT's KDC
+      // reads its database: no threadpool round trip. A write landing meanwhile drops the
+      // cached copy in its own #batch, after it landed, so what is cached here stays current.
+      let rec: Readonly<PrincipalRecord> | undefined
+      try {
+        const raw = this.#principals.getSync(key)
+        if (raw === undefined) {
+          this.#cache.set(key, ABSENT, cacheEntryBytes(undefined))
+          return Promise.resolve(undefined)
+        }
+        rec = deepFreeze(this.#unsealPrincipal(this.#decodePrincipal(raw), key))
+        this.#cache.set(key, rec, cacheEntryBytes(raw.length))
+      } catch (err) {
+        return Promise.reject(this.#wrap(err, 'read'))
+      }
+      return Promise.resolve(rec)
+    }
     const load: Load = { stale: false, promise: Promise.resolve(undefined) }
     this.#loads.set(key, load)
     load.promise = (async () => {
@@ -595,12 +654,12 @@ export class PrincipalDb {
         if (raw === undefined) {
           // Remembered as absent (until a write of this name), so that an unknown name costs
           // what a known one costs: a lookup in memory, not one in the store every time.
-          if (!load.stale && !this.#closing) this.#cache.set(key, ABSENT)
+          if (!load.stale && !this.#closing) this.#cache.set(key, ABSENT, cacheEntryBytes(undefined))
           return undefined
         }
         const rec = deepFreeze(this.#unsealPrincipal(this.#decodePrincipal(raw), key))
         // A load that overlapped a write may have read the old value: return it, never cache it.
-        if (!load.stale && !this.#closing) this.#cache.set(key, rec)
+        if (!load.stale && !this.#closing) this.#cache.set(key, rec, cacheEntryBytes(raw.length))
         return rec
       } finally {
         if (this.#loads.get(key) === load) this.#loads.delete(key)
@@ -927,9 +986,19 @@ export class PrincipalDb {
     return n
   }
 
-  /** Principal lookups served from the cache (hits) and read from the store (misses) since open. */
-  cacheStats(): { hits: number; misses: number; entries: number; capacity: number } {
-    return { hits: this.#cacheHits, misses: this.#cacheMisses, entries: this.#cache.size, capacity: this.#cache.capacity }
+  /**
+   * Principal lookups served from the cache (hits) and read from the store (misses) since
+   * open; entries held, and their estimated bytes ({@link cacheEntryBytes}), against the bounds.
+   */
+  cacheStats(): { hits: number; misses: number; entries: number; capacity: number; bytes: number; maxBytes: number } {
+    return {
+      hits: this.#cacheHits,
+      misses: this.#cacheMisses,
+      entries: this.#cache.size,
+      capacity: this.#cache.capacity,
+      bytes: this.#cache.bytes,
+      maxBytes: this.#cache.maxBytes,
+    }
   }
 
   /** True from open until close() is called. */
@@ -1074,17 +1143,21 @@ export class PrincipalDb {
    * the principal is locked until `now + lockoutDurationMs` (0 = until unlock(), stored as
    * Number.MAX_SAFE_INTEGER); a success clears the counters. Without a policy failures are
    * counted but never lock. Throws TesseraError(TESSERA_NOT_FOUND) if there is no such principal.
+   *
+   * `known`: the record as the caller got it from {@link get} (the AS has it already); used
+   * only while it is still the cached copy (so current: every write drops it), else read again.
    */
   attemptPreauth(
     id: PrincipalId,
     now: number,
     policy: Policy | undefined,
     check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
+    known?: Readonly<PrincipalRecord>,
   ): Promise<AttemptOutcome> {
     this.#assertOpen()
     checkPrincipalId(id)
     if (!Number.isFinite(now)) throw new RangeError('now must be a finite number')
-    return this.#track(this.#attempt(id, principalKey(id), now, policy, check))
+    return this.#track(this.#attempt(id, principalKey(id), now, policy, check, known))
   }
 
   async #attempt(
@@ -1093,8 +1166,9 @@ export class PrincipalDb {
     now: number,
     policy: Policy | undefined,
     check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
+    known: Readonly<PrincipalRecord> | undefined,
   ): Promise<AttemptOutcome> {
-    const rec = await this.get(id)
+    const rec = known !== undefined && known !== ABSENT && this.#cache.get(key) === known ? known : await this.get(id)
     if (rec === undefined) notFound(id)
     let c = this.#counters.get(key)
     if (c === undefined) {
@@ -1268,7 +1342,7 @@ export class PrincipalDb {
   /** One synced batch with the current counters of `keys`, each written under its principal's lock. */
   async #writeCounters(keys: string[]): Promise<void> {
     const ops: BatchOp[] = []
-    const written: string[] = []
+    const written: [string, number][] = []
     const step = async (i: number): Promise<void> => {
       if (i < keys.length) {
         const key = keys[i]!
@@ -1277,8 +1351,9 @@ export class PrincipalDb {
           const c = this.#counters.get(key)
           if (raw !== undefined && c !== undefined) {
             const s = applyCounters(this.#decodePrincipal(raw), c)
-            ops.push({ type: 'put', sublevel: this.#principals, key, value: encode(s) })
-            written.push(key)
+            const value = encode(s)
+            ops.push({ type: 'put', sublevel: this.#principals, key, value })
+            written.push([key, value.length])
           }
           await step(i + 1)
         })
@@ -1291,10 +1366,10 @@ export class PrincipalDb {
       await this.#guard('write', () => this.#db.batch(ops, SYNC))
       // Cached copies keep serving (no reload from the store after every failure); their
       // counters are brought up to date for readers of get().
-      for (const key of written) {
+      for (const [key, stored] of written) {
         const hit = this.#cache.get(key)
         const c = this.#counters.get(key)
-        if (hit !== undefined && hit !== ABSENT && c !== undefined) this.#cache.set(key, deepFreeze(applyCounters({ ...hit }, c)))
+        if (hit !== undefined && hit !== ABSENT && c !== undefined) this.#cache.set(key, deepFreeze(applyCounters({ ...hit }, c)), cacheEntryBytes(stored))
         this.#forgetCleanCounters(key)
       }
     }

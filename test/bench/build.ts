@@ -10,7 +10,7 @@
  * depend on whether someone remembered that. Type-only transpiling with the project's
  * own TypeScript (no type check) takes one to three seconds.
  *
- * Output: node_modules/.cache/tessera-bench/ID/{src,proto,test/bench} (ID: a hash of the
+ * Output: node_modules/.cache/tessera-bench-ID/{src,proto,test/bench} (ID: a hash of the
  * checkout's path), with a package.json saying "type": "module" and the checkout it was
  * built from; bare imports resolve to the repo's node_modules from there.
  *
@@ -28,7 +28,7 @@ import { fileURLToPath } from 'node:url'
 /** The repository root (two levels above this file in the source tree; in the build, the checkout it was made from). */
 export function repoRoot(): string {
   const here = path.dirname(fileURLToPath(import.meta.url))
-  const marker = `${path.sep}node_modules${path.sep}.cache${path.sep}tessera-bench${path.sep}`
+  const marker = `${path.sep}node_modules${path.sep}.cache${path.sep}tessera-bench`
   const i = here.indexOf(marker)
   if (i < 0) return path.resolve(here, '..', '..')
   try {
@@ -43,7 +43,7 @@ export function repoRoot(): string {
  * node_modules (a symlink), and two checkouts benchmarking at once must not measure each other's build.
  */
 export function buildDir(root: string = repoRoot()): string {
-  return path.join(root, 'node_modules', '.cache', 'tessera-bench', createHash('sha256').update(root).digest('hex').slice(0, 12))
+  return path.join(root, 'node_modules', '.cache', `tessera-bench-${createHash('sha256').update(root).digest('hex').slice(0, 12)}`)
 }
 
 /** True when this module is running from the plain-JS build (not under tsx). */

@@ -7,8 +7,8 @@ import { MemoryLevel } from 'memory-level'
 import { ed25519KeyPair, randomKey, x25519KeyPair } from '../../src/crypto/index.js'
 import { formatPrincipal, parsePrincipal, principalKey } from '../../src/db/names.js'
 import { DEFAULT_POLICY } from '../../src/db/policy.js'
-import { type AnyLevel, globMatch, PrincipalDb, type PrincipalDbOptions } from '../../src/db/principal-db.js'
-import type { Policy, PrincipalId, RealmRecord } from '../../src/db/types.js'
+import { type AnyLevel, cacheEntryBytes, globMatch, PrincipalDb, type PrincipalDbOptions } from '../../src/db/principal-db.js'
+import type { Policy, PrincipalId, PrincipalRecord, RealmRecord } from '../../src/db/types.js'
 import { TesseraErrorCode } from '../../src/errors.js'
 import { decode, encode } from '../../src/wire/codec.js'
 import { containsBytes, makeRecord, REALM, rejectsWith, tempDir } from './helpers/records.js'
@@ -534,6 +534,27 @@ for (const backend of [memoryBackend(), levelBackend()]) {
     })
 
     describe('lockout', () => {
+      it('tries the password against the record the caller has only while it is current', async () => {
+        const erin = parsePrincipal('erin', REALM)
+        await db.create(makeRecord('erin'))
+        const had = (await db.get(erin))!
+        const seen: Readonly<PrincipalRecord>[] = []
+        const check = (r: Readonly<PrincipalRecord>) => {
+          seen.push(r)
+          return { ok: true as const }
+        }
+        await db.attemptPreauth(erin, clock, undefined, check, had)
+        expect(seen[0]).to.equal(had)
+        // A key change since the caller's read: its copy is stale, the current record is used.
+        const next = randomKey()
+        await db.update(erin, (r) => {
+          r.keys = [{ kvno: 2, key: next, createdAt: 2 }]
+        }, 'x')
+        await db.attemptPreauth(erin, clock, undefined, check, had)
+        expect(seen[1]).to.not.equal(had)
+        expect(seen[1]!.keys[0]!.key).to.deep.equal(next)
+      })
+
       beforeEach(() => db.create(makeRecord('alice')))
 
       it('counts 20 parallel failures exactly without a policy', async () => {
@@ -703,6 +724,40 @@ describe('PrincipalDb (in-memory default)', () => {
 })
 
 describe('PrincipalDb cache', () => {
+  it('holds at most cacheBytes of records, and serves evicted and rewritten ones from the store correctly', async () => {
+    const cacheBytes = 12 * cacheEntryBytes(400)
+    const db = await PrincipalDb.open({ masterKey: randomKey(), cacheBytes })
+    try {
+      const recs = Array.from({ length: 40 }, (_, i) => makeRecord(`HTTP/n${i}`))
+      await db.createMany(recs)
+      for (const r of recs) expect(await db.get(r)).to.deep.equal(r)
+      const st = db.cacheStats()
+      expect(st.maxBytes).to.equal(cacheBytes)
+      expect(st.bytes).to.be.within(1, cacheBytes)
+      expect(st.entries).to.be.within(5, 30)
+      // The first ones were evicted: read again from the store, as stored.
+      const misses = st.misses
+      expect(await db.get(recs[0]!)).to.deep.equal(recs[0])
+      expect(db.cacheStats().misses).to.equal(misses + 1)
+      // A write drops the cached copy, whether the record was evicted or not.
+      const last = recs[39]!
+      expect(db.peek(last)).to.not.equal(undefined)
+      for (const r of [recs[1]!, last])
+        await db.update(r, (x) => {
+          x.maxLife = 7
+        }, 'x')
+      expect((await db.get(recs[1]!))?.maxLife).to.equal(7)
+      expect((await db.get(last))?.maxLife).to.equal(7)
+      // Counters written for a cached record keep it cached, within the bound.
+      await db.recordFailure(last, 5, undefined)
+      expect(db.peek(last)?.failureCount).to.equal(1)
+      for (const r of recs) await db.get(r)
+      expect(db.cacheStats().bytes).to.be.at.most(cacheBytes)
+    } finally {
+      await db.close()
+    }
+  })
+
   it('does not cache a read that started before a write and finished after it', async () => {
     const store = new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
     // One-shot gate: the next read gets its value from the store, then waits for release().
@@ -717,7 +772,7 @@ describe('PrincipalDb cache', () => {
       if (gate) await gate
       return value
     }
-    const db = await PrincipalDb.open({ db: store, masterKey: randomKey() })
+    const db = await PrincipalDb.open({ db: store, masterKey: randomKey(), syncReads: false })
     try {
       await db.create(makeRecord('alice', { maxLife: 1 }))
       armed = new Promise((resolve) => {
