@@ -283,12 +283,16 @@ export class RotationScheduler {
     this.#onError = o.onError
   }
 
-  /** Find every principal with a schedule or a staged key (one pass over the database, in the background), then keep time. */
+  /**
+   * Plan every principal with a schedule or a staged key (the database found them in its one
+   * pass at open: PrincipalDb.scheduledPrincipals; only those records are read), then keep time.
+   */
   start(): void {
     this.#ctx.keysChanged = (id) => this.note(id)
     this.#scan = (async () => {
-      for (const id of await this.#ctx.db.list({ realm: this.#ctx.realm })) {
+      for (const id of await this.#ctx.db.scheduledPrincipals()) {
         if (this.#closed) return
+        if (id.realm !== this.#ctx.realm) continue
         const rec = await this.#ctx.db.get(id)
         if (rec !== undefined) this.#plan(id, rec)
       }

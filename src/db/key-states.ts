@@ -63,3 +63,19 @@ export function ticketsEndBy(keys: readonly Readonly<KeyVersion>[], i: number, f
   if (k.activatesAt !== undefined && k.activatesAt >= activationOf(next)) return activationOf(next)
   return activationOf(next) + Math.max(k.sealLifeMs ?? 0, fallbackLifeMs)
 }
+
+/**
+ * True when the rotation scheduler may ever have a step for this record without another
+ * change to it: a rotation schedule, or a staged version whose activation is not recorded
+ * yet (src/admin/key-lifecycle.ts nextRotationStep returns undefined for every other record).
+ * Reads only what is stored in clear (no key bytes), so it runs on stored records too.
+ */
+export function mayRotate(r: {
+  readonly rotation?: unknown
+  readonly activatedKvno?: number
+  readonly keys: readonly { readonly kvno: number; readonly activatesAt?: number }[]
+}): boolean {
+  if (r.rotation !== undefined) return true
+  const done = r.activatedKvno ?? 0
+  return r.keys.some((k) => k.activatesAt !== undefined && k.kvno > done)
+}

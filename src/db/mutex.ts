@@ -6,6 +6,20 @@ export class KeyedMutex {
 
   /** Run `fn` once every earlier section for `key` has settled; resolves or rejects as `fn` does. */
   async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const release = await this.acquire(key)
+    try {
+      return await fn()
+    } finally {
+      release()
+    }
+  }
+
+  /**
+   * Wait for `key` as {@link run} does, and hold it until the returned release is called
+   * (exactly once). For taking many keys one after another without nesting callbacks; take
+   * them in one global order (sorted), as nested runs do, so two callers cannot wait on each other.
+   */
+  async acquire(key: string): Promise<() => void> {
     const prev = this.#tails.get(key)
     let release!: () => void
     const mine = new Promise<void>((resolve) => {
@@ -14,10 +28,8 @@ export class KeyedMutex {
     // Tails only ever resolve, so a failed section never poisons the ones queued after it.
     const tail = prev ? prev.then(() => mine) : mine
     this.#tails.set(key, tail)
-    try {
-      if (prev) await prev
-      return await fn()
-    } finally {
+    if (prev) await prev
+    return () => {
       release()
       if (this.#tails.get(key) === tail) this.#tails.delete(key)
     }

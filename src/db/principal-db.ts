@@ -7,6 +7,7 @@ import { KeyUsage } from '../../proto/key-usage.js'
 import { hkdf, hmacSha256, type KdfParams, seal, tryOpen, wipe } from '../crypto/index.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { decode, encode } from '../wire/codec.js'
+import { mayRotate } from './key-states.js'
 import { KeyedMutex } from './mutex.js'
 import { LruCache } from './lru.js'
 import { MASTER_KEY_BYTES, type MasterKeyEntry } from './master-key.js'
@@ -58,8 +59,23 @@ export interface PrincipalDbOptions {
    * stash key the database does not know yet is ignored (a `kdc master-key add` cut short).
    */
   masterKeys?: readonly MasterKeyEntry[]
-  /** Principals kept decoded in the LRU cache; 0 disables it. @default 200000 */
+  /** Principals kept decoded in the LRU cache at most; 0 disables it. @default 200000 */
   cacheSize?: number
+  /**
+   * Bytes the LRU cache of decoded principals holds at most, by an estimate of each record's
+   * size in memory ({@link cacheEntryBytes}: about 1.4 KB for a principal with one key).
+   * Misses read the store (docs/decisions/0011-principal-cache.md). @default 67108864 (64 MiB)
+   */
+  cacheBytes?: number
+  /** LevelDB's own block cache (records as stored: keys sealed), bytes; `location` only. @default 8388608 (8 MiB, LevelDB's default) */
+  storeCacheBytes?: number
+  /** LevelDB's block size for tables it writes from now on, bytes; `location` only. @default 4096 (LevelDB's default) */
+  storeBlockSize?: number
+  /**
+   * Read a principal missing from the cache synchronously when the store can (classic-level
+   * and memory-level getSync), rather than through the threadpool (docs/decisions/0011-principal-cache.md). @default true
+   */
+  syncReads?: boolean
   /** Write `lastSuccess` on every successful login (one write per login). @default false */
   trackLastSuccess?: boolean
   /** Clock for `modifiedAt`, ms since epoch. @default Date.now */
@@ -90,7 +106,27 @@ export interface WriteOptions {
 }
 
 /** Defaults of {@link PrincipalDbOptions}. */
-export const DEFAULT_PRINCIPAL_DB_OPTIONS = { cacheSize: 200_000, trackLastSuccess: false } as const
+export const DEFAULT_PRINCIPAL_DB_OPTIONS = {
+  cacheSize: 200_000,
+  cacheBytes: 64 * 1024 * 1024,
+  storeCacheBytes: 8 * 1024 * 1024,
+  storeBlockSize: 4096,
+  trackLastSuccess: false,
+  syncReads: true,
+} as const
+
+/**
+ * What one cached principal costs in memory, estimated from its stored size: the decoded
+ * record (objects, strings, one Uint8Array per key) takes about 1.4 KB for a principal with
+ * one key (measured: V8 heap per cached record), about 4.5 times its stored form, and an
+ * absent name about its key string and map entry.
+ */
+export function cacheEntryBytes(storedBytes: number | undefined): number {
+  return storedBytes === undefined ? 160 : 800 + 2 * storedBytes
+}
+
+/** Records one {@link PrincipalDb.createMany} call takes at most (one batch in memory). */
+export const MAX_CREATE_MANY = 10_000
 
 /** Options of {@link PrincipalDb.list}. */
 export interface ListOptions {
@@ -314,6 +350,11 @@ export class PrincipalDb {
   /** How many principals' current keys use each KDF parameter set (key: kdfKey()); random keys under RANDOM_KEY. */
   readonly #kdfCensus = new Map<string, { kdf: KdfParams | undefined; count: number }>()
   #censusReady: Promise<void> | undefined
+  /** Principals (database keys) the rotation scheduler may have a step for (see mayRotate): found by the pass at open, kept by every write. */
+  readonly #scheduled = new Set<string>()
+  /** Principal writes since open, and the key census of the pass at open with the count when it began. */
+  #principalWrites = 0
+  #openKeyCensus: (KeyCensus & { writesAt: number }) | undefined
   /** Keys the per-name choice of {@link kdfHint} (derived from the master key: stable across restarts, unknown outside). */
   #hintKey: Uint8Array = new Uint8Array(32)
   /** Lockout counters, authoritative while open (see attemptPreauth). */
@@ -325,6 +366,7 @@ export class PrincipalDb {
   #nextCommit: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined
   #committing: Promise<void> | undefined
   readonly #trackLastSuccess: boolean
+  readonly #syncReads: boolean
   readonly #now: () => number
   readonly #where: string
   /** Set by close(): new calls are refused, calls already running finish first. */
@@ -346,8 +388,9 @@ export class PrincipalDb {
     this.#admin = sub('admin')
     if (opts.masterKeys !== undefined) for (const e of opts.masterKeys) this.#ring.set(e.kvno, copyBytes(e.key))
     else this.#ring.set(1, copyBytes(opts.masterKey!))
-    this.#cache = new LruCache(opts.cacheSize ?? DEFAULT_PRINCIPAL_DB_OPTIONS.cacheSize)
+    this.#cache = new LruCache(opts.cacheSize ?? DEFAULT_PRINCIPAL_DB_OPTIONS.cacheSize, opts.cacheBytes ?? DEFAULT_PRINCIPAL_DB_OPTIONS.cacheBytes)
     this.#trackLastSuccess = opts.trackLastSuccess ?? DEFAULT_PRINCIPAL_DB_OPTIONS.trackLastSuccess
+    this.#syncReads = (opts.syncReads ?? DEFAULT_PRINCIPAL_DB_OPTIONS.syncReads) && (db.supports as { getSync?: boolean }).getSync === true
     this.#now = opts.now ?? Date.now
     this.#where = where
   }
@@ -368,6 +411,8 @@ export class PrincipalDb {
       throw new RangeError(`masterKey must be ${MASTER_KEY_BYTES} bytes`)
     if (opts.cacheSize !== undefined && (!Number.isSafeInteger(opts.cacheSize) || opts.cacheSize < 0))
       throw new RangeError('cacheSize must be a non-negative integer')
+    for (const f of ['cacheBytes', 'storeCacheBytes', 'storeBlockSize'] as const)
+      if (opts[f] !== undefined && (!Number.isSafeInteger(opts[f]) || opts[f] < 0)) throw new RangeError(`${f} must be a non-negative integer`)
     let db: AnyLevel
     let where: string
     if (opts.db) {
@@ -380,7 +425,12 @@ export class PrincipalDb {
       } catch (err) {
         throw new TesseraError(TesseraErrorCode.TESSERA_DB, `cannot create database directory ${opts.location}`, { cause: err })
       }
-      db = new Level<string, Uint8Array>(opts.location, { keyEncoding: 'utf8', valueEncoding: 'view' })
+      db = new Level<string, Uint8Array>(opts.location, {
+        keyEncoding: 'utf8',
+        valueEncoding: 'view',
+        cacheSize: opts.storeCacheBytes ?? DEFAULT_PRINCIPAL_DB_OPTIONS.storeCacheBytes,
+        blockSize: opts.storeBlockSize ?? DEFAULT_PRINCIPAL_DB_OPTIONS.storeBlockSize,
+      })
     } else {
       where = 'memory'
       db = new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
@@ -578,6 +628,24 @@ export class PrincipalDb {
     // principalKey is injective on strings, but LevelDB sees UTF-8 bytes, and an ill-formed
     // string (lone surrogate) would share bytes with a valid one: only valid names reach the store.
     if (!isValidPrincipalId(id)) return Promise.resolve(undefined)
+    if (this.#syncReads) {
+      // One synchronous read (LevelDB: the mmapped table or the OS page cache), as MIT's KDC
+      // reads its database: no threadpool round trip. A write landing meanwhile drops the
+      // cached copy in its own #batch, after it landed, so what is cached here stays current.
+      let rec: Readonly<PrincipalRecord> | undefined
+      try {
+        const raw = this.#principals.getSync(key)
+        if (raw === undefined) {
+          this.#cache.set(key, ABSENT, cacheEntryBytes(undefined))
+          return Promise.resolve(undefined)
+        }
+        rec = deepFreeze(this.#unsealPrincipal(this.#decodePrincipal(raw), key))
+        this.#cache.set(key, rec, cacheEntryBytes(raw.length))
+      } catch (err) {
+        return Promise.reject(this.#wrap(err, 'read'))
+      }
+      return Promise.resolve(rec)
+    }
     const load: Load = { stale: false, promise: Promise.resolve(undefined) }
     this.#loads.set(key, load)
     load.promise = (async () => {
@@ -586,12 +654,12 @@ export class PrincipalDb {
         if (raw === undefined) {
           // Remembered as absent (until a write of this name), so that an unknown name costs
           // what a known one costs: a lookup in memory, not one in the store every time.
-          if (!load.stale && !this.#closing) this.#cache.set(key, ABSENT)
+          if (!load.stale && !this.#closing) this.#cache.set(key, ABSENT, cacheEntryBytes(undefined))
           return undefined
         }
         const rec = deepFreeze(this.#unsealPrincipal(this.#decodePrincipal(raw), key))
         // A load that overlapped a write may have read the old value: return it, never cache it.
-        if (!load.stale && !this.#closing) this.#cache.set(key, rec)
+        if (!load.stale && !this.#closing) this.#cache.set(key, rec, cacheEntryBytes(raw.length))
         return rec
       } finally {
         if (this.#loads.get(key) === load) this.#loads.delete(key)
@@ -619,7 +687,61 @@ export class PrincipalDb {
         await this.#batch(ops, [key], opts)
       })
       this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
+      this.#noteRotation(key, rec)
     })
+  }
+
+  /**
+   * Store many new principals as one atomic, synced batch (a bulk load: a migration, a
+   * benchmark's million), each record exactly as {@link create} stores it (keys sealed under
+   * the active master key, policy references). All or nothing: TesseraError(TESSERA_EXISTS)
+   * if one of them exists (or is given twice), TESSERA_NOT_FOUND if one names no stored
+   * policy, TESSERA_BAD_NAME as create. At most {@link MAX_CREATE_MANY} records per call.
+   */
+  async createMany(recs: readonly PrincipalRecord[], opts?: WriteOptions): Promise<void> {
+    this.#assertOpen()
+    if (!Array.isArray(recs)) throw new TypeError('createMany takes an array of records')
+    if (recs.length > MAX_CREATE_MANY) throw new RangeError(`createMany takes at most ${MAX_CREATE_MANY} records per call`)
+    const byKey = new Map<string, PrincipalRecord>()
+    for (const rec of recs) {
+      checkPrincipalId(rec)
+      checkRecordShape(rec)
+      const key = principalKey(rec)
+      if (byKey.has(key)) throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `principal ${formatPrincipal(rec)} is given twice`)
+      byKey.set(key, rec)
+    }
+    if (byKey.size === 0) return
+    const keys = [...byKey.keys()].sort()
+    const policies = [...new Set(recs.flatMap((r) => (r.policy === undefined ? [] : [`policy:${r.policy}`])))].sort()
+    await this.#track(
+      (async () => {
+        // Principal locks, then policy locks, each set in sorted order: the order every other writer takes them in.
+        const releases: (() => void)[] = []
+        try {
+          for (const k of [...keys, ...policies]) releases.push(await this.#mutex.acquire(k))
+          const found = await this.#guard('read', () => this.#principals.getMany(keys))
+          const i = found.findIndex((v) => v !== undefined)
+          if (i >= 0) throw new TesseraError(TesseraErrorCode.TESSERA_EXISTS, `principal ${formatPrincipal(byKey.get(keys[i]!)!)} already exists`)
+          for (const p of policies)
+            if (!this.#policies.has(p.slice('policy:'.length)))
+              throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `policy ${JSON.stringify(p.slice('policy:'.length))} does not exist`)
+          const ops: BatchOp[] = []
+          for (const key of keys) {
+            const rec = byKey.get(key)!
+            this.#counters.delete(key)
+            ops.push({ type: 'put', sublevel: this.#principals, key, value: this.#encodePrincipal(rec, key) })
+            if (rec.policy !== undefined) ops.push(this.#refOp('put', rec.policy, key))
+          }
+          await this.#batch(ops, keys, opts)
+          for (const [key, rec] of byKey) {
+            this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
+            this.#noteRotation(key, rec)
+          }
+        } finally {
+          for (const r of releases.reverse()) r()
+        }
+      })(),
+    )
   }
 
   /**
@@ -671,6 +793,7 @@ export class PrincipalDb {
       }
       this.#census(oldKdf, -1)
       this.#census(rec.keys[rec.keys.length - 1]?.kdf, 1)
+      this.#noteRotation(key, rec)
       return rec
     })
   }
@@ -689,6 +812,7 @@ export class PrincipalDb {
       await this.#batch(ops, [key], opts)
       this.#counters.delete(key)
       this.#census(s.keys[s.keys.length - 1]?.kdf, -1)
+      this.#noteRotation(key, undefined)
     })
   }
 
@@ -735,6 +859,8 @@ export class PrincipalDb {
         await this.#batch(ops, [fromKey, toKey], opts)
         this.#counters.delete(fromKey)
         this.#counters.delete(toKey)
+        this.#noteRotation(fromKey, undefined)
+        this.#noteRotation(toKey, rec)
         return rec
       }),
     )
@@ -860,9 +986,19 @@ export class PrincipalDb {
     return n
   }
 
-  /** Principal lookups served from the cache (hits) and read from the store (misses) since open. */
-  cacheStats(): { hits: number; misses: number; entries: number; capacity: number } {
-    return { hits: this.#cacheHits, misses: this.#cacheMisses, entries: this.#cache.size, capacity: this.#cache.capacity }
+  /**
+   * Principal lookups served from the cache (hits) and read from the store (misses) since
+   * open; entries held, and their estimated bytes ({@link cacheEntryBytes}), against the bounds.
+   */
+  cacheStats(): { hits: number; misses: number; entries: number; capacity: number; bytes: number; maxBytes: number } {
+    return {
+      hits: this.#cacheHits,
+      misses: this.#cacheMisses,
+      entries: this.#cache.size,
+      capacity: this.#cache.capacity,
+      bytes: this.#cache.bytes,
+      maxBytes: this.#cache.maxBytes,
+    }
   }
 
   /** True from open until close() is called. */
@@ -871,26 +1007,36 @@ export class PrincipalDb {
   }
 
   /**
-   * One scan of the stored records (keys stay sealed): when the oldest current key of a
-   * service (a principal with a random key, krbtgt/* aside) was created. For aggregate
-   * metrics; it reads every record, so call it rarely.
+   * When the oldest current key of a service (a principal with a random key, krbtgt/* aside)
+   * was created, and how many services there are. For aggregate metrics. From the pass over
+   * the database at open while no principal was written since that pass began (waiting for
+   * it if it still runs), else from a scan of the stored records (keys stay sealed), so call it rarely.
    */
-  async keyCensus(): Promise<{ services: number; oldestServiceKeyCreatedAt: number | undefined }> {
+  async keyCensus(): Promise<KeyCensus> {
     this.#assertOpen()
-    let services = 0
-    let oldest: number | undefined
+    await this.#censusReady?.catch(() => {})
+    const o = this.#openKeyCensus
+    if (o !== undefined && o.writesAt === this.#principalWrites)
+      return { services: o.services, oldestServiceKeyCreatedAt: o.oldestServiceKeyCreatedAt }
+    const c: KeyCensus = { services: 0, oldestServiceKeyCreatedAt: undefined }
     await this.#track(
       this.#guard('scan', async () => {
-        for await (const raw of this.#principals.values()) {
-          const s = this.#decodePrincipal(raw)
-          const k = s.keys[s.keys.length - 1]
-          if (!k || k.kdf !== undefined || s.components[0] === 'krbtgt') continue
-          services++
-          if (oldest === undefined || k.createdAt < oldest) oldest = k.createdAt
-        }
+        for await (const raw of this.#principals.values()) countServiceKey(c, this.#decodePrincipal(raw))
       }),
     )
-    return { services, oldestServiceKeyCreatedAt: oldest }
+    return c
+  }
+
+  /**
+   * The principals the rotation scheduler may have a step for (src/db/key-states.ts
+   * mayRotate: a rotation schedule, or a staged key whose activation is not recorded), from
+   * the pass over the database at open (waited for) and every write since. Only names: the
+   * caller reads the records it needs.
+   */
+  async scheduledPrincipals(): Promise<PrincipalId[]> {
+    this.#assertOpen()
+    await this.#track(this.#censusReady ?? Promise.resolve())
+    return [...this.#scheduled].map((k) => principalFromKey(k))
   }
 
   /** Number of principals. */
@@ -943,13 +1089,30 @@ export class PrincipalDb {
     return { ...ordered[ordered.length - 1]!.kdf }
   }
 
+  /**
+   * The one pass over the stored records at open, in the background (keys stay sealed; no
+   * record is kept): the KDF census, the key census ({@link keyCensus}) and the principals
+   * the rotation scheduler may have a step for ({@link scheduledPrincipals}).
+   */
   async #takeCensus(): Promise<void> {
+    const writesAt = this.#principalWrites
+    const c: KeyCensus = { services: 0, oldestServiceKeyCreatedAt: undefined }
     await this.#guard('open', async () => {
-      for await (const raw of this.#principals.values()) {
+      for await (const [key, raw] of this.#principals.iterator()) {
         const s = this.#decodePrincipal(raw)
         this.#census(s.keys[s.keys.length - 1]?.kdf, 1)
+        countServiceKey(c, s)
+        // Only added: a write since the iterator's snapshot has already set its own entry, and a stale extra one only costs the scheduler a look.
+        if (mayRotate(s)) this.#scheduled.add(key)
       }
     })
+    this.#openKeyCensus = { ...c, writesAt }
+  }
+
+  /** Keep {@link scheduledPrincipals} in step with a write of `key` (`rec` as written; undefined: deleted). */
+  #noteRotation(key: string, rec: Readonly<PrincipalRecord> | undefined): void {
+    if (rec !== undefined && mayRotate(rec)) this.#scheduled.add(key)
+    else this.#scheduled.delete(key)
   }
 
   /** Count `delta` principals whose current key uses `kdf` (undefined: random key). */
@@ -980,17 +1143,21 @@ export class PrincipalDb {
    * the principal is locked until `now + lockoutDurationMs` (0 = until unlock(), stored as
    * Number.MAX_SAFE_INTEGER); a success clears the counters. Without a policy failures are
    * counted but never lock. Throws TesseraError(TESSERA_NOT_FOUND) if there is no such principal.
+   *
+   * `known`: the record as the caller got it from {@link get} (the AS has it already); used
+   * only while it is still the cached copy (so current: every write drops it), else read again.
    */
   attemptPreauth(
     id: PrincipalId,
     now: number,
     policy: Policy | undefined,
     check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
+    known?: Readonly<PrincipalRecord>,
   ): Promise<AttemptOutcome> {
     this.#assertOpen()
     checkPrincipalId(id)
     if (!Number.isFinite(now)) throw new RangeError('now must be a finite number')
-    return this.#track(this.#attempt(id, principalKey(id), now, policy, check))
+    return this.#track(this.#attempt(id, principalKey(id), now, policy, check, known))
   }
 
   async #attempt(
@@ -999,8 +1166,9 @@ export class PrincipalDb {
     now: number,
     policy: Policy | undefined,
     check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
+    known: Readonly<PrincipalRecord> | undefined,
   ): Promise<AttemptOutcome> {
-    const rec = await this.get(id)
+    const rec = known !== undefined && known !== ABSENT && this.#cache.get(key) === known ? known : await this.get(id)
     if (rec === undefined) notFound(id)
     let c = this.#counters.get(key)
     if (c === undefined) {
@@ -1174,7 +1342,7 @@ export class PrincipalDb {
   /** One synced batch with the current counters of `keys`, each written under its principal's lock. */
   async #writeCounters(keys: string[]): Promise<void> {
     const ops: BatchOp[] = []
-    const written: string[] = []
+    const written: [string, number][] = []
     const step = async (i: number): Promise<void> => {
       if (i < keys.length) {
         const key = keys[i]!
@@ -1183,8 +1351,9 @@ export class PrincipalDb {
           const c = this.#counters.get(key)
           if (raw !== undefined && c !== undefined) {
             const s = applyCounters(this.#decodePrincipal(raw), c)
-            ops.push({ type: 'put', sublevel: this.#principals, key, value: encode(s) })
-            written.push(key)
+            const value = encode(s)
+            ops.push({ type: 'put', sublevel: this.#principals, key, value })
+            written.push([key, value.length])
           }
           await step(i + 1)
         })
@@ -1197,10 +1366,10 @@ export class PrincipalDb {
       await this.#guard('write', () => this.#db.batch(ops, SYNC))
       // Cached copies keep serving (no reload from the store after every failure); their
       // counters are brought up to date for readers of get().
-      for (const key of written) {
+      for (const [key, stored] of written) {
         const hit = this.#cache.get(key)
         const c = this.#counters.get(key)
-        if (hit !== undefined && hit !== ABSENT && c !== undefined) this.#cache.set(key, deepFreeze(applyCounters({ ...hit }, c)))
+        if (hit !== undefined && hit !== ABSENT && c !== undefined) this.#cache.set(key, deepFreeze(applyCounters({ ...hit }, c)), cacheEntryBytes(stored))
         this.#forgetCleanCounters(key)
       }
     }
@@ -1343,6 +1512,7 @@ export class PrincipalDb {
     } finally {
       // Also on failure: the outcome of a failed write is unknown, so no cached copy is trusted.
       for (const key of touched) this.#invalidate(key)
+      if (touched.length > 0) this.#principalWrites++
     }
   }
 
@@ -1749,6 +1919,22 @@ export class PrincipalDb {
       rec.passwordHistory = passwordHistory.map(({ sealed, ...meta }) => ({ ...meta, key: this.#openKey(sealed, `history:${key}`, meta.kvno, mk) }))
     return rec
   }
+}
+
+/** What {@link PrincipalDb.keyCensus} returns. */
+export interface KeyCensus {
+  /** Principals with a random current key (services), krbtgt/* aside. */
+  services: number
+  /** When the oldest current key of those was created, ms since epoch; undefined without services. */
+  oldestServiceKeyCreatedAt: number | undefined
+}
+
+/** Count stored record `s` into `c` if it is a service (a random current key, not krbtgt/*). */
+function countServiceKey(c: KeyCensus, s: StoredPrincipal): void {
+  const k = s.keys[s.keys.length - 1]
+  if (!k || k.kdf !== undefined || s.components[0] === 'krbtgt') return
+  c.services++
+  if (c.oldestServiceKeyCreatedAt === undefined || k.createdAt < c.oldestServiceKeyCreatedAt) c.oldestServiceKeyCreatedAt = k.createdAt
 }
 
 /** The `derived` meta record: the stable derived keys, sealed under master key `mk`. */

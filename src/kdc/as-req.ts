@@ -109,7 +109,7 @@ async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionCont
         return { ok: false, reason: 'malformed encrypted timestamp' }
       }
       return { ok: true }
-    })
+    }, client)
     if (out.outcome === 'locked') refuseLocked(ctx, g, conn)
     if (out.outcome === 'failed') {
       reason = out.reason

@@ -10,30 +10,40 @@
  * depend on whether someone remembered that. Type-only transpiling with the project's
  * own TypeScript (no type check) takes one to three seconds.
  *
- * Output: node_modules/.cache/tessera-bench/{src,proto,test/bench}, with a package.json
- * saying "type": "module"; bare imports resolve to the repo's node_modules from there.
+ * Output: node_modules/.cache/tessera-bench-ID/{src,proto,test/bench} (ID: a hash of the
+ * checkout's path), with a package.json saying "type": "module" and the checkout it was
+ * built from; bare imports resolve to the repo's node_modules from there.
  *
  * BENCH_SRC=REV (e.g. HEAD) takes src/ and proto/ from that commit instead of the working
  * tree (test/bench/ always comes from the working tree), so a benchmark can measure what is
  * committed while someone edits src/ in the same checkout.
  */
 import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-/** The repository root (two levels above this file, in the source tree or in the build). */
+/** The repository root (two levels above this file in the source tree; in the build, the checkout it was made from). */
 export function repoRoot(): string {
   const here = path.dirname(fileURLToPath(import.meta.url))
-  const marker = `${path.sep}node_modules${path.sep}.cache${path.sep}tessera-bench${path.sep}`
+  const marker = `${path.sep}node_modules${path.sep}.cache${path.sep}tessera-bench`
   const i = here.indexOf(marker)
-  return i >= 0 ? here.slice(0, i) : path.resolve(here, '..', '..')
+  if (i < 0) return path.resolve(here, '..', '..')
+  try {
+    const root = (JSON.parse(readFileSync(path.join(here, '..', '..', 'package.json'), 'utf8')) as { root?: unknown }).root
+    if (typeof root === 'string') return root
+  } catch {}
+  return here.slice(0, i)
 }
 
-/** Where the build goes. */
+/**
+ * Where the build goes: one directory per checkout, since git worktrees may share one
+ * node_modules (a symlink), and two checkouts benchmarking at once must not measure each other's build.
+ */
 export function buildDir(root: string = repoRoot()): string {
-  return path.join(root, 'node_modules', '.cache', 'tessera-bench')
+  return path.join(root, 'node_modules', '.cache', `tessera-bench-${createHash('sha256').update(root).digest('hex').slice(0, 12)}`)
 }
 
 /** True when this module is running from the plain-JS build (not under tsx). */
@@ -85,6 +95,6 @@ export async function buildForBench(): Promise<string> {
     }
   } else for (const dir of ['src', 'proto']) walk(dir)
   walk(path.join('test', 'bench'))
-  writeFileSync(path.join(out, 'package.json'), '{ "type": "module", "private": true }\n')
+  writeFileSync(path.join(out, 'package.json'), `${JSON.stringify({ type: 'module', private: true, root })}\n`)
   return out
 }

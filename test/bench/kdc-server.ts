@@ -11,13 +11,18 @@
  *               and the setup time go back)
  *     metrics   true: the HTTP ops listener on (127.0.0.1, any port) and metrics collected; its
  *               port goes back as httpPort (the metrics=on|off case)
+ *     dir       a realm directory already loaded (bulk-load.ts): `kdc start` on it (the admin
+ *               service and its rotation scheduler included, the log files off), nothing
+ *               created; readyMs is the time startKdc took, censusMs the time until the
+ *               background pass over the database at open had finished
  *
  * IPC (load.ts serveIpc): sends { ready, realm, ports, transportKey, signingKey, clients,
- * services, setupMs, rss, heapUsed } once listening, answers { cmd: 'stats' } and
- * { cmd: 'replay' } (replay cache entries), exits on { cmd: 'exit' }.
+ * services, setupMs, rss, heapUsed } once listening, answers { cmd: 'stats' },
+ * { cmd: 'replay' } (replay cache entries) and { cmd: 'db' } (principal cache figures), exits on { cmd: 'exit' }.
  */
 import { pathToFileURL } from 'node:url'
-import { startKdc } from '../../src/kdc/kdc.js'
+import { startKdc as startKdcWithAdmin } from '../../src/admin/start.js'
+import { type RunningKdc, startKdc } from '../../src/kdc/kdc.js'
 import { serveIpc } from './load.js'
 
 /** What argv[2] holds. */
@@ -26,6 +31,7 @@ export interface KdcServerSpec {
   services: number
   scale: number
   metrics?: boolean
+  dir?: string
 }
 
 /** A principal and its key, as sent over IPC. */
@@ -51,6 +57,9 @@ export interface KdcServerReady {
   principals: number
   /** Port of the HTTP ops listener (spec.metrics). */
   httpPort?: number
+  /** dir mode: how long startKdc took, and until the census at open was done, ms. */
+  readyMs?: number
+  censusMs?: number
   rss: number
   heapUsed: number
 }
@@ -67,6 +76,7 @@ const BATCH = 500
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2] ?? '{}') as KdcServerSpec
+  if (spec.dir !== undefined) return startOnDisk(spec, spec.dir)
   const kdc = await startKdc({
     config: {
       // BENCH_KDC_LOG_DIR: write kdc.log and security.log (one JSON line per AS/TGS outcome) there, as the daemon does.
@@ -110,6 +120,51 @@ async function main(): Promise<void> {
     scale: spec.scale,
     setupMs,
     principals,
+    rss: mem.rss,
+    heapUsed: mem.heapUsed,
+  }
+  if (kdc.opsAddress) ready.httpPort = kdc.opsAddress.port
+  process.send?.(ready)
+}
+
+/** `kdc start` on a loaded realm directory. */
+async function startOnDisk(spec: KdcServerSpec, dir: string): Promise<void> {
+  const t0 = performance.now()
+  const kdc: RunningKdc = await startKdcWithAdmin({
+    dir,
+    config: {
+      ports: { as: 0, tgs: 0, time: 0, admin: 0 },
+      limits: { maxConnectionsPerPeer: 4096, maxConnections: 8192 },
+      ...(spec.metrics ? { http: { port: 0 } } : {}),
+    },
+    // The daemon writes a security log line per exchange; BENCH_KDC_LOG_DIR turns that on here too.
+    log: process.env.BENCH_KDC_LOG_DIR ? { console: false, dir: process.env.BENCH_KDC_LOG_DIR } : false,
+    metrics: spec.metrics === true,
+  })
+  const readyMs = performance.now() - t0
+  while (kdc.db.principalCount === undefined) await new Promise((r) => setTimeout(r, 20))
+  const censusMs = performance.now() - t0
+  serveIpc(
+    {
+      replay: () => ({ entries: kdc.context.replay.entries }),
+      db: () => ({ principals: kdc.db.principalCount, ...kdc.db.cacheStats(), memory: process.memoryUsage() }),
+    },
+    () => kdc.close(),
+  )
+  const mem = process.memoryUsage()
+  const ready: KdcServerReady = {
+    ready: true,
+    realm: kdc.realm,
+    ports: { as: kdc.addresses.as.port, tgs: kdc.addresses.tgs.port, time: kdc.addresses.time.port },
+    transportKey: Array.from(kdc.realmFile.transportKey),
+    signingKey: Array.from(kdc.realmFile.signingKey),
+    clients: [],
+    services: [],
+    scale: spec.scale,
+    setupMs: 0,
+    principals: kdc.db.principalCount ?? 0,
+    readyMs,
+    censusMs,
     rss: mem.rss,
     heapUsed: mem.heapUsed,
   }

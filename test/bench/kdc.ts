@@ -31,11 +31,14 @@
  * request is the steadier figure on a busy machine). The order of the two alternates by
  * round. BENCH_METRICS_AA=1 runs the control: both KDCs without metrics (lines say aa=1).
  *
- * tgs-scale: a second KDC process holding 100,000 more principals (BENCH_KDC_PRINCIPALS),
- * created with addPrincipal (random keys) in batches of 500 (setup time reported apart);
- * TGS requests at conn=reused c=16 for services drawn uniformly from all of them, so most
- * lookups miss the principal cache (cold_frac: the share of requests for a service not
- * asked for before); RSS of the KDC process before and after the load.
+ * tgs-scale: a KDC started (`kdc start`, on disk) on a realm directory bulk-loaded with
+ * 100,000 and then 1,000,000 principals (BENCH_KDC_PRINCIPALS; runScale says how); TGS
+ * requests at conn=reused c=16 for services drawn uniformly from all of them (spread=all:
+ * most lookups miss the principal cache; cold_frac is the share of requests for a service
+ * not asked for before) and from 1000 of them (spread=hot: all cached); RSS of the KDC process.
+ *
+ *   tessera kdc-rss principals=1000000 rss_mb=... bytes_per_principal=...
+ *   tessera tgs-scale-summary principals=1000000 hot_reqs_per_s=... spread_reqs_per_s=... ratio=... cold_frac=...
  */
 import http from 'node:http'
 import { pathToFileURL } from 'node:url'
@@ -55,6 +58,7 @@ import { constantTimeEqual, randomUint32 } from '../../src/crypto/index.js'
 import { openPart, sameName, sealPart } from '../../src/krb/parts.js'
 import { connectChannel } from '../../src/wire/client.js'
 import { type BenchOptions, machineNote, note, optionsFromEnv, report, sourceNote, wanted } from './common.js'
+import { bulkLoadRealm } from './bulk-load.js'
 import { type KdcServerReady, type KdcServerSpec, names } from './kdc-server.js'
 import { ChildServer, type Exchange, exchangeClient, expectType, HOST, measureCase, Sampler, type Target } from './load.js'
 
@@ -369,68 +373,108 @@ async function runMetrics(opts: BenchOptions): Promise<void> {
   }
 }
 
-/** The scale case: a KDC holding `count` more principals; TGS for services spread over all of them. */
+/** Services of the scale case's all-cached half (the first ones of the scale names). */
+const HOT_SERVICES = 1000
+
+/**
+ * The scale case, for each count of BENCH_KDC_PRINCIPALS (comma-separated, default
+ * 100000,1000000): a realm directory bulk-loaded with that many principals (bulk-load.ts),
+ * `kdc start` on it in a child process (metrics on, so the key census runs as in production),
+ * then TGS at conn=reused c=16 for services drawn uniformly from all of them right after the
+ * start (spread=all: most lookups miss the principal cache, the first ones all do), then for
+ * HOT_SERVICES of them (spread=hot: all cached after the warm-up). RSS of the KDC process
+ * at ready and after the load; bytes_per_principal is RSS after the load over the principals.
+ */
 async function runScale(opts: BenchOptions): Promise<void> {
-  const count = Math.floor(Number(process.env.BENCH_KDC_PRINCIPALS ?? 100_000))
+  const counts = (process.env.BENCH_KDC_PRINCIPALS ?? '100000,1000000')
+    .split(',')
+    .map((x) => Math.floor(Number(x)))
+    .filter((n) => n > 0)
   const conn = 'reused'
   const c = 16
-  if (count <= 0 || !wanted(opts, { kind: 'tgs-scale', conn, c })) return
-  const server = await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ clients: 16, services: 0, scale: count })])
-  try {
-    const k = server.ready
-    const setup = {
-      principals: k.principals,
-      created: count + k.clients.length,
-      setup_s: k.setupMs / 1000,
-      creates_per_s: Math.round(((count + k.clients.length) / k.setupMs) * 1000),
-      rss_mb: mb(k.rss),
-      heap_mb: mb(k.heapUsed),
-    }
-    report('kdc-setup', setup)
-    const clients: ClientPrincipal[] = k.clients.map((x) => ({ components: split(x.name), key: new Uint8Array(x.key) }))
-    const target: Target = { port: k.ports.as, serverKey: new Uint8Array(k.transportKey) }
-    const tgts = await acquireTgts(target, k.realm, clients)
-    const touched = new Uint8Array(count)
-    let cold = 0
-    let asked = 0
-    const pick = (): ServiceRef => {
-      const i = Math.floor(Math.random() * count)
-      asked++
-      if (touched[i] === 0) {
-        touched[i] = 1
-        cold++
+  for (const count of counts) {
+    if (!wanted(opts, { kind: 'tgs-scale', conn, c, principals: count })) continue
+    const realm = await bulkLoadRealm([
+      { count: 16, name: names.client, keep: true },
+      { count, name: names.scale },
+    ])
+    let server: ChildServer<KdcServerReady> | undefined
+    try {
+      server = await ChildServer.start<KdcServerReady>('kdc-server', [JSON.stringify({ clients: 0, services: 0, scale: count, metrics: true, dir: realm.dir })])
+      const k = server.ready
+      const created = count + realm.kept.length
+      report('kdc-setup', {
+        principals: count,
+        db_principals: k.principals,
+        setup_s: (realm.initMs + realm.loadMs) / 1000,
+        creates_per_s: Math.round((created / realm.loadMs) * 1000),
+        ready_s: (k.readyMs ?? 0) / 1000,
+        census_s: (k.censusMs ?? 0) / 1000,
+        rss_mb: mb(k.rss),
+        heap_mb: mb(k.heapUsed),
+      })
+      const clients: ClientPrincipal[] = realm.kept.map((x) => ({ components: split(x.name), key: x.key }))
+      const target: Target = { port: k.ports.as, serverKey: new Uint8Array(k.transportKey) }
+      const tgts = await acquireTgts(target, k.realm, clients)
+      const rates: Record<string, number> = {}
+      let coldFrac = 0
+      for (const spread of ['all', 'hot'] as const) {
+        const range = spread === 'all' ? count : Math.min(HOT_SERVICES, count)
+        const touched = new Uint8Array(range)
+        let cold = 0
+        let asked = 0
+        const pick = (): ServiceRef => {
+          const i = Math.floor(Math.random() * range)
+          asked++
+          if (touched[i] === 0) {
+            touched[i] = 1
+            cold++
+          }
+          return { components: split(names.scale(i)) }
+        }
+        const sampler = new Sampler()
+        const client = exchangeClient({ port: k.ports.tgs, serverKey: target.serverKey }, conn, tgsExchanges(k.realm, tgts, pick, sampler))
+        const res = await measureCase({
+          what: `tgs-scale principals=${count} spread=${spread}`,
+          client,
+          server,
+          conn,
+          c,
+          opts,
+          beforeMeasure: () => {
+            sampler.reset()
+            cold = 0
+            asked = 0
+          },
+        })
+        const frac = asked > 0 ? cold / asked : 0
+        if (spread === 'all') coldFrac = frac
+        rates[spread] = Number(res.fields.reqs_per_s)
+        report('tgs-scale', { principals: count, spread, ...res.fields, verified: sampler.verified, cold_frac: frac, rss_mb: mb(res.after.rss ?? 0) })
+        if (res.r.firstError) note(`tgs-scale ${spread}: first error: ${res.r.firstError}`)
       }
-      return { components: split(names.scale(i)) }
+      const after = await server.stats()
+      const db = (await server.call({ cmd: 'db' })) as { entries?: number; hits?: number; misses?: number; bytes?: number }
+      report('kdc-rss', {
+        principals: count,
+        rss_mb_ready: mb(k.rss),
+        rss_mb: mb(after.rss ?? 0),
+        heap_mb: mb(after.heapUsed ?? 0),
+        bytes_per_principal: Math.round((after.rss ?? 0) / count),
+        cache_entries: db.entries ?? 0,
+        ...(db.bytes !== undefined ? { cache_mb: mb(db.bytes) } : {}),
+      })
+      report('tgs-scale-summary', {
+        principals: count,
+        hot_reqs_per_s: rates.hot ?? 0,
+        spread_reqs_per_s: rates.all ?? 0,
+        ratio: (rates.all ?? 0) / (rates.hot || 1),
+        cold_frac: coldFrac,
+      })
+    } finally {
+      await server?.stop()
+      await realm.remove()
     }
-    const sampler = new Sampler()
-    const client = exchangeClient({ port: k.ports.tgs, serverKey: target.serverKey }, conn, tgsExchanges(k.realm, tgts, pick, sampler))
-    const res = await measureCase({
-      what: `tgs-scale conn=${conn} c=${c}`,
-      client,
-      server,
-      conn,
-      c,
-      opts,
-      beforeMeasure: () => {
-        sampler.reset()
-        cold = 0
-        asked = 0
-      },
-    })
-    const after = await server.stats()
-    report('tgs-scale', {
-      principals: k.principals,
-      ...res.fields,
-      verified: sampler.verified,
-      cold_frac: asked > 0 ? cold / asked : 0,
-      rss_mb_before: mb(k.rss),
-      rss_mb: mb(after.rss ?? 0),
-      heap_mb: mb(after.heapUsed ?? 0),
-      setup_s: k.setupMs / 1000,
-    })
-    if (res.r.firstError) note(`tgs-scale: first error: ${res.r.firstError}`)
-  } finally {
-    await server.stop()
   }
 }
 

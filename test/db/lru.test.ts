@@ -33,3 +33,41 @@ describe('LruCache', () => {
     expect(() => new LruCache(1.5)).to.throw(RangeError)
   })
 })
+
+describe('LruCache (byte bound)', () => {
+  it('evicts the least recently used entries until the sizes fit in maxBytes', () => {
+    const c = new LruCache<string, number>(100, 10)
+    c.set('a', 1, 4)
+    c.set('b', 2, 4)
+    expect(c.get('a')).to.equal(1) // a is now the most recent (past half of maxBytes)
+    c.set('c', 3, 4)
+    expect(c.get('b')).to.equal(undefined)
+    expect([c.get('a'), c.get('c')]).to.deep.equal([1, 3])
+    expect(c.bytes).to.equal(8)
+    c.set('d', 4, 9)
+    expect([c.get('a'), c.get('c'), c.get('d')]).to.deep.equal([undefined, undefined, 4])
+    expect(c.bytes).to.equal(9)
+  })
+
+  it('counts a replaced or deleted entry once and never stores one above maxBytes', () => {
+    const c = new LruCache<string, number>(100, 10)
+    c.set('a', 1, 3)
+    c.set('a', 2, 5)
+    expect([c.size, c.bytes, c.bytesOf('a')]).to.deep.equal([1, 5, 5])
+    c.set('a', 3, 11)
+    expect([c.get('a'), c.size, c.bytes]).to.deep.equal([undefined, 0, 0])
+    c.set('b', 1, 6)
+    c.delete('b')
+    c.delete('b')
+    expect(c.bytes).to.equal(0)
+    c.set('c', 1, 2)
+    c.clear()
+    expect([c.size, c.bytes]).to.deep.equal([0, 0])
+  })
+
+  it('keeps the entry bound as well', () => {
+    const c = new LruCache<string, number>(2, 1000)
+    for (const k of ['a', 'b', 'c']) c.set(k, 1, 1)
+    expect([c.size, c.bytes, c.get('a')]).to.deep.equal([2, 2, undefined])
+  })
+})

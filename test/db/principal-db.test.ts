@@ -7,8 +7,8 @@ import { MemoryLevel } from 'memory-level'
 import { ed25519KeyPair, randomKey, x25519KeyPair } from '../../src/crypto/index.js'
 import { formatPrincipal, parsePrincipal, principalKey } from '../../src/db/names.js'
 import { DEFAULT_POLICY } from '../../src/db/policy.js'
-import { type AnyLevel, globMatch, PrincipalDb, type PrincipalDbOptions } from '../../src/db/principal-db.js'
-import type { Policy, PrincipalId, RealmRecord } from '../../src/db/types.js'
+import { type AnyLevel, cacheEntryBytes, globMatch, PrincipalDb, type PrincipalDbOptions } from '../../src/db/principal-db.js'
+import type { Policy, PrincipalId, PrincipalRecord, RealmRecord } from '../../src/db/types.js'
 import { TesseraErrorCode } from '../../src/errors.js'
 import { decode, encode } from '../../src/wire/codec.js'
 import { containsBytes, makeRecord, REALM, rejectsWith, tempDir } from './helpers/records.js'
@@ -123,6 +123,41 @@ for (const backend of [memoryBackend(), levelBackend()]) {
       it('refuses a second create with TESSERA_EXISTS', async () => {
         await db.create(makeRecord('alice'))
         await rejectsWith(db.create(makeRecord('alice')), TesseraErrorCode.TESSERA_EXISTS)
+      })
+
+      it('bulk-creates principals stored as create() stores them (createMany)', async () => {
+        await db.putPolicy(lockout)
+        const one = makeRecord('one', { policy: 'lockout' })
+        const many = ['two', 'three', 'HTTP/www.example.com'].map((n) => makeRecord(n, { policy: 'lockout' }))
+        await db.create(one)
+        // A name looked up before it exists is cached as absent: the bulk write must drop that.
+        expect(await db.get(many[0]!)).to.equal(undefined)
+        await db.createMany(many)
+        for (const r of many) expect(await db.get(r)).to.deep.equal(r)
+        expect(await db.count()).to.equal(4)
+        await db.close()
+        const raw = store.raw()
+        await raw.open()
+        const principals = raw.sublevel<string, Uint8Array>('principals', { valueEncoding: 'view' })
+        const shape = async (r: PrincipalId) => {
+          const s = decode((await principals.get(principalKey(r)))!) as Record<string, unknown> & { keys: Record<string, unknown>[] }
+          for (const k of many.concat(one).flatMap((x) => x.keys)) expect(containsBytes(await principals.get(principalKey(r)) as Uint8Array, k.key)).to.equal(false)
+          return { ...s, components: [], keys: s.keys.map((k) => ({ ...k, sealed: (k.sealed as Uint8Array).length })) }
+        }
+        expect(await shape(many[0]!)).to.deep.equal(await shape(one))
+        const refs = raw.sublevel<string, Uint8Array>('policy-refs', { valueEncoding: 'view' })
+        expect(await refs.keys().all()).to.have.length(4)
+        await raw.close()
+        db = await open()
+        for (const r of many) expect(await db.get(r)).to.deep.equal(r)
+      })
+
+      it('writes nothing of a createMany when one of its principals exists (TESSERA_EXISTS)', async () => {
+        await db.create(makeRecord('bob'))
+        await rejectsWith(db.createMany([makeRecord('alice'), makeRecord('bob')]), TesseraErrorCode.TESSERA_EXISTS)
+        await rejectsWith(db.createMany([makeRecord('carol'), makeRecord('carol')]), TesseraErrorCode.TESSERA_EXISTS)
+        await rejectsWith(db.createMany([makeRecord('dave', { policy: 'nope' })]), TesseraErrorCode.TESSERA_NOT_FOUND)
+        expect((await db.list()).map((id) => formatPrincipal(id))).to.deep.equal(['bob@EXAMPLE.COM'])
       })
 
       it('refuses an invalid name with TESSERA_BAD_NAME', async () => {
@@ -385,6 +420,59 @@ for (const backend of [memoryBackend(), levelBackend()]) {
       })
     })
 
+    describe('the pass at open', () => {
+      const names = (ids: PrincipalId[]) => ids.map((id) => formatPrincipal(id)).sort()
+      const scheduledRec = (n: string) => makeRecord(n, { rotation: { everyMs: 86_400_000, stageAheadMs: 3_600_000 } })
+
+      it('finds the principals the rotation scheduler may have a step for, and follows every write', async () => {
+        const staged = makeRecord('HTTP/staged', { keys: [{ kvno: 1, key: randomKey(), createdAt: 1 }, { kvno: 2, key: randomKey(), createdAt: 2, activatesAt: 5000 }] })
+        const recorded = makeRecord('HTTP/recorded', { ...staged, components: ['HTTP', 'recorded'], activatedKvno: 2 })
+        await db.createMany([scheduledRec('HTTP/a'), makeRecord('plain'), staged, recorded])
+        await db.create(scheduledRec('HTTP/b'))
+        const expected = ['HTTP/a@EXAMPLE.COM', 'HTTP/b@EXAMPLE.COM', 'HTTP/staged@EXAMPLE.COM']
+        expect(names(await db.scheduledPrincipals())).to.deep.equal(expected)
+        if (backend.persistent) {
+          await db.close()
+          db = await open()
+          expect(names(await db.scheduledPrincipals()), 'found again by the pass at open').to.deep.equal(expected)
+          expect(db.cacheStats().entries, 'the pass keeps no record').to.equal(0)
+        }
+        await db.update(parsePrincipal('HTTP/a', REALM), (r) => {
+          delete r.rotation
+        }, 'x')
+        await db.update(parsePrincipal('plain', REALM), (r) => {
+          r.rotation = { everyMs: 1000, stageAheadMs: 0 }
+        }, 'x')
+        await db.rename(parsePrincipal('HTTP/b', REALM), parsePrincipal('HTTP/c', REALM), 'x')
+        await db.delete(parsePrincipal('HTTP/staged', REALM))
+        expect(names(await db.scheduledPrincipals())).to.deep.equal(['HTTP/c@EXAMPLE.COM', 'plain@EXAMPLE.COM'])
+      })
+
+      it('answers keyCensus from the pass until a principal is written, then scans again', async () => {
+        await db.createMany([makeRecord('HTTP/old', { keys: [{ kvno: 1, key: randomKey(), createdAt: 50 }] }), makeRecord('HTTP/new'), makeRecord('krbtgt/EXAMPLE.COM', { keys: [{ kvno: 1, key: randomKey(), createdAt: 1 }] })])
+        await db.create(makeRecord('alice', { keys: [{ kvno: 1, key: randomKey(), createdAt: 2, kdf: { alg: 'scrypt', N: 1024, r: 8, p: 1 }, salt: 's' }] }))
+        await db.close()
+        // Every read of many records goes through one of these (values() may skip _iterator).
+        const raw = store.raw() as AnyLevel & Record<'_iterator' | '_values' | '_keys', (...a: unknown[]) => unknown>
+        let iterators = 0
+        for (const m of ['_iterator', '_values', '_keys'] as const) {
+          const real = raw[m].bind(raw)
+          raw[m] = (...a: unknown[]) => {
+            iterators++
+            return real(...a)
+          }
+        }
+        db = await open({ db: raw })
+        expect(await db.keyCensus()).to.deep.equal({ services: 2, oldestServiceKeyCreatedAt: 50 })
+        const afterOpen = iterators
+        expect(await db.keyCensus()).to.deep.equal({ services: 2, oldestServiceKeyCreatedAt: 50 })
+        expect(iterators, 'no scan of its own').to.equal(afterOpen)
+        await db.delete(parsePrincipal('HTTP/old', REALM))
+        expect(await db.keyCensus()).to.deep.equal({ services: 1, oldestServiceKeyCreatedAt: 1000 })
+        expect(iterators).to.be.greaterThan(afterOpen)
+      })
+    })
+
     describe('realm', () => {
       it('stores the realm record once and returns it with its keys', async () => {
         expect(await db.getRealm()).to.equal(undefined)
@@ -446,6 +534,27 @@ for (const backend of [memoryBackend(), levelBackend()]) {
     })
 
     describe('lockout', () => {
+      it('tries the password against the record the caller has only while it is current', async () => {
+        const erin = parsePrincipal('erin', REALM)
+        await db.create(makeRecord('erin'))
+        const had = (await db.get(erin))!
+        const seen: Readonly<PrincipalRecord>[] = []
+        const check = (r: Readonly<PrincipalRecord>) => {
+          seen.push(r)
+          return { ok: true as const }
+        }
+        await db.attemptPreauth(erin, clock, undefined, check, had)
+        expect(seen[0]).to.equal(had)
+        // A key change since the caller's read: its copy is stale, the current record is used.
+        const next = randomKey()
+        await db.update(erin, (r) => {
+          r.keys = [{ kvno: 2, key: next, createdAt: 2 }]
+        }, 'x')
+        await db.attemptPreauth(erin, clock, undefined, check, had)
+        expect(seen[1]).to.not.equal(had)
+        expect(seen[1]!.keys[0]!.key).to.deep.equal(next)
+      })
+
       beforeEach(() => db.create(makeRecord('alice')))
 
       it('counts 20 parallel failures exactly without a policy', async () => {
@@ -615,6 +724,40 @@ describe('PrincipalDb (in-memory default)', () => {
 })
 
 describe('PrincipalDb cache', () => {
+  it('holds at most cacheBytes of records, and serves evicted and rewritten ones from the store correctly', async () => {
+    const cacheBytes = 12 * cacheEntryBytes(400)
+    const db = await PrincipalDb.open({ masterKey: randomKey(), cacheBytes })
+    try {
+      const recs = Array.from({ length: 40 }, (_, i) => makeRecord(`HTTP/n${i}`))
+      await db.createMany(recs)
+      for (const r of recs) expect(await db.get(r)).to.deep.equal(r)
+      const st = db.cacheStats()
+      expect(st.maxBytes).to.equal(cacheBytes)
+      expect(st.bytes).to.be.within(1, cacheBytes)
+      expect(st.entries).to.be.within(5, 30)
+      // The first ones were evicted: read again from the store, as stored.
+      const misses = st.misses
+      expect(await db.get(recs[0]!)).to.deep.equal(recs[0])
+      expect(db.cacheStats().misses).to.equal(misses + 1)
+      // A write drops the cached copy, whether the record was evicted or not.
+      const last = recs[39]!
+      expect(db.peek(last)).to.not.equal(undefined)
+      for (const r of [recs[1]!, last])
+        await db.update(r, (x) => {
+          x.maxLife = 7
+        }, 'x')
+      expect((await db.get(recs[1]!))?.maxLife).to.equal(7)
+      expect((await db.get(last))?.maxLife).to.equal(7)
+      // Counters written for a cached record keep it cached, within the bound.
+      await db.recordFailure(last, 5, undefined)
+      expect(db.peek(last)?.failureCount).to.equal(1)
+      for (const r of recs) await db.get(r)
+      expect(db.cacheStats().bytes).to.be.at.most(cacheBytes)
+    } finally {
+      await db.close()
+    }
+  })
+
   it('does not cache a read that started before a write and finished after it', async () => {
     const store = new MemoryLevel<string, Uint8Array>({ keyEncoding: 'utf8', valueEncoding: 'view' })
     // One-shot gate: the next read gets its value from the store, then waits for release().
@@ -629,7 +772,7 @@ describe('PrincipalDb cache', () => {
       if (gate) await gate
       return value
     }
-    const db = await PrincipalDb.open({ db: store, masterKey: randomKey() })
+    const db = await PrincipalDb.open({ db: store, masterKey: randomKey(), syncReads: false })
     try {
       await db.create(makeRecord('alice', { maxLife: 1 }))
       armed = new Promise((resolve) => {
