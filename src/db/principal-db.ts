@@ -64,7 +64,7 @@ export interface PrincipalDbOptions {
   /**
    * Bytes the LRU cache of decoded principals holds at most, by an estimate of each record's
    * size in memory ({@link cacheEntryBytes}: about 1.4 KB for a principal with one key).
-   * Misses read the store (docs/decisions/0011-principal-cache.md). @default 67108864 (64 MiB)
+   * Misses read the store (docs/decisions/0012-principal-cache.md). @default 67108864 (64 MiB)
    */
   cacheBytes?: number
   /** LevelDB's own block cache (records as stored: keys sealed), bytes; `location` only. @default 8388608 (8 MiB, LevelDB's default) */
@@ -73,7 +73,7 @@ export interface PrincipalDbOptions {
   storeBlockSize?: number
   /**
    * Read a principal missing from the cache synchronously when the store can (classic-level
-   * and memory-level getSync), rather than through the threadpool (docs/decisions/0011-principal-cache.md). @default true
+   * and memory-level getSync), rather than through the threadpool (docs/decisions/0012-principal-cache.md). @default true
    */
   syncReads?: boolean
   /** Write `lastSuccess` on every successful login (one write per login). @default false */
