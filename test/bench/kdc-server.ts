@@ -108,23 +108,7 @@ async function main(): Promise<void> {
     },
     () => kdc.close(),
   )
-  const mem = process.memoryUsage()
-  const ready: KdcServerReady = {
-    ready: true,
-    realm: kdc.realm,
-    ports: { as: kdc.addresses.as.port, tgs: kdc.addresses.tgs.port, time: kdc.addresses.time.port },
-    transportKey: Array.from(kdc.realmFile.transportKey),
-    signingKey: Array.from(kdc.realmFile.signingKey),
-    clients,
-    services,
-    scale: spec.scale,
-    setupMs,
-    principals,
-    rss: mem.rss,
-    heapUsed: mem.heapUsed,
-  }
-  if (kdc.opsAddress) ready.httpPort = kdc.opsAddress.port
-  process.send?.(ready)
+  sendReady(kdc, { clients, services, scale: spec.scale, setupMs, principals })
 }
 
 /** `kdc start` on a loaded realm directory. */
@@ -151,6 +135,14 @@ async function startOnDisk(spec: KdcServerSpec, dir: string): Promise<void> {
     },
     () => kdc.close(),
   )
+  sendReady(kdc, { clients: [], services: [], scale: spec.scale, setupMs: 0, principals: kdc.db.principalCount ?? 0, readyMs, censusMs })
+}
+
+/** Tell the parent the KDC is up: its realm, ports and keys, what it holds, and its memory now. */
+function sendReady(
+  kdc: RunningKdc,
+  held: Pick<KdcServerReady, 'clients' | 'services' | 'scale' | 'setupMs' | 'principals'> & Partial<Pick<KdcServerReady, 'readyMs' | 'censusMs'>>,
+): void {
   const mem = process.memoryUsage()
   const ready: KdcServerReady = {
     ready: true,
@@ -158,13 +150,7 @@ async function startOnDisk(spec: KdcServerSpec, dir: string): Promise<void> {
     ports: { as: kdc.addresses.as.port, tgs: kdc.addresses.tgs.port, time: kdc.addresses.time.port },
     transportKey: Array.from(kdc.realmFile.transportKey),
     signingKey: Array.from(kdc.realmFile.signingKey),
-    clients: [],
-    services: [],
-    scale: spec.scale,
-    setupMs: 0,
-    principals: kdc.db.principalCount ?? 0,
-    readyMs,
-    censusMs,
+    ...held,
     rss: mem.rss,
     heapUsed: mem.heapUsed,
   }

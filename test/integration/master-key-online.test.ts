@@ -18,11 +18,11 @@ import type { MasterKeyReport } from '../../src/admin/master-rotation.js'
 import { startKdc } from '../../src/admin/start.js'
 import { AdminClient } from '../../src/client/admin-client.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
-import { main as kdcMain } from '../../src/cli/kdc.js'
 import { readStashKeys } from '../../src/db/master-key.js'
 import { resolveKdcConfig } from '../../src/kdc/config.js'
 import type { RunningKdc } from '../../src/kdc/kdc.js'
 import { initRealmDir, REALM_FILES } from '../../src/kdc/realm.js'
+import { runKdcCli } from '../helpers/kdc-cli-run.js'
 
 const REALM = 'MKONLINE.TEST'
 const CHILD = fileURLToPath(new URL('../helpers/master-online-child.ts', import.meta.url))
@@ -31,17 +31,7 @@ const USERS = Array.from({ length: 24 }, (_, i) => `user${String(i).padStart(2, 
 const SERVICE = 'host/app.mkonline.test'
 const NEW_PW = 'fresh horse battery 9'
 
-/** Run `kdc ARGV` in-process; its exit code, stdout and stderr. */
-async function kdc(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = ''
-  let err = ''
-  const code = await kdcMain(argv, {
-    stdout: { write: (s: string) => (out += s) } as unknown as NodeJS.WritableStream,
-    stderr: { write: (s: string) => (err += s) } as unknown as NodeJS.WritableStream,
-    env: { USER: 'op' },
-  })
-  return { code, out, err }
-}
+const kdc = runKdcCli
 
 /** `kdc master-key STEP --json` must succeed through the running KDC; its report. */
 async function step(dir: string, name: string, ...extra: string[]): Promise<MasterKeyReport & { progress: string }> {

@@ -13,11 +13,11 @@ import { expect } from 'chai'
 import { CONTROL_DIR, CONTROL_SOCKET } from '../../src/admin/master-control.js'
 import { startKdc } from '../../src/admin/start.js'
 import { Exit } from '../../src/cli/common.js'
-import { main as kdcMain } from '../../src/cli/kdc.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
 import { resolveKdcConfig } from '../../src/kdc/config.js'
 import type { RunningKdc } from '../../src/kdc/kdc.js'
 import { initRealmDir } from '../../src/kdc/realm.js'
+import { runKdcCli } from '../helpers/kdc-cli-run.js'
 
 const CONFIG = { kdf: { N: 1024 }, ports: { as: 0, tgs: 0, time: 0, admin: 0 }, log: { console: false } }
 
@@ -39,16 +39,7 @@ function exchange(sock: string, bytes: Uint8Array, keepOpen = false): Promise<st
   })
 }
 
-async function kdc(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = ''
-  let err = ''
-  const code = await kdcMain(argv, {
-    stdout: { write: (s: string) => (out += s) } as unknown as NodeJS.WritableStream,
-    stderr: { write: (s: string) => (err += s) } as unknown as NodeJS.WritableStream,
-    env: { USER: 'op' },
-  })
-  return { code, out, err }
-}
+const kdc = runKdcCli
 
 describe('master-key control socket (hostile)', function () {
   this.timeout(60000)
