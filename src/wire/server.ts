@@ -74,9 +74,13 @@ export interface SecureServerOptions {
   port?: number
   /** Largest frame body accepted, bytes. @default 65536 */
   maxFrameBytes?: number
-  /** Time allowed from connect to a completed handshake, ms. @default 5000 */
+  /**
+   * Time allowed from connect to a completed handshake, ms. Both timeouts are checked by one
+   * sweep per server every eighth of the shorter one (5 to 250 ms), so a connection is ended
+   * at most one sweep late. @default 5000
+   */
   handshakeTimeoutMs?: number
-  /** Time a connection may go without a complete frame, ms. @default 60000 */
+  /** Time a connection may go without a complete frame, ms (checked as handshakeTimeoutMs is). @default 60000 */
   idleTimeoutMs?: number
   /** Most open connections in total. @default 4096 */
   maxConnections?: number
