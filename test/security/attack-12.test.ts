@@ -5,7 +5,8 @@
  * Defences that hold are ordinary tests; attacks that succeeded are written asserting the
  * correct behaviour (named `fixed: …` once fixed here, `it.skip('BUG: …')` when not).
  */
-import { lstat, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -14,10 +15,12 @@ import { ErrorCode } from '../../proto/error-codes.js'
 import { auditKey } from '../../src/admin/audit.js'
 import { ACL_FILE } from '../../src/admin/dump.js'
 import { adminService } from '../../src/admin/listener.js'
+import { CONTROL_DIR, CONTROL_SOCKET } from '../../src/admin/master-control.js'
 import { runMasterKeyStep } from '../../src/admin/master-rotation.js'
 import { startKdc } from '../../src/admin/start.js'
 import type { WebhookOutbox } from '../../src/admin/webhooks.js'
 import { Exit } from '../../src/cli/common.js'
+import { main as kdcMain } from '../../src/cli/kdc.js'
 import { main as kadminMain } from '../../src/cli/kadmin.js'
 import { AdminClient, AdminError } from '../../src/client/admin-client.js'
 import { buildApReq } from '../../src/client/ap.js'
@@ -369,6 +372,73 @@ describe('attack 12: the realm directory written through planted links (security
       expect(Buffer.from(db.derivedKey('tessera audit v1')).equals(Buffer.from(auditKey(firstMasterKey)))).to.equal(false)
     } finally {
       await db.close()
+    }
+  })
+})
+
+describe('attack 12: the control socket from a hostile neighbour (security)', function () {
+  this.timeout(60_000)
+  let tmp: string
+
+  before(async () => {
+    tmp = await mkdtemp(path.join(tmpdir(), 'tessera-attack12-ctl-'))
+  })
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true })
+  })
+
+  async function kdcCli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+    let out = ''
+    let err = ''
+    const code = await kdcMain(argv, {
+      stdout: { write: (s: string) => (out += s) } as unknown as NodeJS.WritableStream,
+      stderr: { write: (s: string) => (err += s) } as unknown as NodeJS.WritableStream,
+      env: { USER: 'op' },
+    })
+    return { code, out, err }
+  }
+
+  it('offers no socket through a link planted at DIR/control, and the CLI refuses the link', async () => {
+    const dir = path.join(tmp, 'linked')
+    await initRealmDir({ dir, realm: REALM, adminPassword: ADMIN_PASSWORD, config: resolveKdcConfig({ ...FAST_CONFIG, ports: PORTS_0 }) })
+    const elsewhere = path.join(tmp, 'elsewhere')
+    await mkdir(elsewhere, { mode: 0o700 })
+    await symlink(elsewhere, path.join(dir, CONTROL_DIR))
+    const kdc = await startKdc({ dir, config: { ...FAST_CONFIG, ports: PORTS_0 }, log: false })
+    try {
+      expect(await readdir(elsewhere), 'no socket in the directory the link names').to.deep.equal([])
+      const r = await kdcCli(['master-key', 'add', '--dir', dir])
+      expect(r.code, r.err).to.not.equal(Exit.OK)
+      expect(r.err).to.match(/refusing the kdc control channel/)
+    } finally {
+      await kdc.close()
+    }
+  })
+
+  it('idle and half-sent connections hold back no step, and two CLIs at once add one key each, in turn', async () => {
+    const dir = path.join(tmp, 'busy')
+    await initRealmDir({ dir, realm: REALM, adminPassword: ADMIN_PASSWORD, config: resolveKdcConfig({ ...FAST_CONFIG, ports: PORTS_0 }) })
+    const kdc = await startKdc({ dir, config: { ...FAST_CONFIG, ports: PORTS_0 }, log: false })
+    const idle: net.Socket[] = []
+    try {
+      const sock = path.join(dir, CONTROL_DIR, CONTROL_SOCKET)
+      for (let i = 0; i < 4; i++) {
+        const c = net.connect(sock)
+        c.on('error', () => {})
+        await new Promise((r) => c.once('connect', r))
+        if (i % 2 === 1) c.write('{"v":1,"op":"master-key","step":"add"')
+        idle.push(c)
+      }
+      const [a, b] = await Promise.all([kdcCli(['master-key', 'add', '--dir', dir, '--json']), kdcCli(['master-key', 'add', '--dir', dir, '--json'])])
+      expect(a.code, a.err).to.equal(Exit.OK)
+      expect(b.code, b.err).to.equal(Exit.OK)
+      const kvnos = [a, b].map((r) => (JSON.parse(r.out.trim().split('\n').pop()!) as { kvno: number; via: string }).kvno).sort()
+      expect(kvnos).to.deep.equal([2, 3])
+      const st = JSON.parse((await kdcCli(['master-key', 'status', '--dir', dir, '--json'])).out) as { via: string; stash: number[] }
+      expect(st).to.deep.include({ via: 'kdc', stash: [1, 2, 3] })
+    } finally {
+      for (const c of idle) c.destroy()
+      await kdc.close()
     }
   })
 })
