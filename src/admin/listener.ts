@@ -340,7 +340,7 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
     const dumps = new RemoteDumps(dir)
     const ops = operations(key, dumps)
     const exec: AdminExecutor = async (who: AdminActor, op: string, args: Record<string, unknown>) => {
-      const actor: Actor = { kind: 'principal', principal: who.id, via: who.changepwOnly ? 'changepw' : 'admin', initial: true, peer: who.peer }
+      const actor: Actor = { kind: 'principal', principal: who.id, via: who.changepwOnly ? 'changepw' : 'admin', initial: true, peer: who.peer, authtime: who.authtime }
       const run = Object.hasOwn(ops, op) ? ops[op] : undefined
       try {
         if (!run) throw new TesseraError(TesseraErrorCode.TESSERA_VALIDATION, `unknown admin operation ${JSON.stringify(op)} (one of: ${Object.keys(ops).join(', ')})`)

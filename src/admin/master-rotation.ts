@@ -109,7 +109,11 @@ export async function applyMasterKeyStep(t: MasterKeyTarget, o: ApplyMasterKeyOp
       const fresh: MasterKeyEntry[] = []
       try {
         // An add cut short after the stash was written: finish it with that key, make no other.
-        const pending = stash.filter((k) => !st.known.includes(k.kvno)).sort((a, b) => b.kvno - a.kvno)[0]
+        // Only a key newer than every known one is that: an older unknown one is left by a retire
+        // cut short before it rewrote the stash, a key the database forgot (perhaps a compromised
+        // one), never to be brought back (the next retire drops it from the stash).
+        const newest = Math.max(...st.known)
+        const pending = stash.filter((k) => !st.known.includes(k.kvno) && k.kvno > newest).sort((a, b) => b.kvno - a.kvno)[0]
         let entry = pending
         if (entry === undefined) {
           entry = { kvno: Math.max(...st.known, ...stash.map((k) => k.kvno)) + 1, key: randomKey() }

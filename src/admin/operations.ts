@@ -48,6 +48,8 @@ export type Actor =
       initial: boolean
       /** Network peer, for the audit log. */
       peer?: string
+      /** When the login behind the ticket happened, ms since epoch (see {@link checkSessionKey}). */
+      authtime?: number
     }
   /** `kadmin --local`: the Unix user running it on the KDC host (no ACL applies, as MIT's kadmin.local). */
   | { kind: 'local'; user: string }
@@ -533,6 +535,28 @@ export async function runAdmin<T>(ctx: AdminContext, actor: Actor, op: AdminOpNa
   }
 }
 
+/**
+ * A principal acting on its own keys (fetchkeys, a self cpw) must hold a session opened with a
+ * key that is still alive: the version current at its login (`authtime`) is not retired (an
+ * emergency rotation retires every older version at once), and is not gone (purged, or
+ * replaced by a cpw without keepold) unless the principal itself made the last change (a
+ * service changing its key twice in one session). Else a thief who logged in with a stolen
+ * keytab before the rotation could fetch the fresh key, or set one of his own, for as long as
+ * his kadmin ticket lives. NotAuthorizedError: log in again with the current key.
+ */
+export function checkSessionKey(actor: Actor, rec: Readonly<PrincipalRecord>, now: number): void {
+  if (actor.kind !== 'principal' || actor.authtime === undefined || !samePrincipal(actor.principal, rec)) return
+  let used: Readonly<KeyVersion> | undefined
+  for (let i = rec.keys.length - 1; i >= 0 && used === undefined; i--) if (activationOf(rec.keys[i]!) <= actor.authtime) used = rec.keys[i]
+  const retired = used?.retiresAt !== undefined && used.retiresAt <= now
+  const replaced = used === undefined && rec.modifiedBy !== actorName(actor)
+  if (retired || replaced)
+    throw new NotAuthorizedError(
+      [],
+      `this session of ${formatPrincipal(rec)} was opened with a key that has been retired or replaced since (an emergency rotation or a key change): log in again with the current key`,
+    )
+}
+
 /** The record of `id`, or TESSERA_NOT_FOUND. */
 export async function getOrFail(ctx: AdminContext, id: PrincipalId): Promise<Readonly<PrincipalRecord>> {
   const rec = await ctx.db.get(id)
@@ -897,6 +921,7 @@ export async function changeKey(ctx: AdminContext, actor: Actor, args: ChangeKey
       id,
       async (r) => {
         const policy = await policyOf(ctx, r.policy)
+        if (self) checkSessionKey(actor, r, now)
         if (self) checkMinLife(r, policy, now)
         if (args.password !== undefined) await checkPasswordReuse(args.password, r, policy)
         const kvno = Math.max(0, ...r.keys.map((k) => k.kvno)) + 1

@@ -16,6 +16,7 @@ import {
   type AdminContext,
   actorName,
   authorize,
+  checkSessionKey,
   entryOf,
   getOrFail,
   isProtectedPrincipal,
@@ -77,6 +78,7 @@ export async function fetchKeys(ctx: AdminContext, actor: Actor, args: FetchKeys
     const now = ctx.now()
     if (rec.attributes.disabled === true || (rec.expiresAt !== undefined && rec.expiresAt <= now))
       throw new NotAuthorizedError([], `${formatPrincipal(id)} is disabled or expired: it cannot fetch its keys`)
+    checkSessionKey(actor, rec, now)
     const current = sealingKeyAt(rec.keys, now) ?? rec.keys[rec.keys.length - 1]!
     if (current.kdf !== undefined)
       throw validation(`${formatPrincipal(id)} has a password key: fetchkeys serves services (random keys); a user's key comes from its password`)

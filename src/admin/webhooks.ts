@@ -80,6 +80,17 @@ export function verifyWebhookSignature(body: Uint8Array, signature: string, publ
   return verify(msg, Buffer.from(signature, 'base64url'), publicKey)
 }
 
+/** `webhooks[i] (https://host:port)`: what logs say of a webhook, never its path, query or credentials. */
+export function webhookLabel(url: string, index: number): string {
+  let origin = '?'
+  try {
+    origin = new URL(url).origin
+  } catch {
+    // the configuration checked it is a URL
+  }
+  return `webhooks[${index}] (${origin})`
+}
+
 function cursorKey(url: string): string {
   return `webhooks/${createHash('sha256').update(url).digest('hex').slice(0, 32)}`
 }
@@ -90,7 +101,7 @@ export class WebhookOutbox {
   #started = false
 
   constructor(o: WebhookOutboxOptions) {
-    this.#workers = o.hooks.map((h) => new Worker(h, o))
+    this.#workers = o.hooks.map((h, i) => new Worker(h, i, o))
   }
 
   /** Start delivering (reads each webhook's cursor; a new webhook starts with the events from now on). */
@@ -133,6 +144,8 @@ class Worker {
   readonly #stop = new AbortController()
   #loop: Promise<void> | undefined
   #kid: { pub: string; kid: string } | undefined
+  /** How the logs name this webhook: its index and origin; its path and query often hold the receiver's token. */
+  readonly #label: string
 
   /** A copy of the counters, with the outbox depth as of now. */
   current(): WebhookStats {
@@ -141,10 +154,12 @@ class Worker {
 
   constructor(
     readonly hook: WebhookConfig,
+    index: number,
     o: WebhookOutboxOptions,
   ) {
     this.#o = o
     this.#key = cursorKey(hook.url)
+    this.#label = webhookLabel(hook.url, index)
   }
 
   async start(): Promise<void> {
@@ -154,7 +169,7 @@ class Worker {
       this.stats.cursor = this.#o.log.last
       await this.#save()
     }
-    this.#loop = this.#run().catch((err: unknown) => this.#o.logger.error(`webhook ${this.hook.url}: delivery stopped: ${(err as Error).message}`))
+    this.#loop = this.#run().catch((err: unknown) => this.#o.logger.error(`${this.#label}: delivery stopped: ${(err as Error).message}`))
   }
 
   async close(): Promise<void> {
@@ -186,7 +201,7 @@ class Worker {
       if (this.stats.cursor + 1 < log.first) {
         const lost = log.first - 1 - this.stats.cursor
         this.stats.dropped += lost
-        this.#o.logger.error(`webhook ${this.hook.url}: ${lost} events were removed from the event log before they could be delivered`)
+        this.#o.logger.error(`${this.#label}: ${lost} events were removed from the event log before they could be delivered`)
         this.stats.cursor = log.first - 1
         await this.#save()
       }
@@ -211,7 +226,7 @@ class Worker {
       } else if (signal.aborted) return
       else {
         this.stats.dropped++
-        this.#o.logger.error(`webhook ${this.hook.url}: event ${e.seq} given up after ${this.hook.maxAttempts ?? DEFAULT_MAX_ATTEMPTS} attempts`)
+        this.#o.logger.error(`${this.#label}: event ${e.seq} given up after ${this.hook.maxAttempts ?? DEFAULT_MAX_ATTEMPTS} attempts`)
       }
       this.stats.cursor = e.seq
       await this.#save()
@@ -246,10 +261,10 @@ class Worker {
         why = `HTTP ${res.status}`
       } catch (err) {
         if (signal.aborted) return false
-        why = (err as Error).name === 'TimeoutError' ? 'timeout' : (err as Error).message
+        why = (err as Error).name === 'TimeoutError' ? 'timeout' : (err as Error).message.split(this.hook.url).join('<url>')
       }
       this.stats.failures++
-      this.#o.logger.warn(`webhook ${this.hook.url}: event ${e.seq}, attempt ${attempt} of ${max} failed: ${why}`)
+      this.#o.logger.warn(`${this.#label}: event ${e.seq}, attempt ${attempt} of ${max} failed: ${why}`)
       if (attempt < max) await sleep(Math.min(cap, base * 2 ** (attempt - 1)), signal)
     }
     return false

@@ -459,10 +459,19 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
     }
   }
 
-  /** Add `keys` to the keytab at `file` (created 0600), then wipe them. */
-  const addToKeytab = async (file: string, keys: KeytabEntry[]) => {
+  /**
+   * Add `keys` to the keytab at `file` (created 0600), then wipe them. The versions `retired`
+   * of their principal are dropped from it: a keytab must not go on opening tickets sealed
+   * with a key the KDC retired (an emergency rotation: perhaps a stolen key). Versions merely
+   * absent from the KDC stay, as MIT's ktadd keeps them (tickets sealed with them may be live).
+   */
+  const addToKeytab = async (file: string, keys: KeytabEntry[], retired: (kvno: number) => boolean = () => false) => {
     const kt = (await exists(file)) ? await readKeytab(file) : new Keytab()
     try {
+      for (const e of keys) {
+        const id = { realm: e.realm, components: e.name }
+        for (const kvno of kt.kvnos(id)) if (retired(kvno) && !keys.some((k) => k.kvno === kvno)) kt.remove(id, kvno)
+      }
       for (const e of keys) kt.add(e)
       await writeKeytab(file, kt)
     } finally {
@@ -726,7 +735,9 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
             ...(a['stage-ahead'] !== undefined ? { stageAhead: parseDuration(a['stage-ahead']) } : {}),
             ...(a.emergency ? { emergency: true } : {}),
           })
-          if (a.keytab !== undefined && r.keys.length > 0) await addToKeytab(a.keytab, r.keys)
+          // An emergency rotation retired every older version: the keytab keeps none of them.
+          const emergency = a.emergency === true || (a.grace !== undefined && parseDuration(a.grace) === 0)
+          if (a.keytab !== undefined && r.keys.length > 0) await addToKeytab(a.keytab, r.keys, (kvno) => emergency && kvno < r.kvno)
           if (a.json) json({ ...r, keys: r.keys.map(({ key: _k, ...e }) => e) })
           else {
             const when = r.activatesAt > Date.now() + 1000 ? `staged, current from ${iso(r.activatesAt)}` : 'current now'
@@ -816,7 +827,12 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
         withAdmin(a, async (s) => {
           const r = await s.api.extractKeys(a.name, { ...(a.randkey ? { randkey: true } : {}), ...(a.keepold ? { keepold: true } : {}) })
           const kvnos = r.keys.map((k) => k.kvno)
-          await addToKeytab(a.keytab, r.keys)
+          // The versions the KDC shows as retired (getprinc needs `i`: without it, nothing is dropped).
+          const retired = await s.api
+            .getPrincipal(a.name)
+            .then((v) => v.keys.filter((k) => k.state === 'retired').map((k) => k.kvno))
+            .catch(() => [] as number[])
+          await addToKeytab(a.keytab, r.keys, (kvno) => retired.includes(kvno))
           if (a.json) json({ name: r.name, keytab: a.keytab, kvno: r.kvno, kvnos })
           else for (const v of kvnos) say(`Entry for principal ${r.name} with kvno ${v} added to keytab ${a.keytab}.`)
           return Exit.OK

@@ -1,4 +1,5 @@
 /** The realm master key: a stash file (0600) or a passphrase, never stored in the database. */
+import { randomBytes } from 'node:crypto'
 import { constants as fsConstants } from 'node:fs'
 import { open as fsOpen, unlink } from 'node:fs/promises'
 import { type KdfParams, passwordToKey, randomKey } from '../crypto/index.js'
@@ -163,12 +164,16 @@ export async function readStashKeys(path: string): Promise<MasterKeyEntry[]> {
  */
 export async function writeStashKeys(path: string, entries: readonly MasterKeyEntry[]): Promise<void> {
   const bytes = encodeStash(entries)
-  const tmp = `${path}.${process.pid}.tmp`
+  // An unpredictable name, created exclusively: never written through a file or link someone
+  // who can write in the directory planted at the temporary name (as writeKeytab).
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`
   const { rename } = await import('node:fs/promises')
   const nodePath = await import('node:path')
   let fh: Awaited<ReturnType<typeof fsOpen>> | undefined
+  let created = false
   try {
-    fh = await fsOpen(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC, 0o600)
+    fh = await fsOpen(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600)
+    created = true
     await fh.chmod(0o600)
     await fh.writeFile(bytes)
     await fh.sync()
@@ -180,7 +185,8 @@ export async function writeStashKeys(path: string, entries: readonly MasterKeyEn
     await dir.close()
   } catch (err) {
     await fh?.close().catch(() => {})
-    await unlink(tmp).catch(() => {})
+    // Only a file this call made: what stands at the name after a refused O_EXCL is not ours to remove.
+    if (created) await unlink(tmp).catch(() => {})
     throw new TesseraError(TesseraErrorCode.TESSERA_CONFIG, `cannot write stash file ${path}`, { cause: err })
   } finally {
     bytes.fill(0)

@@ -28,6 +28,8 @@ export interface AdminActor {
   changepwOnly: boolean
   /** Peer address (for the audit log). */
   peer: string
+  /** When the login that got the ticket happened (the key it used was the one current then), ms since epoch. */
+  authtime: number
 }
 
 /** A refusal of the operation itself (answered inside the sealed AdminResult, not as a KRB_ERROR). */
@@ -120,6 +122,7 @@ export function makeAdminHandler(ctx: KdcContext, exec: AdminExecutor, mapError:
       id: { realm, components: [...ticket.cname] },
       changepwOnly: sname[1] === 'changepw',
       peer: conn.peer,
+      authtime: ticket.authtime,
     }
     let result: AdminResult
     try {

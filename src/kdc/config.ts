@@ -244,6 +244,8 @@ function checkWebhooks(v: unknown): WebhookConfig[] {
     for (const k of Object.keys(w)) if (!WEBHOOK_FIELDS.has(k)) bad(`unknown setting "${at}.${k}"`)
     const h = w as WebhookConfig
     if (typeof h.url !== 'string' || !URL.canParse(h.url) || !/^https?:$/.test(new URL(h.url).protocol)) bad(`${at}.url must be an http or https URL`)
+    // fetch() refuses a URL with credentials (and names it, password and all, in its error): every delivery would fail.
+    if (new URL(h.url).username !== '' || new URL(h.url).password !== '') bad(`${at}.url must not hold a user or password (user:password@): put a token the receiver checks in its path or query`)
     if (h.events !== undefined && (!Array.isArray(h.events) || h.events.some((e) => typeof e !== 'string'))) bad(`${at}.events must be an array of event types`)
     if (h.principals !== undefined && (typeof h.principals !== 'string' || h.principals.length === 0)) bad(`${at}.principals must be a glob`)
     if (h.timeoutMs !== undefined) int(`${at}.timeoutMs`, h.timeoutMs, 100, 120_000)

@@ -1,4 +1,5 @@
 /** Realm creation: identity keys, krbtgt, kadmin principals, the first admin; `kdc init` on disk. */
+import { randomBytes } from 'node:crypto'
 import { constants as fsc } from 'node:fs'
 import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
@@ -215,10 +216,16 @@ export function heldPairs(realm: RealmRecord, which: 'transport' | 'signing'): P
 
 /** Write realm.json (world-readable: it holds nothing secret). */
 export async function writeRealmFile(file: string, r: RealmFile): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`
-  await writeFile(tmp, `${JSON.stringify(realmFileJson(r), null, 2)}\n`, { mode: 0o644 })
+  // An unpredictable name, created exclusively ('wx'): never written through a link planted at it.
+  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`
+  await writeFile(tmp, `${JSON.stringify(realmFileJson(r), null, 2)}\n`, { mode: 0o644, flag: 'wx' })
   const { rename } = await import('node:fs/promises')
-  await rename(tmp, file)
+  try {
+    await rename(tmp, file)
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => {})
+    throw err
+  }
 }
 
 async function exists(p: string): Promise<boolean> {

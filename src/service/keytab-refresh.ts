@@ -10,7 +10,7 @@
 
 import type { ApReq } from '../../proto/messages.js'
 import type { FetchedVersion, FetchKeysResult, WatchResult } from '../admin/self-keys.js'
-import { AdminClient } from '../client/admin-client.js'
+import { AdminClient, AdminError } from '../client/admin-client.js'
 import { KdcClient } from '../client/kdc-client.js'
 import { formatPrincipal, parsePrincipal } from '../db/names.js'
 import { ErrorCode, KrbProtocolError, TesseraError, TesseraErrorCode } from '../errors.js'
@@ -271,8 +271,9 @@ export class KeytabFollower {
       try {
         return await fetchInto(s, o.keytab, this.#principal, o.keytabFile)
       } catch (err) {
-        // A refusal of the ticket (expired, the KDC restarted with new state): log in again below.
-        if (!(err instanceof KrbProtocolError)) throw err
+        // A refusal of the ticket (expired, the KDC restarted with new state), or of the session
+        // (its login key was purged since, src/admin/operations.ts checkSessionKey): log in again below.
+        if (!(err instanceof KrbProtocolError || (err instanceof AdminError && err.code === ErrorCode.TSR_ERR_NOT_AUTHORIZED))) throw err
       }
     }
     this.#session = undefined
@@ -280,6 +281,14 @@ export class KeytabFollower {
     const r = await fetchInto(fresh, o.keytab, this.#principal, o.keytabFile)
     this.#session = fresh
     return r
+  }
+
+  /** Remove the versions of the followed principal older than `kvno` from the keytab (and its file). */
+  async #dropBelow(kvno: number): Promise<void> {
+    const kt = this.#o.keytab
+    let removed = 0
+    for (const v of kt.kvnos(this.#principal)) if (v < kvno) removed += kt.remove(this.#principal, v)
+    if (removed > 0 && this.#o.keytabFile !== undefined) await writeKeytab(this.#o.keytabFile, kt)
   }
 
   #login(kdc: KdcClient): Promise<AdminClient> {
@@ -297,6 +306,9 @@ export class KeytabFollower {
         const r: WatchResult = await admin.watch(args, signal)
         this.lastSeq = r.last
         delay = this.#o.retryMs ?? 1000
+        // An emergency rotation: the older versions are retired (a stolen key): stop opening tickets
+        // with them at once, whether or not the refresh that follows can fetch the new key.
+        for (const e of r.events) if (e.type === 'rotated' && e.emergency === true && e.kvno !== undefined) await this.#dropBelow(e.kvno)
         if (r.gap || r.events.some((e) => KEY_CHANGES.has(e.type))) await this.refresh()
       } catch (err) {
         if (signal.aborted) return
