@@ -724,24 +724,43 @@ class ServerConnection {
       // Nothing ahead of it: ask the handler now. A reply it has at once (the TGS with every
       // principal cached) is sealed and written in this same turn, without a promise; the
       // caller (pump) goes on with the next frame, so pipelined requests never nest.
-      let reply: Message | Promise<Message>
+      let reply: Message | PromiseLike<Message>
+      let now: boolean
       try {
         reply = this.server.handler(msg, this.ctx!)
+        // Looking at `then` runs handler code too (a getter): it must not throw out of pump().
+        now = !isPromiseLike(reply)
       } catch (err) {
         reply = Promise.reject(err)
+        now = false
       }
-      if (!isPromiseLike(reply)) {
-        this.answerSafely(reply, undefined)
+      if (now) {
+        this.answerSafely(reply as Message, undefined)
         return
       }
-      this.queue = Promise.resolve(reply).then(
-        (r) => this.settle(r, undefined),
-        (err: unknown) => this.settle(undefined, err),
-      )
+      // Not Promise.resolve(reply): that reads reply.constructor, which can throw as well.
+      const later = reply
+      this.queue = new Promise<Message>((resolve) => resolve(later))
+        .then(
+          (r) => this.settle(r, undefined),
+          (err: unknown) => this.settle(undefined, err),
+        )
+        .catch((err: unknown) => this.lost(err))
       return
     }
     // process() handles its own failures; the catch only keeps the chain alive.
-    this.queue = this.queue.then(() => this.process(msg, refusal))
+    this.queue = this.queue.then(() => this.process(msg, refusal)).catch((err: unknown) => this.lost(err))
+  }
+
+  /** The last resort of the reply chain (settle() or the pump after it threw): drop the connection, keep the chain. */
+  private lost(err: unknown): void {
+    this.destroy()
+    const o = this.server.options
+    try {
+      o.logger.error('reply could not be sent', { listener: o.name, peer: this.peer, err: errText(err) })
+    } catch {
+      // nothing more to do for this connection
+    }
   }
 
   private async process(msg: Message, refusal?: KrbProtocolError): Promise<void> {
