@@ -59,6 +59,18 @@ export function addKeyVersion(r: PrincipalRecord, made: KeyVersion, o: AddVersio
 }
 
 /**
+ * End every session of `r` from a login before `now` (mutates `r`): the TGS refuses the
+ * tickets whose authtime is earlier (src/kdc/tgs-req.ts checkTgsReq). Called by the key
+ * changes that retire every older key at once, the answer to a key that may be known: an
+ * emergency rotation, and an administrator's cpw or ktadd -randkey without keepold. Not by a
+ * grace or staged rotation, a keepold change, a purge, nor a principal changing its own key
+ * (its other sessions go on, as MIT's kpasswd). Never lowered: a later, milder change keeps it.
+ */
+export function revokeSessions(r: PrincipalRecord, now: number): void {
+  r.revokedAt = Math.max(r.revokedAt ?? 0, now)
+}
+
+/**
  * Before maxLife changes from `r.maxLife` to `newMaxLife` (modprinc): a raise applies to the
  * versions that may still seal (current and staged), so their bound keeps covering every
  * ticket they seal. A lowered maxLife changes no bound (tickets already sealed keep their life).

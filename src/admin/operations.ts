@@ -31,7 +31,7 @@ import {
 } from './acl.js'
 import type { AuditEvent, AuditLog, AuditRecord, AuditVerification } from './audit.js'
 import { readAuditLog, verifyAuditLog } from './audit.js'
-import { addKeyVersion, raiseSealLife } from './key-lifecycle.js'
+import { addKeyVersion, raiseSealLife, revokeSessions } from './key-lifecycle.js'
 import { checkMinLife, checkPasswordQuality, checkPasswordReuse, nextPasswordHistory, passwordExpiry } from './password-policy.js'
 
 /** A principal changing its own keys keeps at most this many key versions, the new one included (MIT MAX_SELF_KEEPOLD). */
@@ -331,6 +331,8 @@ export interface PrincipalView {
   expiresAt?: number
   passwordExpiresAt?: number
   lastPasswordChange?: number
+  /** Sessions revoked: the TGS refuses the tickets of logins before this time (an emergency rotation, an administrator's key change). */
+  revokedAt?: number
   maxLife: number
   maxRenewableLife: number
   createdAt: number
@@ -725,6 +727,7 @@ export function principalView(rec: Readonly<PrincipalRecord>, lockout: Partial<P
   if (rec.expiresAt !== undefined) v.expiresAt = rec.expiresAt
   if (rec.passwordExpiresAt !== undefined) v.passwordExpiresAt = rec.passwordExpiresAt
   if (current?.kdf !== undefined) v.lastPasswordChange = current.createdAt
+  if (rec.revokedAt !== undefined) v.revokedAt = rec.revokedAt
   const lo = { ...rec, ...lockout }
   if (lo.lastFailure !== undefined) v.lockout.lastFailure = lo.lastFailure
   if (lo.lockedUntil !== undefined && lo.lockedUntil > now) {
@@ -931,6 +934,8 @@ export async function changeKey(ctx: AdminContext, actor: Actor, args: ChangeKey
         const o: Parameters<typeof addKeyVersion>[2] = { now, keepold: args.keepold === true, retire: 'never', fallbackLifeMs: ctx.maxTicketLife }
         if (self) o.keepLast = MAX_SELF_KEEPOLD
         addKeyVersion(r, made, o)
+        // An administrator replacing every key at once (a password or key that may be known): its sessions end too.
+        if (!self && args.keepold !== true) revokeSessions(r, ctx.now())
         if (history === undefined) delete r.passwordHistory
         else r.passwordHistory = history
         const exp = passwordExpiry(policy, now)
@@ -995,6 +1000,7 @@ export async function extractKeys(ctx: AdminContext, actor: Actor, args: Extract
     const now = ctx.now()
     if (args.randkey === true) {
       await getOrFail(ctx, id)
+      const self = actor.kind === 'principal' && samePrincipal(actor.principal, id)
       let made: KeyVersion | undefined
       await ctx.db.update(
         id,
@@ -1002,6 +1008,8 @@ export async function extractKeys(ctx: AdminContext, actor: Actor, args: Extract
           const kvno = Math.max(0, ...r.keys.map((k) => k.kvno)) + 1
           made = { kvno, key: randomKey(), createdAt: now }
           addKeyVersion(r, made, { now, keepold: args.keepold === true, retire: 'never', fallbackLifeMs: ctx.maxTicketLife })
+          // As cpw -randkey: every older key is gone, and the sessions opened with them end.
+          if (!self && args.keepold !== true) revokeSessions(r, ctx.now())
         },
         actorName(actor),
         ctx.commit(

@@ -14,7 +14,7 @@ import type { KeyVersion, PrincipalId, PrincipalRecord } from '../db/types.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import type { KeytabEntry } from '../krb/keytab.js'
 import type { AuditEvent } from './audit.js'
-import { addKeyVersion, nextRotationStep, type RotationStep } from './key-lifecycle.js'
+import { addKeyVersion, nextRotationStep, type RotationStep, revokeSessions } from './key-lifecycle.js'
 import {
   type Actor,
   type AdminContext,
@@ -123,6 +123,8 @@ export async function rotateKey(ctx: AdminContext, actor: Actor, args: RotateArg
         made = { kvno: Math.max(0, ...r.keys.map((k) => k.kvno)) + 1, key: randomKey(), createdAt: now }
         if (stageAhead > 0) made.activatesAt = now + stageAhead
         addKeyVersion(r, made, { now, keepold: true, retire: emergency ? 'now' : (args.grace ?? 'tickets'), fallbackLifeMs: ctx.maxTicketLife })
+        // The old key may be known: the TGTs got with it (a thief's too) end with it.
+        if (emergency) revokeSessions(r, ctx.now())
         if (made.activatesAt === undefined) r.activatedKvno = made.kvno
         previous = cur === undefined ? undefined : r.keys.find((k) => k.kvno === cur.kvno)
       },

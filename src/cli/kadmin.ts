@@ -503,6 +503,7 @@ export async function main(argv: string[], io: KadminIo = {}): Promise<number> {
       ['Principal', v.name],
       ['Expiration date', when(v.expiresAt)],
       ['Last password change', when(v.lastPasswordChange)],
+      ['Sessions revoked', when(v.revokedAt)],
       ['Password expiration date', when(v.passwordExpiresAt)],
       ['Maximum ticket life', formatDuration(v.maxLife)],
       ['Maximum renewable life', formatDuration(v.maxRenewableLife)],

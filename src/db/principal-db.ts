@@ -298,6 +298,8 @@ function checkRecordShape(rec: PrincipalRecord): void {
   }
   if (!Number.isSafeInteger(rec.failureCount) || rec.failureCount < 0)
     throw new RangeError('failureCount must be a non-negative integer')
+  if (rec.revokedAt !== undefined && (!Number.isSafeInteger(rec.revokedAt) || rec.revokedAt < 0))
+    throw new RangeError('revokedAt must be a time in ms')
 }
 
 /** '*' wildcard match in O(pattern x text) worst case, without building a RegExp from user input. */

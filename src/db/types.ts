@@ -104,6 +104,15 @@ export interface PrincipalRecord {
   rotation?: RotationSchedule
   /** The kvno whose activation the scheduler last recorded (audit and event); the KDC seals by time, not by this. */
   activatedKvno?: number
+  /**
+   * Sessions revoked (ms since epoch): the TGS refuses every ticket of this client whose
+   * authtime is earlier (KDC_ERR_CLIENT_REVOKED, "credentials revoked: log in again"). Set by
+   * the key changes that retire every older key at once because it may be known (an emergency
+   * rotation, an administrator's cpw or ktadd -randkey without keepold:
+   * src/admin/key-lifecycle.ts revokeSessions); never lowered, kept by purgekeys. Absent on
+   * records never revoked (and on those written before it existed).
+   */
+  revokedAt?: number
 }
 
 /** A password and lockout policy. */

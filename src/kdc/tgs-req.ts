@@ -191,6 +191,11 @@ function checkTgsReq(ctx: KdcContext, g: TgsGathered, authId: string): void {
   const { client, service } = g
   if (!client) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DELETED', 'client principal no longer exists')
   if (client.attributes.disabled) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DISABLED', 'account disabled')
+  // The login behind the ticket (a TGT, or a ticket to renew) predates a revocation (an
+  // emergency rotation, an administrator's key change: src/admin/key-lifecycle.ts
+  // revokeSessions): its key may be known to a thief, so the sessions it opened end here.
+  if (client.revokedAt !== undefined && ticket.authtime < client.revokedAt)
+    refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CREDENTIALS_REVOKED', 'credentials revoked: log in again')
   // A lockout stops password guessing; it does not end sessions already authenticated
   // (as MIT's KDC): otherwise anyone could log a user out by guessing wrong three times.
   if (client.expiresAt !== undefined && client.expiresAt <= now) refuse(ErrorCode.KDC_ERR_NAME_EXP, 'CLIENT_EXPIRED', 'account expired')

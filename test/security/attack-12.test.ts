@@ -33,6 +33,7 @@ import type { RunningKdc } from '../../src/kdc/kdc.js'
 import { initRealmDir, REALM_FILES } from '../../src/kdc/realm.js'
 import { Keytab, readKeytab } from '../../src/krb/keytab.js'
 import { ReplayCache } from '../../src/krb/replay-cache.js'
+import type { SecurityEvent } from '../../src/log/logger.js'
 import { KeytabFollower } from '../../src/service/keytab-refresh.js'
 import { ServiceVerifier } from '../../src/service/verify-ap-req.js'
 import { ADMIN_PASSWORD, FAST_CONFIG, REALM } from '../helpers/kdc-helpers.js'
@@ -100,6 +101,7 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
   let kc: KdcClient
   let admin: AdminClient
   let outbox: WebhookOutbox | undefined
+  const security: SecurityEvent[] = []
 
   before(async () => {
     tmp = await mkdtemp(path.join(tmpdir(), 'tessera-attack12-'))
@@ -110,6 +112,7 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
       dir,
       config: CONFIG,
       log: { console: false },
+      securitySink: security,
       admin: adminService({
         webhookBackoff: { backoffMs: 10, maxBackoffMs: 20 },
         onWebhooks: (w) => (outbox = w),
@@ -149,25 +152,112 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
       expect((await svc.fetchKeys()).kvno).to.equal(r.kvno)
     })
 
-    // BUG (medium, not fixed: a TGS hot-path and compatibility decision). An emergency rotation of a
-    // service key does not end the TGTs the thief got as that service before it: through the TGS he
-    // keeps acting as the service (tickets to any other service) until the TGT expires (maxLife, 10 h
-    // by default; renewals too). MIT behaves the same, but issue 12's emergency form promises that
-    // "tickets sealed with [the older versions] are refused from now on", and the docs call it the
-    // answer to a compromised key. Fix: the TGS refuses a TGT whose client's key current at the
-    // ticket's authtime is now retired (src/admin/operations.ts checkSessionKey's rule; the client
-    // record is already looked up there), KRB_AP_ERR_TKT_EXPIRED "log in again"; a purged version
-    // is the same case once retired, so retired versions need to be remembered (a `retiredBefore`
-    // time on the record) rather than looked up among the kept keys.
-    it.skip('BUG: a TGT a thief got with a service key before its emergency rotation is refused by the TGS after it', async () => {
+    // Was BUG (medium): an emergency rotation of a service key did not end the TGTs the thief got
+    // as that service before it: through the TGS he kept acting as the service (tickets to any
+    // other service) until the TGT expired (maxLife, 10 h by default; renewals too), as with MIT,
+    // though issue 12's emergency form is the answer to a compromised key. Fixed: the rotation
+    // records on the principal when its sessions were revoked (revokedAt), and the TGS refuses a
+    // ticket of that client whose authtime is earlier (src/kdc/tgs-req.ts checkTgsReq).
+    it('fixed: a TGT a thief got with a service key before its emergency rotation is refused by the TGS after it', async () => {
       const name = 'svc/stolen-tgt.example.test'
       await admin.addPrincipal({ name, randkey: true })
       await admin.addPrincipal({ name: 'svc/target.example.test', randkey: true })
       const [old] = (await admin.extractKeys(name)).keys
-      const tgt = await kc.loginWithKey(name, { key: old!.key, kvno: old!.kvno })
-      await kc.getServiceTicket(tgt, 'svc/target.example.test')
+      const tgt = await kc.loginWithKey(name, { key: old!.key, kvno: old!.kvno }, { renewableLifeMs: 3600_000 })
+      const st = await kc.getServiceTicket(tgt, 'svc/target.example.test', { renewableLifeMs: 3600_000 })
+      expect((await admin.getPrincipal(name)).revokedAt, 'nothing revoked yet').to.equal(undefined)
+      const before = security.length
       await admin.rotateKey({ name, emergency: true })
-      await krbRefused(kc.getServiceTicket(tgt, 'svc/target.example.test'))
+      for (const attempt of [() => kc.getServiceTicket(tgt, 'svc/target.example.test'), () => kc.renew(tgt), () => kc.renew(st)]) {
+        const e = await krbRefused(attempt())
+        expect(e.code).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
+        expect(e.message).to.contain('credentials revoked: log in again')
+      }
+      const refusals = security.slice(before).filter((ev) => ev.outcome === 'fail' && ev.reason === 'CREDENTIALS_REVOKED')
+      expect(refusals.map((ev) => [ev.event, ev.client]), 'each refusal is in the security log').to.deep.equal([
+        ['tgs', `${name}@${REALM}`],
+        ['tgs', `${name}@${REALM}`],
+        ['tgs', `${name}@${REALM}`],
+      ])
+      const revokedAt = (await admin.getPrincipal(name)).revokedAt
+      expect(revokedAt, 'getprinc shows the revocation').to.be.a('number').and.greaterThan(tgt.authtime)
+      // Purging the retired version keeps the revocation.
+      await admin.purgeKeys({ name, allOld: true, force: true })
+      expect((await admin.getPrincipal(name)).revokedAt).to.equal(revokedAt)
+      expect((await krbRefused(kc.getServiceTicket(tgt, 'svc/target.example.test'))).code).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
+    })
+
+    it('serves a TGT from a login after the emergency rotation (the new key), renewals too', async () => {
+      const name = 'svc/relogin.example.test'
+      await admin.addPrincipal({ name, randkey: true })
+      await admin.addPrincipal({ name: 'svc/target2.example.test', randkey: true })
+      const r = await admin.rotateKey({ name, emergency: true })
+      const tgt = await kc.loginWithKey(name, { key: r.keys[0]!.key, kvno: r.kvno }, { renewableLifeMs: 3600_000 })
+      expect(tgt.authtime).to.be.at.least((await admin.getPrincipal(name)).revokedAt!)
+      const st = await kc.getServiceTicket(tgt, 'svc/target2.example.test')
+      expect(st.sname).to.deep.equal(['svc', 'target2.example.test'])
+      const renewed = await kc.renew(tgt)
+      await kc.getServiceTicket(renewed, 'svc/target2.example.test')
+    })
+
+    it('revokes nothing at a grace or staged rotation: TGTs from before keep getting tickets', async () => {
+      await admin.addPrincipal({ name: 'svc/target3.example.test', randkey: true })
+      for (const [name, args] of [
+        ['svc/graceful.example.test', { grace: 60_000 }],
+        ['svc/default-grace.example.test', {}],
+        ['svc/staged.example.test', { stageAhead: 60_000 }],
+      ] as const) {
+        await admin.addPrincipal({ name, randkey: true })
+        const [k] = (await admin.extractKeys(name)).keys
+        const tgt = await kc.loginWithKey(name, { key: k!.key, kvno: k!.kvno }, { renewableLifeMs: 3600_000 })
+        await admin.rotateKey({ name, ...args })
+        await kc.getServiceTicket(tgt, 'svc/target3.example.test')
+        await kc.renew(tgt)
+        expect((await admin.getPrincipal(name)).revokedAt, name).to.equal(undefined)
+      }
+    })
+
+    it("ends a user's TGTs at an administrator's cpw without keepold, not at one with keepold nor at the user's own", async () => {
+      await admin.addPrincipal({ name: 'svc/target4.example.test', randkey: true })
+      const user = 'carol-revoked'
+      await admin.addPrincipal({ name: user, password: 'Lantern-Orbit-27' })
+      let tgt = await kc.login(user, 'Lantern-Orbit-27')
+      // keepold: a rotation, the old password's sessions go on.
+      await admin.changePassword(user, 'Lantern-Orbit-28', { keepold: true })
+      await kc.getServiceTicket(tgt, 'svc/target4.example.test')
+      // The user's own change (kpasswd) keeps its other sessions, as MIT.
+      tgt = await kc.login(user, 'Lantern-Orbit-28')
+      const own = await AdminClient.login(kc, user, 'Lantern-Orbit-28', 'kadmin/changepw')
+      await own.changePassword(user, 'Lantern-Orbit-29')
+      await kc.getServiceTicket(tgt, 'svc/target4.example.test')
+      expect((await admin.getPrincipal(user)).revokedAt).to.equal(undefined)
+      // An administrator's reset (the old password may be known): every session from before ends.
+      await admin.changePassword(user, 'Lantern-Orbit-30')
+      const e = await krbRefused(kc.getServiceTicket(tgt, 'svc/target4.example.test'))
+      expect(e.code).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
+      const fresh = await kc.login(user, 'Lantern-Orbit-30')
+      await kc.getServiceTicket(fresh, 'svc/target4.example.test')
+      // kadmin getprinc shows when.
+      const revokedAt = (await admin.getPrincipal(user)).revokedAt!
+      const pwFile = path.join(tmp, 'admin-revoked.pw')
+      await writeFile(pwFile, `${ADMIN_PASSWORD}\n`, { mode: 0o600 })
+      const env = { TESSERA_REALM_FILE: path.join(dir, REALM_FILES.realmFile), TESSERA_CCACHE: path.join(tmp, 'ccache-revoked'), HOME: tmp, USER: 'nobody' }
+      const g = await runKadmin(['-p', 'admin', '--password-file', pwFile, 'getprinc', user], env)
+      expect(g.code, g.stderr).to.equal(Exit.OK)
+      expect(g.stdout).to.match(new RegExp(`^Sessions revoked: +${new Date(revokedAt).toISOString().replace(/\.\d+Z$/, 'Z')}$`, 'm'))
+      // So does cpw --randkey / ktadd --randkey of a service, without keepold.
+      for (const [name, change] of [
+        ['svc/randkeyed.example.test', (n: string) => admin.randomizeKey(n)],
+        ['svc/ktadded.example.test', (n: string) => admin.extractKeys(n, { randkey: true })],
+      ] as const) {
+        await admin.addPrincipal({ name, randkey: true })
+        const [k] = (await admin.extractKeys(name)).keys
+        const t = await kc.loginWithKey(name, { key: k!.key, kvno: k!.kvno })
+        const made = await change(name)
+        expect((await krbRefused(kc.getServiceTicket(t, 'svc/target4.example.test'))).code, name).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
+        const t2 = await kc.loginWithKey(name, { key: made.keys[0]!.key, kvno: made.kvno })
+        await kc.getServiceTicket(t2, 'svc/target4.example.test')
+      }
     })
 
     it('fixed: a KeytabFollower stops opening tickets sealed with the old key at an emergency rotation (it cannot fetch the new one: give it a keytab)', async () => {
