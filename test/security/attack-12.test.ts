@@ -140,10 +140,15 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
       const r = await admin.rotateKey({ name, emergency: true })
       // A new login with the stolen key is refused ...
       await krbRefused(AdminClient.loginWithKey(kc, name, { key: old!.key, kvno: old!.kvno }))
-      // ... and the sessions opened before must not hand the new key out, nor let the thief set one of his own.
+      // ... and the sessions opened before must not hand the new key out, nor let the thief set
+      // one of his own: the emergency rotation revoked them, so the admin service refuses them
+      // outright (KDC_ERR_CLIENT_REVOKED, as the TGS does), before any operation is looked at.
       for (const s of [thief, thiefPw]) {
-        await refused(s.fetchKeys(), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
-        await refused(s.call('cpw', { name, randkey: true }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
+        for (const call of [() => s.fetchKeys(), () => s.call('cpw', { name, randkey: true }), () => s.call('getprinc', { name })]) {
+          const e = await krbRefused(call())
+          expect(e.code, e.message).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
+          expect(e.message).to.match(/credentials revoked: log in again/)
+        }
       }
       const g = (await admin.getPrincipal(name)) as unknown as { keys: { kvno: number }[] }
       expect(g.keys.map((k) => k.kvno), 'the thief changed nothing').to.deep.equal([old!.kvno, r.kvno])
