@@ -13,6 +13,13 @@
  * crash, once the log is open, the file holds exactly the records of the changes that landed.
  * A failed append at run time is retried before the next record, and while it keeps failing
  * every admin request is refused (fail closed): the head never moves past a line not on disk.
+ *
+ * Audit epochs: `kdc master-key use` starts a new audit key, derived from the new master key
+ * (PrincipalDb.useMasterKey). The batch that makes the key active carries an `audit-epoch`
+ * record, MAC'd under the old key and chained as usual, whose `details.confirm` is a MAC under
+ * the new key of the same record (without `confirm`); the records after it are MAC'd under the
+ * new key. {@link verifyAuditLog} walks the epochs with every epoch's key (the database keeps
+ * them), so someone who holds only a retired master key can no longer write a line that verifies.
  */
 import { createReadStream } from 'node:fs'
 import { type FileHandle, open as fsOpen } from 'node:fs/promises'
@@ -25,6 +32,8 @@ import { TesseraError, TesseraErrorCode } from '../errors.js'
 export const AUDIT_FILE = 'audit.log'
 /** The key of the head record in the database's `admin` sublevel. */
 export const AUDIT_HEAD_KEY = 'audit-head'
+/** The op of the record that switches the log to the next audit epoch (see the module comment). */
+export const AUDIT_EPOCH_OP = 'audit-epoch'
 /** `prev` of the first record. */
 export const AUDIT_GENESIS = '0'.repeat(64)
 /** Longest line read back, bytes (records are small; a longer line is corrupt). */
@@ -83,7 +92,23 @@ export function dumpMacKey(auditKeyBytes: Uint8Array): Uint8Array {
   return hkdf(auditKeyBytes, new Uint8Array(0), 'tessera dump mac v1', 32)
 }
 
+/** A dump's end-record MAC (hex) of `digest`, under the dump MAC key of audit key `auditKeyBytes` (that of the epoch the dump holds). */
+export function dumpMac(auditKeyBytes: Uint8Array, digest: string): string {
+  const k = dumpMacKey(auditKeyBytes)
+  try {
+    return Buffer.from(hmacSha256(k, new TextEncoder().encode(digest))).toString('hex')
+  } finally {
+    k.fill(0)
+  }
+}
+
 const FIELDS = ['seq', 'time', 'actor', 'op', 'target', 'newTarget', 'kvno', 'kvnos', 'outcome', 'reason', 'code', 'peer', 'details', 'prev'] as const
+
+/** An {@link AUDIT_EPOCH_OP} record's `details.confirm`: the MAC, under the new epoch's key, of the record's canonical JSON without `h` and without `confirm`. */
+function epochConfirm(newKey: Uint8Array, r: Omit<AuditRecord, 'h'>): string {
+  const { confirm: _c, ...details } = r.details ?? {}
+  return mac(newKey, body({ ...r, details }))
+}
 
 /** The record's canonical JSON without `h`: fixed key order, absent fields left out. */
 function body(r: Omit<AuditRecord, 'h'>): string {
@@ -148,18 +173,8 @@ export class AuditLog {
   readonly file: string
   readonly recovery: AuditRecovery
   readonly #db: PrincipalDb
-  readonly #key: Uint8Array
-
-  /** HMAC-SHA256 (hex) of `digest` under the dump MAC key (see {@link dumpMacKey}). */
-  dumpMac(digest: string): string {
-    if (this.#closed) throw auditError('the audit log is closed')
-    const k = dumpMacKey(this.#key)
-    try {
-      return Buffer.from(hmacSha256(k, new TextEncoder().encode(digest))).toString('hex')
-    } finally {
-      k.fill(0)
-    }
-  }
+  /** The current epoch's key (replaced by {@link beginEpoch}). */
+  #key: Uint8Array
   readonly #now: () => number
   readonly #log: AuditLogSink | undefined
   #fh: FileHandle
@@ -268,6 +283,36 @@ export class AuditLog {
       this.#advance(rec)
       await this.#append(text)
       return rec
+    })
+  }
+
+  /**
+   * For PrincipalDb.useMasterKey: the options of its batch, which carry the {@link AUDIT_EPOCH_OP}
+   * record announcing epoch `epoch` (MAC'd under the current key, confirmed under `key`); once the
+   * batch landed, later records are MAC'd under `key` (copied).
+   */
+  beginEpoch(actor: string, masterKvno: number): (epoch: number, key: Uint8Array) => WriteOptions {
+    return (epoch, key) => ({
+      commit: (write) =>
+        this.#serial(async () => {
+          const partial: Omit<AuditRecord, 'h'> = {
+            actor,
+            op: AUDIT_EPOCH_OP,
+            outcome: 'ok',
+            details: { epoch, kvno: masterKvno },
+            seq: this.#seq + 1,
+            time: this.#now(),
+            prev: this.#prev,
+          }
+          partial.details!.confirm = epochConfirm(key, partial)
+          const rec: AuditRecord = { ...partial, h: mac(this.#key, body(partial)) }
+          const text = line(rec)
+          await write([{ key: AUDIT_HEAD_KEY, value: Buffer.from(text, 'utf8') }])
+          this.#advance(rec)
+          this.#key.fill(0)
+          this.#key = new Uint8Array(key)
+          await this.#append(text)
+        }),
     })
   }
 
@@ -381,26 +426,53 @@ async function* lines(file: string): AsyncGenerator<string> {
   }
 }
 
+/** The epoch a log starts in: that of the realm a `load` record names (absent: 0). */
+function startEpoch(first: AuditRecord): number {
+  const e = first.op === 'load' ? first.details?.auditEpoch : undefined
+  return typeof e === 'number' && Number.isSafeInteger(e) && e >= 0 ? e : 0
+}
+
 /**
  * Verify the whole log against the anchor: every line a record whose `h` is its HMAC, seq 1,
  * 2, 3, ... each `prev` the `h` before it, and the last record the anchor. Names the first bad
  * line: an edited line fails its own hash, a deleted one leaves a gap in seq, a reordered one
  * comes out of order, a cut tail ends before the anchor.
+ *
+ * `keys` are the audit epochs' keys, index = epoch (PrincipalDb.auditEpochKeys; one key: a log
+ * never switched). Each line is checked under its epoch's key; an {@link AUDIT_EPOCH_OP} record
+ * must name the next epoch and carry its confirmation under that epoch's key; the log must end
+ * in the last epoch (so a log rebuilt, or cut back, under an older key does not verify).
  */
-export async function verifyAuditLog(file: string, anchor: AuditAnchor | undefined, key: Uint8Array): Promise<AuditVerification> {
+export async function verifyAuditLog(
+  file: string,
+  anchor: AuditAnchor | undefined,
+  keys: Uint8Array | readonly Uint8Array[],
+): Promise<AuditVerification> {
+  const ring: readonly Uint8Array[] = keys instanceof Uint8Array ? [keys] : keys
+  if (ring.length === 0) throw new RangeError('verifyAuditLog needs the key of at least one audit epoch')
   let n = 0
   let expectSeq = 1
   let prev = AUDIT_GENESIS
+  let epoch = -1
   const bad = (lineNo: number, problem: string): AuditVerification => ({ ok: false, records: n, firstBadLine: lineNo, problem })
   try {
     for await (const text of lines(file)) {
       const lineNo = n + 1
       const r = text.length <= MAX_LINE_BYTES ? parseRecord(text) : undefined
       if (r === undefined) return bad(lineNo, `line ${lineNo} is not an audit record`)
+      if (epoch < 0) epoch = startEpoch(r)
+      const key = ring[epoch]
+      if (key === undefined) return bad(lineNo, `line ${lineNo} (seq ${r.seq}) is in audit epoch ${epoch}, which the database does not know`)
       const { h, ...rest } = r
       // The text must be exactly the canonical form: no field added, reordered or re-spelt.
       if (mac(key, body(rest)) !== h || line(r) !== text)
         return bad(lineNo, `line ${lineNo} (seq ${r.seq}) was altered: its hash does not match its content`)
+      if (r.op === AUDIT_EPOCH_OP) {
+        const next = ring[epoch + 1]
+        if (r.details?.epoch !== epoch + 1 || next === undefined || r.details?.confirm !== epochConfirm(next, rest))
+          return bad(lineNo, `line ${lineNo} (seq ${r.seq}) announces an audit epoch the database does not confirm`)
+        epoch++
+      }
       if (r.seq > expectSeq)
         return bad(lineNo, `line ${lineNo} has seq ${r.seq} where ${expectSeq} was expected: ${r.seq - expectSeq} record(s) before it were removed`)
       if (r.seq < expectSeq) return bad(lineNo, `line ${lineNo} has seq ${r.seq} where ${expectSeq} was expected: records are out of order or repeated`)
@@ -422,6 +494,8 @@ export async function verifyAuditLog(file: string, anchor: AuditAnchor | undefin
   if (n < anchor.seq)
     return bad(n + 1, `the log ends at seq ${n} but the database anchor is at seq ${anchor.seq}: the last ${anchor.seq - n} record(s) were cut off`)
   if (prev !== anchor.hash) return bad(n, `the last line (seq ${n}) is not the record the database anchored`)
+  if (n > 0 && epoch !== ring.length - 1)
+    return bad(n, `the log ends in audit epoch ${epoch} but the database is in epoch ${ring.length - 1}: it was cut back or rebuilt under an older key`)
   return { ok: true, records: n }
 }
 

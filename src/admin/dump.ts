@@ -12,7 +12,7 @@ import type { MasterKeyEntry } from '../db/master-key.js'
 import { PrincipalDb } from '../db/principal-db.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { constantTimeEqual, hmacSha256 } from '../crypto/index.js'
-import { AUDIT_FILE, AUDIT_HEAD_KEY, AuditLog, dumpMacKey } from './audit.js'
+import { AUDIT_FILE, AUDIT_HEAD_KEY, AuditLog, dumpMac, dumpMacKey } from './audit.js'
 import { type Actor, type AdminContext, actorName, authorize, runAdmin } from './operations.js'
 
 /** The ACL file's name in the realm directory. */
@@ -95,13 +95,26 @@ export async function dumpDatabase(
         }
       }
       await put(JSON.stringify(header))
+      // The audit epoch of the snapshot itself (a master-key use may land while it is read).
+      let epoch = 0
       for await (const [k, v] of ctx.db.exportEntries()) {
+        epoch = PrincipalDb.auditEpochOfEntry(k, v) ?? epoch
         await put(JSON.stringify({ k, v: Buffer.from(v).toString('base64') }))
         if (++n % 1000 === 0) o.onProgress?.(n)
       }
       const digest = hash.copy().digest('hex')
-      // Keyed: an edited dump cannot be given a new end record without the master key.
-      await put(JSON.stringify({ end: true, entries: n, sha256: digest, mac: ctx.audit.dumpMac(digest) }), true)
+      // Keyed, under the dump's own audit epoch (that of its master key): an edited dump cannot be
+      // given a new end record without the master key, and a retired master key does not make one.
+      const keys = ctx.db.auditEpochKeys()
+      let macHex: string
+      try {
+        const ak = keys[epoch]
+        if (ak === undefined) throw new TesseraError(TesseraErrorCode.TESSERA_DB, `the dump holds audit epoch ${epoch}, which the database does not know`)
+        macHex = dumpMac(ak, digest)
+      } finally {
+        for (const k of keys) k.fill(0)
+      }
+      await put(JSON.stringify({ end: true, entries: n, sha256: digest, mac: macHex }), true)
       await fh.sync()
       await fh.close()
       fh = undefined
@@ -181,9 +194,10 @@ export async function loadDump(o: LoadOptions): Promise<{ realm: string; entries
   if (header === undefined || trailer === undefined) throw dumpError(`${o.file} is incomplete (no end record): refusing to load it`)
   if (trailer.entries !== count || trailer.sha256 !== digest) throw dumpError(`${o.file} does not match its end record (edited or damaged)`)
   const mac = trailer.mac
-  // The MAC key comes from the audit key, which the database keeps (derived from the realm's
-  // first master key, sealed under the current one after a rotation): checked once the
-  // entries are restored and opened with the stash; a mismatch removes everything again.
+  // The MAC key comes from the audit key of the dump's current audit epoch, which the database
+  // keeps sealed (epoch 0: from the realm's first master key; after a `master-key use`, from the
+  // key it made active): checked once the entries are restored and opened with the stash; a
+  // mismatch removes everything again.
   const checkMac = (ak: Uint8Array) => {
     const mk = dumpMacKey(ak)
     const want = Buffer.from(hmacSha256(mk, new TextEncoder().encode(digest)))
@@ -228,6 +242,8 @@ export async function loadDump(o: LoadOptions): Promise<{ realm: string; entries
       const audit = await AuditLog.open({ file: path.join(o.dir, AUDIT_FILE), db, key: ak, ...(o.now ? { now: o.now } : {}) })
       const details: Record<string, string | number> = { file: path.resolve(o.file), sha256: digest, entries: count }
       if (h.auditSeq !== undefined) details.sourceAuditSeq = h.auditSeq
+      // The new log starts in the loaded realm's audit epoch, and says so (verifyAuditLog).
+      details.auditEpoch = db.auditEpoch()
       await audit.record({ actor: actorName(o.actor), op: 'load', outcome: 'ok', details })
       await audit.close()
     } finally {

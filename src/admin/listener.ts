@@ -72,7 +72,7 @@ export interface AdminServiceOptions {
 type Op = (ctx: AdminContext, actor: Actor, args: Record<string, unknown>) => Promise<unknown>
 
 /** The operations served, by their kadmin names. */
-function operations(key: Uint8Array, dumps: RemoteDumps): Record<string, Op> {
+function operations(dumps: RemoteDumps): Record<string, Op> {
   const a = <T>(x: Record<string, unknown>) => x as unknown as T
   return {
     addprinc: (c, w, x) => addPrincipal(c, w, a(x)),
@@ -89,7 +89,7 @@ function operations(key: Uint8Array, dumps: RemoteDumps): Record<string, Op> {
     getpol: (c, w, x) => getPolicy(c, w, a(x)),
     listpols: (c, w) => listPolicies(c, w),
     aclcheck: (c, w, x) => checkAcl(c, w, a(x)),
-    audit: (c, w, x) => readAudit(c, w, a(x), key),
+    audit: (c, w, x) => readAudit(c, w, a(x)),
     rotate: (c, w, x) => rotateKey(c, w, a(x)),
     purgekeys: (c, w, x) => purgeKeys(c, w, a(x)),
     dump: (c, w, x) => dumps.handle(c, w, a(x)),
@@ -267,7 +267,7 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
             log: { error: (m: string) => context.log.ops.error(m), info: (m: string) => context.log.ops.info(m) },
           })
         : Acl.parse(o.aclText ?? defaultAcl(admin), { realm })
-    // Derived from the realm's first master key and kept across master-key rotations (src/db).
+    // The current audit epoch's key (src/db; a master-key use moves the open log to the next one).
     const key = context.db.derivedKey('tessera audit v1')
     const file = dir !== undefined ? path.join(dir, AUDIT_FILE) : (o.auditFile ?? path.join(os.tmpdir(), `tessera-audit-${process.pid}-${hkdfTag(key)}.log`))
     let audit: AuditLog
@@ -338,7 +338,7 @@ export function adminService(o: AdminServiceOptions = {}): AdminServiceFactory {
           })
         : undefined
     const dumps = new RemoteDumps(dir)
-    const ops = operations(key, dumps)
+    const ops = operations(dumps)
     const exec: AdminExecutor = async (who: AdminActor, op: string, args: Record<string, unknown>) => {
       const actor: Actor = { kind: 'principal', principal: who.id, via: who.changepwOnly ? 'changepw' : 'admin', initial: true, peer: who.peer, authtime: who.authtime }
       const run = Object.hasOwn(ops, op) ? ops[op] : undefined

@@ -229,7 +229,7 @@ export class LocalAdmin {
     return checkAcl(this.ctx, this.#actor, args)
   }
   readAudit(args: ReadAuditArgs = {}) {
-    return readAudit(this.ctx, this.#actor, args, this.auditKey)
+    return readAudit(this.ctx, this.#actor, args)
   }
 
   /** dump FILE (0600, keys still sealed); `onProgress` every 1000 entries. */

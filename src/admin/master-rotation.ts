@@ -5,8 +5,10 @@
  * sealed again under it, resumable after a crash), retire (purge_mkeys: the old key leaves the
  * database, then the stash). With the KDC running, each step is carried out by the daemon over
  * its control socket (src/admin/master-control.ts, docs/decisions/0011) while it keeps serving;
- * with none, on the database opened here. Each step is audited; the audit key is derived once
- * from the first master key and kept sealed (src/db), so the log verifies across the rotation.
+ * with none, on the database opened here. Each step is audited. `use` also starts a new audit
+ * epoch (src/admin/audit.ts): later records, and dumps, are MAC'd under a key derived from the new
+ * master key, so the old one alone forges nothing; the database keeps every epoch's key sealed,
+ * so the log verifies across the rotation.
  */
 import path from 'node:path'
 import { randomKey, wipe } from '../crypto/index.js'
@@ -47,6 +49,8 @@ export interface MasterKeyReport {
   step: MasterKeyStep
   /** add: the version added; use: made active; retire: the versions removed. */
   kvno?: number
+  /** use: the audit epoch now current (a new one when the active key changed). */
+  auditEpoch?: number
   retired?: number[]
   /** reseal: records sealed again, and principals in the database. */
   resealed?: number
@@ -129,8 +133,10 @@ export async function applyMasterKeyStep(t: MasterKeyTarget, o: ApplyMasterKeyOp
       }
     } else if (o.step === 'use') {
       const kvno = o.kvno ?? Math.max(...st.known)
-      await db.useMasterKey(kvno)
+      // The switch to the next audit epoch is recorded in the batch that makes the key active.
+      await db.useMasterKey(kvno, t.audit!.beginEpoch(o.actor, kvno))
       report.kvno = kvno
+      report.auditEpoch = db.auditEpoch()
     } else if (o.step === 'reseal') {
       const r = await db.reseal({
         ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}),
@@ -166,6 +172,7 @@ export async function applyMasterKeyStep(t: MasterKeyTarget, o: ApplyMasterKeyOp
   if (o.step !== 'status') {
     const details: Record<string, number | boolean> = {}
     if (report.kvno !== undefined) details.kvno = report.kvno
+    if (report.auditEpoch !== undefined) details.auditEpoch = report.auditEpoch
     if (report.resealed !== undefined) details.resealed = report.resealed
     if (report.stopped) details.stopped = true
     await t.audit!.record({ actor: o.actor, op: `master-key-${o.step}`, outcome: 'ok', ...(Object.keys(details).length ? { details } : {}) })

@@ -1192,7 +1192,6 @@ export async function readAudit(
   ctx: AdminContext,
   actor: Actor,
   args: ReadAuditArgs,
-  auditKey: Uint8Array,
 ): Promise<{ records: AuditRecord[]; verification?: AuditVerification }> {
   return runAdmin(ctx, actor, 'audit', undefined, async (base) => {
     onlyFields(args, ['since', 'limit', 'verify', 'after'])
@@ -1203,7 +1202,16 @@ export async function readAudit(
     if (args.after !== undefined) o.after = args.after
     // The anchor is read before the file so that records appended meanwhile count as beyond it only if the file is read first.
     const anchor = args.verify === true ? await ctx.audit.anchor() : undefined
-    const verification = args.verify === true ? await verifyAuditLog(ctx.audit.file, anchor, auditKey) : undefined
+    // Every audit epoch's key, from the database (a master-key use may have started a new one since the log was opened).
+    let verification: AuditVerification | undefined
+    if (args.verify === true) {
+      const keys = ctx.db.auditEpochKeys()
+      try {
+        verification = await verifyAuditLog(ctx.audit.file, anchor, keys)
+      } finally {
+        for (const k of keys) k.fill(0)
+      }
+    }
     const records = await readAuditLog(ctx.audit.file, o)
     await ctx.audit.record({ ...base, details: args.verify === true ? { verify: true, ok: verification!.ok } : { count: records.length } })
     return verification === undefined ? { records } : { records, verification }

@@ -529,7 +529,10 @@ export async function main(argv: string[], io: CliEnv = {}): Promise<number> {
           else {
             const s = r.status
             if (r.step === 'add') out.write(`master key kvno ${r.kvno} added (stash: ${r.stash.join(', ')}); next: kdc master-key use\n`)
-            if (r.step === 'use') out.write(`new seals use master key kvno ${r.kvno}; next: kdc master-key reseal\n`)
+            if (r.step === 'use')
+              out.write(
+                `new seals use master key kvno ${r.kvno}${r.auditEpoch !== undefined ? `; the audit log and new dumps are MAC'd under audit epoch ${r.auditEpoch}` : ''}; next: kdc master-key reseal\n`,
+              )
             if (r.step === 'reseal' && r.stopped) out.write(`reseal stopped after ${r.resealed} records (the kdc is stopping); it resumes when the kdc starts again\n`)
             else if (r.step === 'reseal') out.write(`resealed ${r.resealed} of ${r.total} principals under master key kvno ${s.active}; next: kdc master-key retire\n`)
             if (r.step === 'retire') out.write(`retired master key(s) ${r.retired!.join(', ') || '(none)'}; the stash holds kvno ${r.stash.join(', ')}\n`)

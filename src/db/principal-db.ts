@@ -4,7 +4,7 @@ import type { AbstractBatchOptions, AbstractLevel, AbstractSublevel } from 'abst
 import { Level } from 'level'
 import { MemoryLevel } from 'memory-level'
 import { KeyUsage } from '../../proto/key-usage.js'
-import { hkdf, hmacSha256, type KdfParams, seal, tryOpen, wipe } from '../crypto/index.js'
+import { hkdf, hmacSha256, type KdfParams, randomBytes, seal, tryOpen, wipe } from '../crypto/index.js'
 import { TesseraError, TesseraErrorCode } from '../errors.js'
 import { decode, encode } from '../wire/codec.js'
 import { mayRotate } from './key-states.js'
@@ -202,6 +202,8 @@ export interface MasterKeyStatus {
 
 /** Keys derived once from the first master key and kept (sealed) across master-key rotations. */
 const DERIVED_LABELS = ['tessera kdf hint v1', 'tessera audit v1'] as const
+/** HKDF label of an audit epoch's key (from the master key made active, with a fresh salt). */
+const AUDIT_EPOCH_LABEL = 'tessera audit epoch v1'
 
 type Sub = AbstractSublevel<AnyLevel, unknown, string, Uint8Array>
 
@@ -344,6 +346,8 @@ export class PrincipalDb {
   #mkStatus: MasterKeyStatus = { active: 1, known: [1] }
   /** Keys derived from the first master key (stable across rotations), by label. */
   readonly #derived = new Map<string, Uint8Array>()
+  /** The audit keys of epochs 1, 2, … (epoch 0's is `tessera audit v1`): one per useMasterKey. */
+  readonly #auditEpochs: Uint8Array[] = []
   readonly #realmListeners = new Set<() => void | Promise<void>>()
   readonly #cache: LruCache<string, Readonly<PrincipalRecord>>
   readonly #loads = new Map<string, Load>()
@@ -480,6 +484,7 @@ export class PrincipalDb {
     } finally {
       for (const k of this.#ring.values()) wipe(k)
       for (const k of this.#derived.values()) wipe(k)
+      for (const k of this.#auditEpochs) wipe(k)
       wipe(this.#hintKey)
     }
   }
@@ -579,14 +584,39 @@ export class PrincipalDb {
 
   /**
    * A key derived for `label` from the realm's first master key, the same for the realm's whole
-   * life: master-key rotations keep it (sealed in the `derived` record). The audit log's HMAC
-   * key is `derivedKey('tessera audit v1')`. A copy: the caller wipes it.
+   * life: master-key rotations keep it (sealed in the `derived` record). Except the audit key,
+   * `derivedKey('tessera audit v1')`: that is the key of the current audit epoch (epoch 0: from
+   * the first master key; each {@link useMasterKey} starts the next, from the new master key).
+   * A copy: the caller wipes it.
    */
   derivedKey(label: (typeof DERIVED_LABELS)[number]): Uint8Array {
     this.#assertOpen()
-    const k = this.#derived.get(label)
+    const k = label === 'tessera audit v1' ? (this.#auditEpochs.at(-1) ?? this.#derived.get(label)) : this.#derived.get(label)
     if (k === undefined) throw new RangeError(`no derived key ${label}`)
     return copyBytes(k)
+  }
+
+  /** The current audit epoch: 0 until the first {@link useMasterKey} that changed the active key. */
+  auditEpoch(): number {
+    this.#assertOpen()
+    return this.#auditEpochs.length
+  }
+
+  /** The audit key of every epoch, index = epoch (the last is the current one): what verifying the whole log needs. Copies. */
+  auditEpochKeys(): Uint8Array[] {
+    this.#assertOpen()
+    return [this.#derived.get('tessera audit v1')!, ...this.#auditEpochs].map(copyBytes)
+  }
+
+  /** The audit epoch a dump holds, from its entry `key` → `value` (undefined: not the entry that says). No key is opened. */
+  static auditEpochOfEntry(key: string, value: Uint8Array): number | undefined {
+    if (key !== '!meta!derived') return undefined
+    try {
+      const epochs = (decode(value) as Partial<StoredDerived> | null)?.epochs
+      return Array.isArray(epochs) ? epochs.length : 0
+    } catch {
+      return undefined
+    }
   }
 
   // ---- principals ----
@@ -1599,12 +1629,16 @@ export class PrincipalDb {
 
   /** The stable derived keys: from the `derived` record, or (never rotated) from master key 1. */
   #loadDerived(d: StoredDerived | undefined): void {
+    // Every key of the record is bound to the number of audit epochs (the audit-epoch keys also to
+    // their place), so no epoch can be dropped, moved or added without breaking a seal.
+    const epochs = d?.epochs ?? []
+    if (!Array.isArray(epochs) || !epochs.every(isBytes)) corrupt('derived-key record')
     for (const label of DERIVED_LABELS) {
       let k: Uint8Array
       if (d !== undefined) {
         const sealed = d.keys?.[label]
         if (!isBytes(sealed)) corrupt('derived-key record')
-        k = this.#openKey(sealed, `derived:${label}`, 0, d.mk)
+        k = this.#openKey(sealed, `derived:${label}`, epochs.length, d.mk)
       } else {
         const first = this.#ring.get(1)
         if (first === undefined || this.#mkStatus.known.length !== 1) corrupt('database (no derived-key record after a master-key rotation)')
@@ -1613,12 +1647,17 @@ export class PrincipalDb {
       this.#derived.set(label, k)
     }
     this.#hintKey = copyBytes(this.#derived.get('tessera kdf hint v1')!)
+    for (const [i, sealed] of epochs.entries()) this.#auditEpochs.push(this.#openKey(sealed, `audit-epoch:${i + 1}`, epochs.length, d!.mk))
   }
 
-  #encodeDerived(): Uint8Array {
+  /** The `derived` record sealed under master key `mk` (the active one), with the audit epochs `epochs`. */
+  #encodeDerived(mk = this.#active, epochs: readonly Uint8Array[] = this.#auditEpochs): Uint8Array {
+    const master = this.#ring.get(mk)!
     const keys: Record<string, Uint8Array> = {}
-    for (const label of DERIVED_LABELS) keys[label] = this.#sealKey(this.#derived.get(label)!, `derived:${label}`, 0)
-    return encode({ mk: this.#active, keys })
+    for (const label of DERIVED_LABELS) keys[label] = this.#sealWith(master, this.#derived.get(label)!, `derived:${label}`, epochs.length)
+    const out: StoredDerived = { mk, keys }
+    if (epochs.length > 0) out.epochs = epochs.map((k, i) => this.#sealWith(master, k, `audit-epoch:${i + 1}`, epochs.length))
+    return encode(out)
   }
 
   // ---- master-key rotation (MIT add_mkey / use_mkey / update_princ_encryption / purge_mkeys) ----
@@ -1668,15 +1707,31 @@ export class PrincipalDb {
     })
   }
 
-  /** use_mkey: new seals use master key `kvno` (known) from now on; records sealed before stay readable. */
-  async useMasterKey(kvno: number): Promise<void> {
+  /**
+   * use_mkey: new seals use master key `kvno` (known) from now on; records sealed before stay
+   * readable. It also starts the next audit epoch: a key derived from master key `kvno` (and a
+   * fresh salt, so a key used again still gives a new one), kept with the earlier epochs' in the
+   * `derived` record, sealed under `kvno` in the same batch. `audit(epoch, key)` gives the
+   * options of that batch (the audit log's record of the switch). Nothing happens if `kvno` is active already.
+   */
+  async useMasterKey(kvno: number, audit?: (epoch: number, key: Uint8Array) => WriteOptions): Promise<void> {
     this.#assertOpen()
     await this.#locked('meta:master', async () => {
       if (!this.#mkStatus.known.includes(kvno))
         throw new TesseraError(TesseraErrorCode.TESSERA_NOT_FOUND, `the database knows no master key kvno ${kvno}: add it first`)
       if (this.#mkStatus.active === kvno) return
       const st: MasterKeyStatus = { active: kvno, known: [...this.#mkStatus.known] }
-      await this.#batch([this.#statusOp(st)], [])
+      const salt = randomBytes(32)
+      const key = hkdf(this.#ring.get(kvno)!, salt, AUDIT_EPOCH_LABEL, 32)
+      const epochs = [...this.#auditEpochs, key]
+      const derived: BatchOp = { type: 'put', sublevel: this.#meta, key: 'derived', value: this.#encodeDerived(kvno, epochs) }
+      try {
+        await this.#batch([this.#statusOp(st), derived], [], audit?.(epochs.length, key))
+      } catch (err) {
+        wipe(key)
+        throw err
+      }
+      this.#auditEpochs.push(key)
       this.#mkStatus = st
       this.#active = kvno
     })
@@ -1939,10 +1994,11 @@ function countServiceKey(c: KeyCensus, s: StoredPrincipal): void {
   if (c.oldestServiceKeyCreatedAt === undefined || k.createdAt < c.oldestServiceKeyCreatedAt) c.oldestServiceKeyCreatedAt = k.createdAt
 }
 
-/** The `derived` meta record: the stable derived keys, sealed under master key `mk`. */
+/** The `derived` meta record: the stable derived keys and the audit epochs' keys (1, 2, …), sealed under master key `mk`. */
 interface StoredDerived {
   mk: number
   keys: Record<string, Uint8Array>
+  epochs?: Uint8Array[]
 }
 
 type BatchOp =

@@ -73,7 +73,7 @@ export interface AdminService {
 export type AdminServiceFactory = (o: {
   context: KdcContext
   dir?: string
-  /** Unused: the audit key comes from `context.db.derivedKey` (stable across master-key rotations). */
+  /** Unused: the audit key comes from `context.db.derivedKey` (the current audit epoch's, kept across master-key rotations). */
   masterKey?: Uint8Array
 }) => Promise<AdminService>
 

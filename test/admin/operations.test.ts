@@ -59,7 +59,7 @@ const CALLS: Record<string, Call> = {
   delpol: (r, a) => deletePolicy(r.ctx, a, { name: 'unused' }),
   getpol: (r, a) => getPolicy(r.ctx, a, { name: 'users' }),
   listpols: (r, a) => listPolicies(r.ctx, a),
-  audit: (r, a) => readAudit(r.ctx, a, { verify: true }, r.key),
+  audit: (r, a) => readAudit(r.ctx, a, { verify: true }),
   aclcheck: (r, a) => checkAcl(r.ctx, a, { actor: 'bob', op: 'cpw', target: 'bob' }),
   dump: (r, a) => dumpDatabase(r.ctx, a, join(r.dir, `dump-${Math.random()}`)),
 }

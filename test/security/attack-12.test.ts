@@ -451,15 +451,16 @@ describe('attack 12: the realm directory written through planted links (security
     expect(JSON.parse(await readFile(realmJson, 'utf8')).realm).to.equal(REALM)
   })
 
-  // BUG (medium, not fixed: a design change). The audit log's HMAC key, and from it the dump MAC
-  // key, stay derived from the realm's FIRST master key for the realm's whole life (the `derived`
+  // Fixed (medium: a design change). The audit log's HMAC key, and from it the dump MAC key,
+  // stayed derived from the realm's FIRST master key for the realm's whole life (the `derived`
   // record, so that the log verifies across a rotation). A master-key rotation made because the old
-  // stash leaked therefore leaves whoever holds it able to forge audit records and to re-MAC an
-  // edited dump (its ACL rewritten: the issue-11 defence) after the rotation. Fix: a new audit
-  // epoch at `kdc master-key use` (a record, MAC'd under the old key, naming the switch; later records
-  // under a key derived from the new master key; --verify follows the chain), and dump MACs from
-  // the active master key's own derived key.
-  it.skip('BUG: after a master-key rotation the retired master key no longer gives the audit (and dump MAC) key', async () => {
+  // stash leaked therefore left whoever holds it able to forge audit records and to re-MAC an
+  // edited dump (its ACL rewritten: the issue-11 defence) after the rotation. Now `kdc master-key
+  // use` starts a new audit epoch (an `audit-epoch` record, MAC'd under the old key and confirmed
+  // under the new one; later records, and dumps, under a key derived from the new master key;
+  // --verify follows the chain with every epoch's key, which the database keeps sealed).
+  // test/integration/audit-epoch.test.ts has the forgeries themselves.
+  it('fixed: after a master-key rotation the retired master key no longer gives the audit (and dump MAC) key', async () => {
     const keys = await readStashKeys(path.join(dir, REALM_FILES.stash))
     const db = await PrincipalDb.open({ location: path.join(dir, REALM_FILES.db), masterKeys: keys.filter((k) => k.kvno !== 1) })
     try {
