@@ -2,22 +2,12 @@
 import { expect } from 'chai'
 import { ErrorCode } from '../../proto/error-codes.js'
 import { startKdc } from '../../src/admin/start.js'
-import { AdminClient, AdminError } from '../../src/client/admin-client.js'
+import { AdminClient } from '../../src/client/admin-client.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
 import type { RunningKdc } from '../../src/kdc/kdc.js'
 import { ADMIN_PASSWORD, FAST_CONFIG, REALM } from '../helpers/kdc-helpers.js'
+import { expectAdminError } from '../helpers/refusals.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
-
-async function refused(p: Promise<unknown>, code: number): Promise<AdminError> {
-  try {
-    await p
-  } catch (err) {
-    expect(err, String(err)).to.be.instanceOf(AdminError)
-    expect((err as AdminError).code, (err as Error).message).to.equal(code)
-    return err as AdminError
-  }
-  throw new Error('expected an AdminError')
-}
 
 describe('AdminClient typed operations', function () {
   this.timeout(20_000)
@@ -52,9 +42,9 @@ describe('AdminClient typed operations', function () {
     expect((await admin.getPrincipal('ann')).keys.map((k) => k.kvno)).to.deep.equal([1, 2])
     await kc.login('ann', 'Falcon-Ridge-62')
     await admin.renamePrincipal('ann', 'anne')
-    await refused(admin.getPrincipal('ann'), ErrorCode.ADM_ERR_NOT_FOUND)
+    await expectAdminError(admin.getPrincipal('ann'), ErrorCode.ADM_ERR_NOT_FOUND)
     await admin.deletePrincipal('anne')
-    await refused(admin.getPrincipal('anne'), ErrorCode.ADM_ERR_NOT_FOUND)
+    await expectAdminError(admin.getPrincipal('anne'), ErrorCode.ADM_ERR_NOT_FOUND)
   })
 
   it('returns random keys as owned copies and extracts without changing the key', async () => {
@@ -76,11 +66,11 @@ describe('AdminClient typed operations', function () {
     expect((await admin.modifyPolicy({ name: 'long', minClasses: 2 })).minClasses).to.equal(2)
     expect(await admin.getPolicy('long')).to.include({ minLength: 16, minClasses: 2 })
     expect(await admin.listPolicies()).to.include('long')
-    const e = await refused(admin.addPrincipal({ name: 'ben', password: 'Short-Pass-1', policy: 'long' }), ErrorCode.ADM_ERR_PASSWORD_POLICY)
+    const e = await expectAdminError(admin.addPrincipal({ name: 'ben', password: 'Short-Pass-1', policy: 'long' }), ErrorCode.ADM_ERR_PASSWORD_POLICY)
     expect(e.message).to.equal('Password is too short (policy long: at least 16 characters)')
     expect(e.codeName).to.equal('ADM_ERR_PASSWORD_POLICY')
     await admin.deletePolicy('long')
-    await refused(admin.getPolicy('long'), ErrorCode.ADM_ERR_NOT_FOUND)
+    await expectAdminError(admin.getPolicy('long'), ErrorCode.ADM_ERR_NOT_FOUND)
   })
 
   it('explains ACL decisions and reads and verifies the audit log', async () => {

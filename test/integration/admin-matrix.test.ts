@@ -16,7 +16,7 @@ import { AUDIT_FILE, AuditLog, auditKey, readAnchor, verifyAuditLog } from '../.
 import { ACL_FILE, dumpDatabase, loadDump } from '../../src/admin/dump.js'
 import { type Actor, AdminContext } from '../../src/admin/operations.js'
 import { startKdc } from '../../src/admin/start.js'
-import { AdminClient, AdminError } from '../../src/client/admin-client.js'
+import { AdminClient, type AdminError } from '../../src/client/admin-client.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
 import { readStash } from '../../src/db/master-key.js'
 import { PrincipalDb } from '../../src/db/principal-db.js'
@@ -24,6 +24,7 @@ import { resolveKdcConfig } from '../../src/kdc/config.js'
 import type { RunningKdc } from '../../src/kdc/kdc.js'
 import { initRealmDir, REALM_FILES } from '../../src/kdc/realm.js'
 import { ADMIN_PASSWORD, FAST_CONFIG, HOUR, REALM, TestClock } from '../helpers/kdc-helpers.js'
+import { expectAdminError } from '../helpers/refusals.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
 
 // biome-ignore lint/suspicious/noExplicitAny: results are free-form wire values
@@ -48,17 +49,6 @@ const PW = {
   denier: 'Grape-Moon-55',
   restricted: 'Amber-Cloud-18',
   carol: 'Birch-Harbor-62',
-}
-
-async function refused(p: Promise<unknown>, code: number): Promise<AdminError> {
-  try {
-    await p
-  } catch (err) {
-    expect(err, String(err)).to.be.instanceOf(AdminError)
-    expect((err as AdminError).code, (err as Error).message).to.equal(code)
-    return err as AdminError
-  }
-  throw new Error(`expected AdminError ${code}, but the call succeeded`)
 }
 
 describe('admin authorisation matrix over the daemon (integration)', function () {
@@ -121,7 +111,7 @@ describe('admin authorisation matrix over the daemon (integration)', function ()
   /** A denial: 107, audited as denied with its actor, op and target, and nothing changed. */
   async function denied(who: AdminClient, op: string, args: Record<string, unknown>): Promise<AdminError> {
     const before = await state()
-    const e = await refused(who.call(op, args), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
+    const e = await expectAdminError(who.call(op, args), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
     const { records } = (await admin.call('audit', { limit: 1 })) as J
     const r = records[0]
     expect([r.actor, r.op, r.outcome, r.code], `audit record of ${who.principal} ${op}`).to.deep.equal([who.principal, op, 'denied', 'TESSERA_NOT_AUTHORIZED'])
@@ -188,7 +178,7 @@ describe('admin authorisation matrix over the daemon (integration)', function ()
       const q = await denied(users.bob!, 'getpol', { name: 'no-such-policy' })
       expect(p.message).to.equal(q.message)
       // The admin, who may inquire, learns it.
-      await refused(admin.call('getprinc', { name: 'svc/nothing' }), ErrorCode.ADM_ERR_NOT_FOUND)
+      await expectAdminError(admin.call('getprinc', { name: 'svc/nothing' }), ErrorCode.ADM_ERR_NOT_FOUND)
     })
 
     it('lets a service change its own random key (no ACL line) and keep at most 5 versions', async () => {
@@ -211,7 +201,7 @@ describe('admin authorisation matrix over the daemon (integration)', function ()
       const add = (await admin.call('addprinc', { name: 'm-new', randkey: true })) as J
       expect(add.kvno).to.equal(1)
       await admin.call('renprinc', { name: 'm-new', newName: 'm-renamed' })
-      await refused(admin.call('getprinc', { name: 'm-new' }), ErrorCode.ADM_ERR_NOT_FOUND)
+      await expectAdminError(admin.call('getprinc', { name: 'm-new' }), ErrorCode.ADM_ERR_NOT_FOUND)
       const mod = (await admin.call('modprinc', { name: 'm-renamed', maxLife: HOUR, attributes: { allowForwardable: false } })) as J
       expect([mod.maxLife, mod.attributes.allowForwardable]).to.deep.equal([HOUR, false])
       const cpw = (await admin.call('cpw', { name: 'm-renamed', randkey: true, keepold: true })) as J
@@ -234,7 +224,7 @@ describe('admin authorisation matrix over the daemon (integration)', function ()
       expect(e.decisions[0].rule.allowed).to.have.members(['i', 'l'])
       const { records } = (await admin.call('audit', { limit: 3 })) as J
       expect(records.map((r: J) => r.op)).to.deep.equal(['delpol', 'listpols', 'aclcheck'])
-      await refused(admin.call('delpol', { name: 'basic' }), ErrorCode.ADM_ERR_IN_USE)
+      await expectAdminError(admin.call('delpol', { name: 'basic' }), ErrorCode.ADM_ERR_IN_USE)
     })
   })
 
@@ -307,15 +297,15 @@ describe('admin authorisation matrix over the daemon (integration)', function ()
         ['Carol-is-Me-123', /^Password contains the principal name/],
       ]
       for (const [pw, msg] of cases) {
-        expect((await refused(admin.call('cpw', { name: 'carol', password: pw }), ErrorCode.ADM_ERR_PASSWORD_POLICY)).message).to.match(msg)
+        expect((await expectAdminError(admin.call('cpw', { name: 'carol', password: pw }), ErrorCode.ADM_ERR_PASSWORD_POLICY)).message).to.match(msg)
         const name = pw.startsWith('Carol') ? 'carol' : 'carol2'
         if (name === 'carol2')
-          expect((await refused(admin.call('addprinc', { name, password: pw, policy: 'users' }), ErrorCode.ADM_ERR_PASSWORD_POLICY)).message).to.match(msg)
+          expect((await expectAdminError(admin.call('addprinc', { name, password: pw, policy: 'users' }), ErrorCode.ADM_ERR_PASSWORD_POLICY)).message).to.match(msg)
       }
-      expect((await refused(admin.call('addprinc', { name: 'dave', password: 'dave-Was-Here-1' }), ErrorCode.ADM_ERR_PASSWORD_POLICY)).message).to.match(
+      expect((await expectAdminError(admin.call('addprinc', { name: 'dave', password: 'dave-Was-Here-1' }), ErrorCode.ADM_ERR_PASSWORD_POLICY)).message).to.match(
         /^Password contains the principal name/,
       )
-      await refused(admin.call('getprinc', { name: 'carol2' }), ErrorCode.ADM_ERR_NOT_FOUND)
+      await expectAdminError(admin.call('getprinc', { name: 'carol2' }), ErrorCode.ADM_ERR_NOT_FOUND)
     })
 
     it('keeps a history: the current password and the last two are refused, the fourth back is allowed', async () => {
@@ -323,7 +313,7 @@ describe('admin authorisation matrix over the daemon (integration)', function ()
       await admin.call('cpw', { name: 'carol', password: pws[1] })
       await admin.call('cpw', { name: 'carol', password: pws[2] })
       for (const old of pws.slice(0, 3))
-        expect((await refused(admin.call('cpw', { name: 'carol', password: old }), ErrorCode.ADM_ERR_PASSWORD_POLICY)).message).to.match(/^Cannot reuse password/)
+        expect((await expectAdminError(admin.call('cpw', { name: 'carol', password: old }), ErrorCode.ADM_ERR_PASSWORD_POLICY)).message).to.match(/^Cannot reuse password/)
       await admin.call('cpw', { name: 'carol', password: pws[3] })
       await admin.call('cpw', { name: 'carol', password: pws[0] })
       await kc.login('carol', pws[0]!)
@@ -331,7 +321,7 @@ describe('admin authorisation matrix over the daemon (integration)', function ()
 
     it('binds a principal changing its own password to minlife, not the administrator', async () => {
       const self = await AdminClient.login(kc, 'carol', PW.carol, 'kadmin/changepw')
-      const e = await refused(self.call('cpw', { name: 'carol', password: 'Fern-Glacier-x94' }), ErrorCode.ADM_ERR_PASSWORD_POLICY)
+      const e = await expectAdminError(self.call('cpw', { name: 'carol', password: 'Fern-Glacier-x94' }), ErrorCode.ADM_ERR_PASSWORD_POLICY)
       expect(e.message).to.match(/^Current password's minimum life has not expired/)
       await kc.login('carol', PW.carol)
       // Two hours on (the clock stays there for the rest of the suite: the tickets held last 10 h).
@@ -346,13 +336,13 @@ describe('admin authorisation matrix over the daemon (integration)', function ()
   describe('protected principals', () => {
     it('refuses to delete, rename, disable, expire or extract krbtgt and kadmin/*', async () => {
       for (const name of [`krbtgt/${REALM}`, 'kadmin/admin', 'kadmin/changepw']) {
-        await refused(admin.call('delprinc', { name }), ErrorCode.ADM_ERR_PROTECTED)
-        await refused(admin.call('renprinc', { name, newName: 'taken-over' }), ErrorCode.ADM_ERR_PROTECTED)
-        await refused(admin.call('modprinc', { name, attributes: { disabled: true } }), ErrorCode.ADM_ERR_PROTECTED)
-        await refused(admin.call('modprinc', { name, expiresAt: clock.now() + HOUR }), ErrorCode.ADM_ERR_PROTECTED)
-        await refused(admin.call('ktadd', { name }), ErrorCode.ADM_ERR_PROTECTED)
+        await expectAdminError(admin.call('delprinc', { name }), ErrorCode.ADM_ERR_PROTECTED)
+        await expectAdminError(admin.call('renprinc', { name, newName: 'taken-over' }), ErrorCode.ADM_ERR_PROTECTED)
+        await expectAdminError(admin.call('modprinc', { name, attributes: { disabled: true } }), ErrorCode.ADM_ERR_PROTECTED)
+        await expectAdminError(admin.call('modprinc', { name, expiresAt: clock.now() + HOUR }), ErrorCode.ADM_ERR_PROTECTED)
+        await expectAdminError(admin.call('ktadd', { name }), ErrorCode.ADM_ERR_PROTECTED)
       }
-      await refused(admin.call('renprinc', { name: 'bob', newName: 'kadmin/bob' }), ErrorCode.ADM_ERR_PROTECTED)
+      await expectAdminError(admin.call('renprinc', { name: 'bob', newName: 'kadmin/bob' }), ErrorCode.ADM_ERR_PROTECTED)
       // Their keys can still be changed by a holder of c.
       const r = (await admin.call('cpw', { name: 'kadmin/changepw', randkey: true, keepold: true })) as J
       expect(r.kvno).to.equal(2)
@@ -360,10 +350,10 @@ describe('admin authorisation matrix over the daemon (integration)', function ()
     })
 
     it('refuses to delete, disable or rename the last full administrator', async () => {
-      await refused(admin.call('delprinc', { name: 'admin' }), ErrorCode.ADM_ERR_PROTECTED)
-      await refused(admin.call('modprinc', { name: 'admin', attributes: { disabled: true } }), ErrorCode.ADM_ERR_PROTECTED)
-      await refused(admin.call('modprinc', { name: 'admin', expiresAt: clock.now() - 1 }), ErrorCode.ADM_ERR_PROTECTED)
-      await refused(admin.call('renprinc', { name: 'admin', newName: 'admin2' }), ErrorCode.ADM_ERR_PROTECTED)
+      await expectAdminError(admin.call('delprinc', { name: 'admin' }), ErrorCode.ADM_ERR_PROTECTED)
+      await expectAdminError(admin.call('modprinc', { name: 'admin', attributes: { disabled: true } }), ErrorCode.ADM_ERR_PROTECTED)
+      await expectAdminError(admin.call('modprinc', { name: 'admin', expiresAt: clock.now() - 1 }), ErrorCode.ADM_ERR_PROTECTED)
+      await expectAdminError(admin.call('renprinc', { name: 'admin', newName: 'admin2' }), ErrorCode.ADM_ERR_PROTECTED)
       expect(((await admin.call('getprinc', { name: 'admin' })) as J).attributes.disabled).to.equal(false)
     })
   })

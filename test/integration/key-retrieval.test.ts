@@ -21,19 +21,9 @@ import { KeytabFollower, type RefreshResult, refreshKeytab } from '../../src/ser
 import { ServiceVerifier } from '../../src/service/verify-ap-req.js'
 import { runKauth, writeRealm } from '../helpers/cli-kdc.js'
 import { ADMIN_PASSWORD, expectKrb, FAST_CONFIG, MIN, REALM, TestClock } from '../helpers/kdc-helpers.js'
+import { expectAdminError } from '../helpers/refusals.js'
 
 const USER_PW = 'lantern-Orbit-27'
-
-async function adminError(p: Promise<unknown>, code: number): Promise<AdminError> {
-  try {
-    await p
-  } catch (err) {
-    expect(err, String(err)).to.be.instanceOf(AdminError)
-    expect((err as AdminError).code, (err as Error).message).to.equal(code)
-    return err as AdminError
-  }
-  throw new Error('expected an AdminError, but the call succeeded')
-}
 
 /** Poll `cond` (bounded: at most `tries` times, 50 ms apart). */
 async function until(cond: () => boolean, what: string, tries = 200): Promise<void> {
@@ -202,11 +192,11 @@ describe('services fetch their own keys (integration)', function () {
     const kt = await readKeytab(fa)
     const e = kt.latest(`${a}@${REALM}`)!
     const asA = await AdminClient.loginWithKey(kc, a, { key: e.key, kvno: e.kvno }, 'kadmin/changepw')
-    await adminError(asA.call('fetchkeys', { name: b }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
-    await adminError(admin.call('fetchkeys', { name: a }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
+    await expectAdminError(asA.call('fetchkeys', { name: b }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
+    await expectAdminError(admin.call('fetchkeys', { name: a }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
     // A user (password key) has nothing to fetch.
     const user = await AdminClient.login(kc, 'user', USER_PW, 'kadmin/changepw')
-    await adminError(user.fetchKeys(), ErrorCode.ADM_ERR_BAD_REQUEST)
+    await expectAdminError(user.fetchKeys(), ErrorCode.ADM_ERR_BAD_REQUEST)
     kt.wipe()
   })
 

@@ -20,14 +20,12 @@ import { runMasterKeyStep } from '../../src/admin/master-rotation.js'
 import { startKdc } from '../../src/admin/start.js'
 import type { WebhookOutbox } from '../../src/admin/webhooks.js'
 import { Exit } from '../../src/cli/common.js'
-import { main as kdcMain } from '../../src/cli/kdc.js'
 import { main as kadminMain } from '../../src/cli/kadmin.js'
-import { AdminClient, AdminError } from '../../src/client/admin-client.js'
+import { AdminClient } from '../../src/client/admin-client.js'
 import { buildApReq } from '../../src/client/ap.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
 import { readStashKeys } from '../../src/db/master-key.js'
 import { PrincipalDb } from '../../src/db/principal-db.js'
-import { KrbProtocolError } from '../../src/errors.js'
 import { resolveKdcConfig } from '../../src/kdc/config.js'
 import type { RunningKdc } from '../../src/kdc/kdc.js'
 import { initRealmDir, REALM_FILES } from '../../src/kdc/realm.js'
@@ -36,7 +34,9 @@ import { ReplayCache } from '../../src/krb/replay-cache.js'
 import type { SecurityEvent } from '../../src/log/logger.js'
 import { KeytabFollower } from '../../src/service/keytab-refresh.js'
 import { ServiceVerifier } from '../../src/service/verify-ap-req.js'
+import { runKdcCli } from '../helpers/kdc-cli-run.js'
 import { ADMIN_PASSWORD, FAST_CONFIG, REALM } from '../helpers/kdc-helpers.js'
+import { expectAdminError, expectKrbError } from '../helpers/refusals.js'
 import { useProcessGuards } from '../helpers/wire-guards.js'
 
 const PORTS_0 = { as: 0, tgs: 0, time: 0, admin: 0 }
@@ -48,27 +48,6 @@ const CONFIG = { ...FAST_CONFIG, ports: PORTS_0, webhooks: [{ url: HOOK_URL, max
 const ACL_TEXT = `# attack-12
 admin@${REALM}  *e
 `
-
-async function refused(p: Promise<unknown>, code: number): Promise<AdminError> {
-  try {
-    await p
-  } catch (err) {
-    expect(err, String(err)).to.be.instanceOf(AdminError)
-    expect((err as AdminError).code, (err as Error).message).to.equal(code)
-    return err as AdminError
-  }
-  throw new Error(`expected AdminError ${code}, but the call succeeded`)
-}
-
-async function krbRefused(p: Promise<unknown>): Promise<KrbProtocolError> {
-  try {
-    await p
-  } catch (err) {
-    expect(err, String(err)).to.be.instanceOf(KrbProtocolError)
-    return err as KrbProtocolError
-  }
-  throw new Error('expected a KRB_ERROR, but the call succeeded')
-}
 
 /** kadmin's main() with captured output and a stdin that is not a terminal (as attack-11). */
 async function runKadmin(argv: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -139,13 +118,13 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
       // The operator notices and rotates the key in an emergency: every older version dies at once.
       const r = await admin.rotateKey({ name, emergency: true })
       // A new login with the stolen key is refused ...
-      await krbRefused(AdminClient.loginWithKey(kc, name, { key: old!.key, kvno: old!.kvno }))
+      await expectKrbError(AdminClient.loginWithKey(kc, name, { key: old!.key, kvno: old!.kvno }))
       // ... and the sessions opened before must not hand the new key out, nor let the thief set
       // one of his own: the emergency rotation revoked them, so the admin service refuses them
       // outright (KDC_ERR_CLIENT_REVOKED, as the TGS does), before any operation is looked at.
       for (const s of [thief, thiefPw]) {
         for (const call of [() => s.fetchKeys(), () => s.call('cpw', { name, randkey: true }), () => s.call('getprinc', { name })]) {
-          const e = await krbRefused(call())
+          const e = await expectKrbError(call())
           expect(e.code, e.message).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
           expect(e.message).to.match(/credentials revoked: log in again/)
         }
@@ -174,7 +153,7 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
       const before = security.length
       await admin.rotateKey({ name, emergency: true })
       for (const attempt of [() => kc.getServiceTicket(tgt, 'svc/target.example.test'), () => kc.renew(tgt), () => kc.renew(st)]) {
-        const e = await krbRefused(attempt())
+        const e = await expectKrbError(attempt())
         expect(e.code).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
         expect(e.message).to.contain('credentials revoked: log in again')
       }
@@ -189,7 +168,7 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
       // Purging the retired version keeps the revocation.
       await admin.purgeKeys({ name, allOld: true, force: true })
       expect((await admin.getPrincipal(name)).revokedAt).to.equal(revokedAt)
-      expect((await krbRefused(kc.getServiceTicket(tgt, 'svc/target.example.test'))).code).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
+      expect((await expectKrbError(kc.getServiceTicket(tgt, 'svc/target.example.test'))).code).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
     })
 
     it('serves a TGT from a login after the emergency rotation (the new key), renewals too', async () => {
@@ -238,7 +217,7 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
       expect((await admin.getPrincipal(user)).revokedAt).to.equal(undefined)
       // An administrator's reset (the old password may be known): every session from before ends.
       await admin.changePassword(user, 'Lantern-Orbit-30')
-      const e = await krbRefused(kc.getServiceTicket(tgt, 'svc/target4.example.test'))
+      const e = await expectKrbError(kc.getServiceTicket(tgt, 'svc/target4.example.test'))
       expect(e.code).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
       const fresh = await kc.login(user, 'Lantern-Orbit-30')
       await kc.getServiceTicket(fresh, 'svc/target4.example.test')
@@ -259,7 +238,7 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
         const [k] = (await admin.extractKeys(name)).keys
         const t = await kc.loginWithKey(name, { key: k!.key, kvno: k!.kvno })
         const made = await change(name)
-        expect((await krbRefused(kc.getServiceTicket(t, 'svc/target4.example.test'))).code, name).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
+        expect((await expectKrbError(kc.getServiceTicket(t, 'svc/target4.example.test'))).code, name).to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
         const t2 = await kc.loginWithKey(name, { key: made.keys[0]!.key, kvno: made.kvno })
         await kc.getServiceTicket(t2, 'svc/target4.example.test')
       }
@@ -309,11 +288,11 @@ describe('attack 12: the key lifecycle from outside (security)', function () {
       await admin.addPrincipal({ name: b, randkey: true })
       const [ka] = (await admin.extractKeys(a)).keys
       const sa = await AdminClient.loginWithKey(kc, a, { key: ka!.key, kvno: ka!.kvno })
-      await refused(sa.call('fetchkeys', { name: b }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
-      await refused(sa.call('ktadd', { name: b }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
-      await refused(sa.call('rotate', { name: a }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
-      await refused(sa.call('rotate', { name: b }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
-      await refused(sa.call('purgekeys', { name: a, allOld: true, force: true }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
+      await expectAdminError(sa.call('fetchkeys', { name: b }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
+      await expectAdminError(sa.call('ktadd', { name: b }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
+      await expectAdminError(sa.call('rotate', { name: a }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
+      await expectAdminError(sa.call('rotate', { name: b }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
+      await expectAdminError(sa.call('purgekeys', { name: a, allOld: true, force: true }), ErrorCode.TSR_ERR_NOT_AUTHORIZED)
       await admin.rotateKey({ name: b, grace: 1000 })
       const w = await sa.watch({ after: 0 })
       const seen = new Set(w.events.map((e) => e.principal))
@@ -483,16 +462,7 @@ describe('attack 12: the control socket from a hostile neighbour (security)', fu
     await rm(tmp, { recursive: true, force: true })
   })
 
-  async function kdcCli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-    let out = ''
-    let err = ''
-    const code = await kdcMain(argv, {
-      stdout: { write: (s: string) => (out += s) } as unknown as NodeJS.WritableStream,
-      stderr: { write: (s: string) => (err += s) } as unknown as NodeJS.WritableStream,
-      env: { USER: 'op' },
-    })
-    return { code, out, err }
-  }
+  const kdcCli = runKdcCli
 
   it('offers no socket through a link planted at DIR/control, and the CLI refuses the link', async () => {
     const dir = path.join(tmp, 'linked')
