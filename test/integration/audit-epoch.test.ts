@@ -11,19 +11,17 @@ import { createHash, createHmac } from 'node:crypto'
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { PassThrough } from 'node:stream'
 import { expect } from 'chai'
 import { AUDIT_FILE, AUDIT_HEAD_KEY, auditKey, dumpMacKey, verifyAuditLog } from '../../src/admin/audit.js'
 import type { MasterKeyReport } from '../../src/admin/master-rotation.js'
 import { startKdc } from '../../src/admin/start.js'
-import { main as kadminMain } from '../../src/cli/kadmin.js'
 import { AdminClient } from '../../src/client/admin-client.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
 import { readStashKeys } from '../../src/db/master-key.js'
 import { PrincipalDb } from '../../src/db/principal-db.js'
 import { resolveKdcConfig } from '../../src/kdc/config.js'
 import { initRealmDir, REALM_FILES } from '../../src/kdc/realm.js'
-import { runKdcCli } from '../helpers/kdc-cli-run.js'
+import { runKadminCli, runKdcCli } from '../helpers/kdc-cli-run.js'
 
 const REALM = 'EPOCH.TEST'
 const ADMIN_PW = 'admin password 1'
@@ -43,22 +41,7 @@ function macLine(r: Rec, key: Uint8Array): { line: string; h: string } {
   return { line: `${body.slice(0, -1)},"h":${JSON.stringify(h)}}`, h }
 }
 
-async function kadmin(argv: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string; err: string }> {
-  const out = new PassThrough()
-  const err = new PassThrough()
-  let o = ''
-  let e = ''
-  out.on('data', (c: Buffer) => {
-    o += c.toString()
-  })
-  err.on('data', (c: Buffer) => {
-    e += c.toString()
-  })
-  const stdin = Object.assign(new PassThrough(), { isTTY: false }) as unknown as NodeJS.ReadStream
-  const code = await kadminMain(argv, { env, stdout: out, stderr: err, stdin })
-  await new Promise((r) => setImmediate(r))
-  return { code, out: o, err: e }
-}
+const kadmin = runKadminCli
 
 async function logLines(dir: string): Promise<string[]> {
   return (await readFile(path.join(dir, AUDIT_FILE), 'utf8')).split('\n').filter((l) => l.length > 0)

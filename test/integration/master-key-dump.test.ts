@@ -6,37 +6,21 @@
 import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { PassThrough } from 'node:stream'
 import { expect } from 'chai'
 import { runMasterKeyStep } from '../../src/admin/master-rotation.js'
 import { startKdc } from '../../src/admin/start.js'
-import { main as kadminMain } from '../../src/cli/kadmin.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
 import { readStashKeys } from '../../src/db/master-key.js'
 import { resolveKdcConfig } from '../../src/kdc/config.js'
 import { initRealmDir, REALM_FILES } from '../../src/kdc/realm.js'
 import { realmFileJson } from '../../src/krb/realm-file.js'
+import { runKadminCli } from '../helpers/kdc-cli-run.js'
 
 const REALM = 'MKDUMP.TEST'
 const CONFIG = { kdf: { N: 1024 }, ports: { as: 0, tgs: 0, time: 0, admin: 0 }, log: { console: false } }
 const ADMIN_PW = 'admin password 1'
 
-async function kadmin(argv: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; out: string; err: string }> {
-  const out = new PassThrough()
-  const err = new PassThrough()
-  let o = ''
-  let e = ''
-  out.on('data', (c: Buffer) => {
-    o += c.toString()
-  })
-  err.on('data', (c: Buffer) => {
-    e += c.toString()
-  })
-  const stdin = Object.assign(new PassThrough(), { isTTY: false }) as unknown as NodeJS.ReadStream
-  const code = await kadminMain(argv, { env, stdout: out, stderr: err, stdin })
-  await new Promise((r) => setImmediate(r))
-  return { code, out: o, err: e }
-}
+const kadmin = runKadminCli
 
 /** Load `dump` into a new directory with `stash`, start it, log in as each of `logins`; the audit log verifies. */
 async function loadAndServe(tmp: string, name: string, dump: string, stash: string, logins: [string, string][]): Promise<void> {

@@ -9,7 +9,7 @@ import { adminService } from '../../src/admin/listener.js'
 import type { KeyEvent } from '../../src/admin/operations.js'
 import type { RotationScheduler } from '../../src/admin/rotation.js'
 import { startKdc } from '../../src/admin/start.js'
-import { AdminClient, AdminError } from '../../src/client/admin-client.js'
+import { AdminClient } from '../../src/client/admin-client.js'
 import { buildApReq } from '../../src/client/ap.js'
 import { KdcClient } from '../../src/client/kdc-client.js'
 import type { RunningKdc } from '../../src/kdc/kdc.js'
@@ -17,6 +17,7 @@ import { Keytab, type KeytabEntry } from '../../src/krb/keytab.js'
 import { ReplayCache } from '../../src/krb/replay-cache.js'
 import { ServiceVerifier } from '../../src/service/verify-ap-req.js'
 import { ADMIN_PASSWORD, expectKrb, FAST_CONFIG, HOUR, MIN, REALM, TestClock } from '../helpers/kdc-helpers.js'
+import { expectAdminError } from '../helpers/refusals.js'
 
 const USER_PW = 'lantern-Orbit-27'
 
@@ -24,17 +25,6 @@ interface View {
   kvno: number
   keys: { kvno: number; state: string; activatesAt: number; sealedUntil?: number; retiresAt?: number }[]
   rotation?: { rotateEvery: number; stageAhead: number; grace?: number; nextRotationAt?: number }
-}
-
-async function adminError(p: Promise<unknown>, code: number): Promise<AdminError> {
-  try {
-    await p
-  } catch (err) {
-    expect(err, String(err)).to.be.instanceOf(AdminError)
-    expect((err as AdminError).code, (err as Error).message).to.equal(code)
-    return err as AdminError
-  }
-  throw new Error('expected an AdminError, but the call succeeded')
 }
 
 /** Replay caches of the test services, by name: a service keeps its own across keytab reloads. */
@@ -152,7 +142,7 @@ describe('key rotation (integration)', function () {
     const both = await refreshedVerifier(admin, svc, clock.now)
     for (const c of [old, fresh]) expect(both.verify(buildApReq(c, { now: clock.now }).req).client).to.equal(`user@${REALM}`)
 
-    const refused = await adminError(admin.call('purgekeys', { name: svc, allOld: true }), ErrorCode.ADM_ERR_IN_USE)
+    const refused = await expectAdminError(admin.call('purgekeys', { name: svc, allOld: true }), ErrorCode.ADM_ERR_IN_USE)
     expect(refused.message).to.match(/key version 1 .* may be valid until/)
     expect(((await admin.call('getprinc', { name: svc })) as View).keys.map((k) => k.kvno)).to.deep.equal([1, 2])
 
@@ -170,7 +160,7 @@ describe('key rotation (integration)', function () {
     const svc = 'HTTP/expire.example.test'
     await admin.call('addprinc', { name: svc, randkey: true, maxLife: HOUR })
     await admin.call('rotate', { name: svc, grace: 10 * MIN })
-    await adminError(admin.call('purgekeys', { name: svc }), ErrorCode.ADM_ERR_IN_USE)
+    await expectAdminError(admin.call('purgekeys', { name: svc }), ErrorCode.ADM_ERR_IN_USE)
     let v = (await admin.call('getprinc', { name: svc })) as View
     expect(states(v)).to.deep.equal({ 1: 'previous', 2: 'current' })
     clock.offset += 11 * MIN
@@ -194,7 +184,7 @@ describe('key rotation (integration)', function () {
     expect(states(v)).to.deep.equal({ 1: 'current', 2: 'next' })
     expect(v.keys[1]!.activatesAt).to.equal(r.activatesAt)
     // A second rotation waits for the staged one.
-    await adminError(admin.call('rotate', { name: svc }), ErrorCode.ADM_ERR_IN_USE)
+    await expectAdminError(admin.call('rotate', { name: svc }), ErrorCode.ADM_ERR_IN_USE)
     const tgt = await kc.login('user', USER_PW)
     expect((await kc.getServiceTicket(tgt, svc)).ticket.kvno, 'never sealed with a staged key').to.equal(1)
     // The service refreshes its keytab before the activation: it now holds the next key.
@@ -249,8 +239,8 @@ describe('key rotation (integration)', function () {
     expect(states(v)).to.deep.equal({ 1: 'previous', 2: 'current' })
     expect(v.keys[0]!.sealedUntil).to.be.a('number')
     expect(v.keys[0]!.retiresAt, 'kept until purgekeys, as MIT').to.equal(undefined)
-    await adminError(admin.call('purgekeys', { name: svc, keepkvno: 2 }), ErrorCode.ADM_ERR_IN_USE)
-    await adminError(admin.call('purgekeys', { name: svc, keepkvno: 3 }), ErrorCode.ADM_ERR_BAD_REQUEST)
+    await expectAdminError(admin.call('purgekeys', { name: svc, keepkvno: 2 }), ErrorCode.ADM_ERR_IN_USE)
+    await expectAdminError(admin.call('purgekeys', { name: svc, keepkvno: 3 }), ErrorCode.ADM_ERR_BAD_REQUEST)
   })
 
   it('runs a rotation schedule: stages ahead, records the activation, purges the old key after grace and tickets (injected clock)', async () => {
@@ -308,9 +298,9 @@ describe('key rotation (integration)', function () {
   })
 
   it('refuses a schedule on a password principal and rotate on a password key', async () => {
-    const a = await adminError(admin.call('modprinc', { name: 'user', rotateEvery: HOUR }), ErrorCode.ADM_ERR_BAD_REQUEST)
+    const a = await expectAdminError(admin.call('modprinc', { name: 'user', rotateEvery: HOUR }), ErrorCode.ADM_ERR_BAD_REQUEST)
     expect(a.message).to.match(/password key: only random-key principals/)
-    const b = await adminError(admin.call('rotate', { name: 'user' }), ErrorCode.ADM_ERR_BAD_REQUEST)
+    const b = await expectAdminError(admin.call('rotate', { name: 'user' }), ErrorCode.ADM_ERR_BAD_REQUEST)
     expect(b.message).to.match(/password key: change it with cpw/)
   })
 })
