@@ -14,6 +14,7 @@ import type { Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { validateMessage } from '../../proto/validate.js'
 import { backend, openFrame, sealFrame, serverHandshake, x25519KeyPair } from '../../src/crypto/index.js'
+import { LruCache } from '../../src/db/lru.js'
 import { decodeMessage, SealedCodec } from '../../src/wire/channel.js'
 import { decode, encode } from '../../src/wire/codec.js'
 import { FrameReader, frame } from '../../src/wire/frame-reader.js'
@@ -87,6 +88,16 @@ export async function run(opts: BenchOptions): Promise<void> {
     })
   }
   emit('frame', 'TIME_REP', () => frame(repBody))
+  // The principal cache's hit: a full cache of 42,000 records (the size a 64 MiB byte bound
+  // holds), one hot key (krbtgt) and a stream of others, as the TGS sees them. A Map-only LRU
+  // that re-inserts on every hit cost ~95 µs here (src/db/lru.ts).
+  const lru = new LruCache<string, number>(200_000, 42_000 * 1600)
+  const lruKey = (i: number) => `BENCH.TEST\u0000host\u0000n${i}.scale.bench`
+  for (let i = 0; i < 42_000; i++) lru.set(lruKey(i), i, 1600)
+  lru.set('BENCH.TEST\u0000krbtgt\u0000BENCH.TEST', -1, 1600)
+  let lruNext = 42_000
+  emit('lru_hit_full', 'krbtgt', () => lru.get('BENCH.TEST\u0000krbtgt\u0000BENCH.TEST'))
+  emit('lru_miss_insert_full', 'service', () => lru.set(lruKey(lruNext++), lruNext, 1600))
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

@@ -71,3 +71,65 @@ describe('LruCache (byte bound)', () => {
     expect([c.size, c.bytes, c.get('a')]).to.deep.equal([2, 2, undefined])
   })
 })
+
+describe('LruCache (against a reference model)', () => {
+  /** The obvious LRU: an array, most recent last. */
+  class Model {
+    entries: { k: number; v: number; b: number }[] = []
+    constructor(
+      readonly capacity: number,
+      readonly maxBytes: number,
+    ) {}
+    get(k: number): number | undefined {
+      const i = this.entries.findIndex((e) => e.k === k)
+      if (i < 0) return undefined
+      const [e] = this.entries.splice(i, 1)
+      this.entries.push(e!)
+      return e!.v
+    }
+    set(k: number, v: number, b: number): void {
+      this.delete(k)
+      if (this.capacity === 0 || b > this.maxBytes) return
+      this.entries.push({ k, v, b })
+      while (this.entries.length > this.capacity || this.bytes > this.maxBytes) this.entries.shift()
+    }
+    delete(k: number): void {
+      this.entries = this.entries.filter((e) => e.k !== k)
+    }
+    get bytes(): number {
+      return this.entries.reduce((n, e) => n + e.b, 0)
+    }
+  }
+
+  it('agrees with the model on 20,000 random gets, sets and deletes (hot keys hit again and again)', () => {
+    let seed = 12345
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed % n
+    }
+    for (const [capacity, maxBytes] of [
+      [8, Number.POSITIVE_INFINITY],
+      [50, 400],
+      [1000, 60],
+    ] as const) {
+      const c = new LruCache<number, number>(capacity, maxBytes)
+      const m = new Model(capacity, maxBytes)
+      for (let i = 0; i < 20_000; i++) {
+        const op = rnd(10)
+        // A few hot keys and a long tail, as the KDC sees krbtgt and its services.
+        const k = rnd(4) === 0 ? rnd(3) : rnd(200)
+        if (op < 6) expect(c.get(k), `get ${k} at ${i}`).to.equal(m.get(k))
+        else if (op < 9) {
+          const b = rnd(12)
+          c.set(k, i, b)
+          m.set(k, i, b)
+        } else {
+          c.delete(k)
+          m.delete(k)
+        }
+        expect(c.size, `size at ${i}`).to.equal(m.entries.length)
+        expect(c.bytes, `bytes at ${i}`).to.equal(m.bytes)
+      }
+    }
+  })
+})
