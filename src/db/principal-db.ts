@@ -63,7 +63,7 @@ export interface PrincipalDbOptions {
   cacheSize?: number
   /**
    * Bytes the LRU cache of decoded principals holds at most, by an estimate of each record's
-   * size in memory ({@link cacheEntryBytes}: about 1.4 KB for a principal with one key).
+   * size in memory ({@link cacheEntryBytes}: about 1.85 KB for a principal with one key in use).
    * Misses read the store (docs/decisions/0012-principal-cache.md). @default 67108864 (64 MiB)
    */
   cacheBytes?: number
@@ -117,12 +117,13 @@ export const DEFAULT_PRINCIPAL_DB_OPTIONS = {
 
 /**
  * What one cached principal costs in memory, estimated from its stored size: the decoded
- * record (objects, strings, one Uint8Array per key) takes about 1.4 KB for a principal with
- * one key (measured: V8 heap per cached record), about 4.5 times its stored form, and an
- * absent name about its key string and map entry.
+ * record (objects, strings, one Uint8Array per key) takes about 1.45 KB for a principal with
+ * one key, and the usage subkey the KDC derives once it seals with that key (src/crypto/keys.ts
+ * usageKey, kept as long as the key object lives) about 0.4 KB more (measured: V8 heap per
+ * cached record, 20,000 records, after gc), and an absent name about its key string and map entry.
  */
 export function cacheEntryBytes(storedBytes: number | undefined): number {
-  return storedBytes === undefined ? 160 : 800 + 2 * storedBytes
+  return storedBytes === undefined ? 160 : 1250 + 2 * storedBytes
 }
 
 /** Records one {@link PrincipalDb.createMany} call takes at most (one batch in memory). */
