@@ -233,7 +233,9 @@ function copyBytes(b: Uint8Array): Uint8Array {
 
 function deepFreeze<T>(o: T): T {
   if (o !== null && typeof o === 'object' && !isBytes(o) && !Object.isFrozen(o)) {
-    for (const v of Object.values(o)) deepFreeze(v)
+    // for-in over own keys (records are plain objects and arrays): no array of values per object.
+    const r = o as Record<string, unknown>
+    for (const k in r) if (Object.hasOwn(r, k)) deepFreeze(r[k])
     Object.freeze(o)
   }
   return o
@@ -1966,8 +1968,10 @@ export class PrincipalDb {
 
   #unsealPrincipal(s: StoredPrincipal, key: string): PrincipalRecord {
     const { v: _v, mk, keys, passwordHistory, ...rest } = s
-    const id = principalFromKey(key)
-    if (!samePrincipal(rest, id)) corrupt('principal record (name does not match its key)')
+    // The record names the principal its key names: its own key (principalKey is injective)
+    // is the one it is stored under.
+    if (typeof rest.realm !== 'string' || !Array.isArray(rest.components) || !rest.components.every((c) => typeof c === 'string') || principalKey(rest) !== key)
+      corrupt('principal record (name does not match its key)')
     const rec: PrincipalRecord = {
       ...rest,
       components: [...rest.components],

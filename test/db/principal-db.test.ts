@@ -381,6 +381,34 @@ for (const backend of [memoryBackend(), levelBackend()]) {
         expect(await db.get(parsePrincipal('mallory', REALM))).not.to.equal(undefined)
       })
 
+      it('refuses a record stored under another principal\'s key (its own name not fixed up) with TESSERA_DB', async () => {
+        await db.create(makeRecord('mallory'))
+        await db.create(makeRecord('victim'))
+        await db.close()
+        // The record is copied as it is, name fields and all: the name it holds is not the key it is under.
+        const raw = store.raw()
+        await raw.open()
+        const principals = raw.sublevel<string, Uint8Array>('principals', { valueEncoding: 'view' })
+        const victim = parsePrincipal('victim', REALM)
+        const moved = await principals.get(principalKey(parsePrincipal('mallory', REALM)))
+        await principals.put(principalKey(victim), moved!)
+        await raw.close()
+        db = await open()
+        const err = await rejectsWith(db.get(victim), TesseraErrorCode.TESSERA_DB)
+        expect(err.message).to.include('name does not match its key')
+        // A name field that is not a list of strings is refused the same way, not with a TypeError.
+        await db.close()
+        const raw2 = store.raw()
+        await raw2.open()
+        const p2 = raw2.sublevel<string, Uint8Array>('principals', { valueEncoding: 'view' })
+        const rec = decode((await p2.get(principalKey(parsePrincipal('mallory', REALM))))!) as Record<string, unknown>
+        await p2.put(principalKey(victim), encode({ ...rec, components: [7] }))
+        await raw2.close()
+        db = await open()
+        await rejectsWith(db.get(victim), TesseraErrorCode.TESSERA_DB)
+        expect(await db.get(parsePrincipal('mallory', REALM))).not.to.equal(undefined)
+      })
+
       it('refuses a wrong master key with TESSERA_CONFIG and still opens with the right one', async () => {
         await db.create(makeRecord('alice'))
         await db.close()
