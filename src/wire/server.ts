@@ -911,6 +911,13 @@ class ServerConnection {
     this.clearBacklog()
     this.deadline = Number.POSITIVE_INFINITY
     this.flush()
+    // The peer has ended and everything we wrote is with the kernel: close() sends our FIN
+    // after it, as end() would, without a separate shutdown and the stream's finish round
+    // (the path of every one-request connection). Anything still buffered here goes through end().
+    if (this.peerEnded && !this.corked && this.socket.writableLength === 0) {
+      this.socket.destroy()
+      return
+    }
     this.socket.end()
     if (this.peerEnded) {
       this.socket.destroySoon()
