@@ -255,7 +255,7 @@ export function identityKeyId(publicKey: Uint8Array): Uint8Array {
   // Asked on every handshake (which held key does HS_INIT `k` name?) for the same few keys:
   // remembered per key object, with the bytes it was computed from (a changed key is recomputed).
   const known = keyIds.get(publicKey)
-  if (known !== undefined && sameBytes(known.of, publicKey)) return Uint8Array.from(known.id)
+  if (known !== undefined && constantTimeEqual(known.of, publicKey)) return Uint8Array.from(known.id)
   const id = Uint8Array.from(sha256(KEY_ID_NAME, publicKey).subarray(0, IDENTITY_KEY_ID_BYTES))
   keyIds.set(publicKey, { of: Uint8Array.from(publicKey), id: Uint8Array.from(id) })
   return id
@@ -263,8 +263,3 @@ export function identityKeyId(publicKey: Uint8Array): Uint8Array {
 
 const keyIds = new WeakMap<Uint8Array, { of: Uint8Array; id: Uint8Array }>()
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
-  return true
-}

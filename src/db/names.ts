@@ -78,8 +78,9 @@ function checkComponent(c: unknown, i: number): void {
   if (c.length === 0) badName(`${which} is empty`)
   if (Buffer.byteLength(c, 'utf8') > MAX_COMPONENT_BYTES) badName(`${which} is longer than ${MAX_COMPONENT_BYTES} bytes`)
   if (FORBIDDEN.test(c)) badName(`${which} contains "/", "@" or "\\" (escapes are not supported)`)
+  // Printable ASCII needs none of the checks below but the spaces at its ends.
   if (PRINTABLE_ASCII.test(c)) {
-    if (c.startsWith(' ') || c.endsWith(' ')) badName(`principal name has a leading or trailing space in ${which}`)
+    checkVisible(c, which)
     return
   }
   if (CONTROL.test(c)) badName(`${which} contains a control character`)

@@ -3,7 +3,7 @@ import { ErrorCode } from '../../proto/error-codes.js'
 import type { Message } from '../../proto/messages.js'
 import { MsgType } from '../../proto/msg-types.js'
 import { KrbProtocolError } from '../errors.js'
-import type { ConnectionContext, RequestHandler } from '../wire/server.js'
+import { type ConnectionContext, isPromiseLike, type RequestHandler } from '../wire/server.js'
 import { processAsReq } from './as-req.js'
 import type { RequestRecorder } from '../ops/metrics.js'
 import type { KdcContext } from './context.js'
@@ -33,7 +33,7 @@ function measured(handler: RequestHandler, rec: RequestRecorder): RequestHandler
   return (msg, conn) => {
     const t0 = performance.now()
     const reply = handler(msg, conn)
-    if (!isThenable(reply)) {
+    if (!isPromiseLike(reply)) {
       rec.answered(msg.t, (performance.now() - t0) / 1000)
       return reply
     }
@@ -60,16 +60,12 @@ function plainHandler(ctx: KdcContext, listener: ListenerName, extra: ExtraHandl
     } catch (err) {
       return Promise.reject(refusal(ctx, listener, conn, err))
     }
-    if (isThenable(reply))
+    if (isPromiseLike(reply))
       return Promise.resolve(reply).catch((err: unknown) => {
         throw refusal(ctx, listener, conn, err)
       })
     return reply
   }
-}
-
-function isThenable(x: Message | PromiseLike<Message>): x is PromiseLike<Message> {
-  return typeof (x as Partial<PromiseLike<Message>>).then === 'function'
 }
 
 /** The request type each listener serves (PROTOCOL.md §1). */

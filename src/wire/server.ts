@@ -165,7 +165,8 @@ function checkPositive(name: string, v: number, max: number = Number.MAX_SAFE_IN
   if (!Number.isInteger(v) || v < 1 || v > max) throw new RangeError(`${name} must be an integer in [1, ${max}]`)
 }
 
-function isPromiseLike<T>(x: T | PromiseLike<T>): x is PromiseLike<T> {
+/** True when `x` has a `then` method (a promise, or any thenable). */
+export function isPromiseLike<T>(x: T | PromiseLike<T>): x is PromiseLike<T> {
   return typeof (x as Partial<PromiseLike<T>> | null)?.then === 'function'
 }
 
@@ -786,9 +787,7 @@ class ServerConnection {
       this.answer(reply, failure)
       return true
     } catch (err) {
-      const o = this.server.options
-      o.logger.error('reply could not be sent', { listener: o.name, peer: this.peer, err: errText(err) })
-      this.destroy()
+      this.lost(err)
       return false
     }
   }
