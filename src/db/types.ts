@@ -106,7 +106,7 @@ export interface PrincipalRecord {
   activatedKvno?: number
   /**
    * Sessions revoked (ms since epoch): the TGS refuses every ticket of this client whose
-   * authtime is earlier (KDC_ERR_CLIENT_REVOKED, "credentials revoked: log in again"). Set by
+   * authtime is not later (a login in the same millisecond may have used the old key; KDC_ERR_CLIENT_REVOKED, "credentials revoked: log in again"). Set by
    * the key changes that retire every older key at once because it may be known (an emergency
    * rotation, an administrator's cpw or ktadd -randkey without keepold:
    * src/admin/key-lifecycle.ts revokeSessions); never lowered, kept by purgekeys. Absent on

@@ -114,7 +114,7 @@ export function makeAdminHandler(ctx: KdcContext, exec: AdminExecutor, mapError:
       if (client.attributes.disabled) refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DISABLED', 'account disabled')
       // As the TGS does: an admin session opened by a login before a revocation (an emergency
       // rotation, another administrator's key change) ends with it; its key may be known.
-      if (client.revokedAt !== undefined && ticket.authtime < client.revokedAt)
+      if (client.revokedAt !== undefined && ticket.authtime <= client.revokedAt)
         refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CREDENTIALS_REVOKED', 'credentials revoked: log in again')
       if (client.expiresAt !== undefined && client.expiresAt <= now) refuse(ErrorCode.KDC_ERR_NAME_EXP, 'CLIENT_EXPIRED', 'account expired')
     } catch (err) {

@@ -194,7 +194,7 @@ function checkTgsReq(ctx: KdcContext, g: TgsGathered, authId: string): void {
   // The login behind the ticket (a TGT, or a ticket to renew) predates a revocation (an
   // emergency rotation, an administrator's key change: src/admin/key-lifecycle.ts
   // revokeSessions): its key may be known to a thief, so the sessions it opened end here.
-  if (client.revokedAt !== undefined && ticket.authtime < client.revokedAt)
+  if (client.revokedAt !== undefined && ticket.authtime <= client.revokedAt)
     refuse(ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CREDENTIALS_REVOKED', 'credentials revoked: log in again')
   // A lockout stops password guessing; it does not end sessions already authenticated
   // (as MIT's KDC): otherwise anyone could log a user out by guessing wrong three times.
