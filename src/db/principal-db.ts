@@ -1189,10 +1189,37 @@ export class PrincipalDb {
     check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
     known?: Readonly<PrincipalRecord>,
   ): Promise<AttemptOutcome> {
+    return Promise.resolve(this.attemptPreauthNow(id, now, policy, check, known))
+  }
+
+  /**
+   * {@link attemptPreauth}, answered in the same turn when nothing has to be read or written:
+   * `known` is the cached record, its counters are in memory, and the outcome changes no
+   * counter (a clean login, a refusal while locked). Everything else (a failure, a login
+   * that clears counters) returns the promise of the same decision, taken in this turn too.
+   */
+  attemptPreauthNow(
+    id: PrincipalId,
+    now: number,
+    policy: Policy | undefined,
+    check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
+    known?: Readonly<PrincipalRecord>,
+  ): AttemptOutcome | Promise<AttemptOutcome> {
     this.#assertOpen()
     checkPrincipalId(id)
     if (!Number.isFinite(now)) throw new RangeError('now must be a finite number')
-    return this.#track(this.#attempt(id, principalKey(id), now, policy, check, known))
+    const key = principalKey(id)
+    const cached = this.#cache.get(key)
+    let c = this.#counters.get(key)
+    if (known === undefined || cached !== known) return this.#track(this.#attempt(id, key, now, policy, check))
+    // A cached record is current (every write drops it, a load that overlapped a write is
+    // not cached): its counters need no read of their own.
+    if (c === undefined) {
+      c = pickCounters(known)
+      this.#counters.set(key, c)
+    }
+    const out = this.#decide(key, known, c, now, policy, check)
+    return out instanceof Promise ? this.#track(out) : out
   }
 
   async #attempt(
@@ -1201,14 +1228,11 @@ export class PrincipalDb {
     now: number,
     policy: Policy | undefined,
     check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
-    known: Readonly<PrincipalRecord> | undefined,
   ): Promise<AttemptOutcome> {
-    const rec = known !== undefined && known !== ABSENT && this.#cache.get(key) === known ? known : await this.get(id)
+    const rec = await this.get(id)
     if (rec === undefined) notFound(id)
     let c = this.#counters.get(key)
     if (c === undefined) {
-      // A cached record is current (every write drops it, a load that overlapped a write is
-      // not cached): its counters need no read of their own.
       const cached = this.#cache.get(key)
       if (cached !== undefined && cached !== ABSENT) {
         c = pickCounters(cached)
@@ -1219,8 +1243,23 @@ export class PrincipalDb {
       await this.#loadCounters(key, id)
       c = this.#counters.get(key)
     }
-    // From here to the commit nothing awaits: the attempts of one principal are decided one
-    // at a time, each seeing the counts of all those decided before it.
+    return this.#decide(key, rec, c, now, policy, check)
+  }
+
+  /**
+   * Decide one attempt on counters `c` in memory. Nothing here awaits before the counters
+   * are updated: the attempts of one principal are decided one at a time, each seeing the
+   * counts of all those decided before it. An outcome that changed the counters resolves
+   * once they are committed; one that changed nothing is returned as it is.
+   */
+  #decide(
+    key: string,
+    rec: Readonly<PrincipalRecord>,
+    c: LockoutState,
+    now: number,
+    policy: Policy | undefined,
+    check: (rec: Readonly<PrincipalRecord>) => PreauthCheck,
+  ): AttemptOutcome | Promise<AttemptOutcome> {
     if (c.lockedUntil !== undefined && c.lockedUntil > now) return { outcome: 'locked', lockedUntil: c.lockedUntil }
     const before = pickCounters(c)
     if (c.lockedUntil !== undefined) {
@@ -1237,9 +1276,9 @@ export class PrincipalDb {
     const max = policy !== undefined && policy.maxFailures > 0 ? policy.maxFailures : 0
     if (max > 0 && c.failureCount >= max) {
       // Counted up to the limit without a lock (the policy was tightened since): lock now, try nothing.
-      c.lockedUntil = lockEnd(now, policy!)
-      await this.#commitCounters(key)
-      return { outcome: 'locked', lockedUntil: c.lockedUntil }
+      const lockedUntil = lockEnd(now, policy!)
+      c.lockedUntil = lockedUntil
+      return this.#commitCounters(key).then(() => ({ outcome: 'locked', lockedUntil }))
     }
     const verdict = check(rec)
     if (verdict.ok) {
@@ -1247,11 +1286,13 @@ export class PrincipalDb {
       delete c.failureWindowStart
       // A login that clears counters (or any login, with trackLastSuccess) is written; a
       // clean one costs no write.
+      const ok: AttemptOutcome = { outcome: 'ok' }
       if (this.#trackLastSuccess || !sameCounters(before, c)) {
         c.lastSuccess = now
-        await this.#commitCounters(key)
-      } else this.#forgetCleanCounters(key)
-      return { outcome: 'ok' }
+        return this.#commitCounters(key).then(() => ok)
+      }
+      this.#forgetCleanCounters(key)
+      return ok
     }
     if (c.failureCount === 0 || c.failureWindowStart === undefined) c.failureWindowStart = now
     c.failureCount += 1
@@ -1263,8 +1304,7 @@ export class PrincipalDb {
     }
     const out: AttemptOutcome = { outcome: 'failed', reason: verdict.reason, failureCount: c.failureCount, lockedNow }
     if (c.lockedUntil !== undefined) out.lockedUntil = c.lockedUntil
-    await this.#commitCounters(key)
-    return out
+    return this.#commitCounters(key).then(() => out)
   }
 
   /**
@@ -1428,6 +1468,11 @@ export class PrincipalDb {
 
   /** The policy named `name` (frozen), or undefined. Served from memory. */
   async getPolicy(name: string): Promise<Readonly<Policy> | undefined> {
+    return this.peekPolicy(name)
+  }
+
+  /** {@link getPolicy} in the same turn (policies are all in memory). */
+  peekPolicy(name: string): Readonly<Policy> | undefined {
     this.#assertOpen()
     return this.#policies.get(name)
   }

@@ -6,7 +6,7 @@ import { type AsRep, type AsReq, EncKdcRepPart, EncTicketPart, PaEncTs } from '.
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { DEFAULT_KDF_PARAMS, defaultSalt, randomKey, tryOpen } from '../crypto/index.js'
 import { formatName, isValidPrincipalId } from '../db/names.js'
-import type { PrincipalRecord } from '../db/types.js'
+import type { AttemptOutcome, PrincipalRecord } from '../db/types.js'
 import { KrbProtocolError } from '../errors.js'
 import { principalString, readPart, sealPart } from '../krb/parts.js'
 import type { ConnectionContext } from '../wire/server.js'
@@ -27,8 +27,11 @@ function fail(code: number, status: string, message: string): never {
   throw new KrbProtocolError(code, status, { message })
 }
 
-/** Look up both principals. */
-async function gatherAsReq(ctx: KdcContext, req: AsReq): Promise<AsGathered> {
+/**
+ * Look up both principals: in this turn when both are in the database cache and the request
+ * carries pre-auth (a login; the PREAUTH_REQUIRED round keeps one path for every name).
+ */
+function gatherAsReq(ctx: KdcContext, req: AsReq): AsGathered | Promise<AsGathered> {
   const realm = ctx.realm.realm
   const clientName = principalString(req.cname, req.realm)
   const serviceName = principalString(req.sname, realm)
@@ -42,11 +45,12 @@ async function gatherAsReq(ctx: KdcContext, req: AsReq): Promise<AsGathered> {
     fail(ErrorCode.KDC_ERR_POLICY, 'NOT_A_CLIENT', `${formatName(req.cname)} is a service of the KDC and cannot log in`)
   if (!isValidPrincipalId({ realm, components: req.sname }))
     fail(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'BAD_NAME', 'not a valid service name')
-  const [client, service] = await Promise.all([
-    ctx.db.get({ realm, components: req.cname }),
-    ctx.db.get({ realm, components: req.sname }),
-  ])
-  return { req, client, service, clientName, serviceName }
+  const cid = { realm, components: req.cname }
+  const sid = { realm, components: req.sname }
+  const client = req.padata.length > 0 ? ctx.db.peek(cid) : undefined
+  const service = client !== undefined ? ctx.db.peek(sid) : undefined
+  if (service !== undefined) return { req, client, service, clientName, serviceName }
+  return Promise.all([client ?? ctx.db.get(cid), ctx.db.get(sid)]).then(([c, s]) => ({ req, client: c, service: s, clientName, serviceName }))
 }
 
 /**
@@ -75,63 +79,69 @@ async function preauthHint(ctx: KdcContext, req: AsReq, client: PrincipalRecord 
  * same work (a key opening, the same group-committed synced write), the same answer, no
  * sooner than preauthFailureFloorMs after the request arrived.
  */
-async function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionContext, arrived: number): Promise<boolean> {
+function checkPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionContext, arrived: number): boolean | Promise<boolean> {
   const { req, client } = g
   const requires = client ? client.attributes.requiresPreauth !== false : true
   if (req.padata.length === 0) {
     if (!requires) return false
-    const err = new KrbProtocolError(ErrorCode.KDC_ERR_PREAUTH_REQUIRED, 'PREAUTH_REQUIRED', {
-      message: 'pre-authentication required',
+    return preauthHint(ctx, req, client).then((hint) => {
+      const err = new KrbProtocolError(ErrorCode.KDC_ERR_PREAUTH_REQUIRED, 'PREAUTH_REQUIRED', {
+        message: 'pre-authentication required',
+      })
+      err.edata = hint
+      throw err
     })
-    err.edata = await preauthHint(ctx, req, client)
-    throw err
   }
   const types = req.padata.map((p) => p.type)
   const wellFormed =
     types.length === 1 && types[0] === PaType.PA_ENC_TIMESTAMP && req.padata[0]!.value.length > 0
   const value = req.padata[0]?.value ?? new Uint8Array(0)
-  let ts: { ts: number; us: number } | undefined
-  let reason: string | undefined
   if (!client) {
     tryOpen(DUMMY_KEY, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, value)
-    reason = 'unknown client principal'
-    await ctx.db.decoyFailure()
-  } else {
-    const policy = client.policy ? await ctx.db.getPolicy(client.policy) : undefined
-    const out = await ctx.db.attemptPreauth({ realm: client.realm, components: client.components }, ctx.now(), policy, (rec) => {
-      const key = currentKey(rec, ctx.now()).key
-      const plain = tryOpen(key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, value)
-      if (!wellFormed) return { ok: false, reason: 'pre-auth data missing, duplicated or of an unsupported type' }
-      if (plain === null) return { ok: false, reason: 'wrong key (bad password)' }
-      try {
-        ts = readPart(PaEncTs, plain)
-      } catch {
-        return { ok: false, reason: 'malformed encrypted timestamp' }
-      }
-      return { ok: true }
-    }, client)
-    if (out.outcome === 'locked') refuseLocked(ctx, g, conn)
-    if (out.outcome === 'failed') {
-      reason = out.reason
-      if (out.lockedNow) {
+    return ctx.db.decoyFailure().then(() => refusePreauth(ctx, g, conn, arrived, 'unknown client principal'))
+  }
+  let ts: { ts: number; us: number } | undefined
+  const policy = client.policy ? ctx.db.peekPolicy(client.policy) : undefined
+  const out = ctx.db.attemptPreauthNow({ realm: client.realm, components: client.components }, ctx.now(), policy, (rec) => {
+    const key = currentKey(rec, ctx.now()).key
+    const plain = tryOpen(key, KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, value)
+    if (!wellFormed) return { ok: false, reason: 'pre-auth data missing, duplicated or of an unsupported type' }
+    if (plain === null) return { ok: false, reason: 'wrong key (bad password)' }
+    try {
+      ts = readPart(PaEncTs, plain)
+    } catch {
+      return { ok: false, reason: 'malformed encrypted timestamp' }
+    }
+    return { ok: true }
+  }, client)
+  const decided = (o: AttemptOutcome): boolean | Promise<boolean> => {
+    if (o.outcome === 'locked') refuseLocked(ctx, g, conn)
+    if (o.outcome === 'failed') {
+      if (o.lockedNow) {
         ctx.log.security.log({ event: 'lockout', client: g.clientName, peer: conn.peer, outcome: 'info', reason: 'too many failures' })
         ctx.events?.publish({ type: 'lockout', principal: g.clientName, time: ctx.now(), actor: 'kdc:as' })
       }
+      return refusePreauth(ctx, g, conn, arrived, o.reason)
     }
+    // RFC 4120 §5.2.7.2: the timestamp must be within the skew.
+    if (Math.abs(ctx.now() - ts!.ts) > ctx.config.maxClockSkewMs) {
+      ctx.log.security.log({ event: 'as', client: g.clientName, peer: conn.peer, outcome: 'fail', reason: 'clock skew' })
+      fail(ErrorCode.KRB_AP_ERR_SKEW, 'SKEW', 'clock skew too great')
+    }
+    return true
   }
-  if (reason) {
-    ctx.log.security.log({ event: 'as', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'fail', reason })
-    const wait = ctx.config.preauthFailureFloorMs - (ctx.now() - arrived)
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait))
-    fail(ErrorCode.KDC_ERR_PREAUTH_FAILED, 'PREAUTH_FAILED', 'pre-authentication failed: wrong password or unknown principal')
-  }
-  // RFC 4120 §5.2.7.2: the timestamp must be within the skew.
-  const now = ctx.now()
-  if (Math.abs(now - ts!.ts) > ctx.config.maxClockSkewMs) {
-    ctx.log.security.log({ event: 'as', client: g.clientName, peer: conn.peer, outcome: 'fail', reason: 'clock skew' })
-    fail(ErrorCode.KRB_AP_ERR_SKEW, 'SKEW', 'clock skew too great')
-  }
-  return true
+  return out instanceof Promise ? out.then(decided) : decided(out)
+}
+
+/**
+ * A failed pre-authentication, answered no sooner than preauthFailureFloorMs after the
+ * request arrived, whatever failed: unknown name, wrong password, malformed data.
+ */
+async function refusePreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionContext, arrived: number, reason: string): Promise<never> {
+  ctx.log.security.log({ event: 'as', client: g.clientName, service: g.serviceName, peer: conn.peer, outcome: 'fail', reason })
+  const wait = ctx.config.preauthFailureFloorMs - (ctx.now() - arrived)
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait))
+  fail(ErrorCode.KDC_ERR_PREAUTH_FAILED, 'PREAUTH_FAILED', 'pre-authentication failed: wrong password or unknown principal')
 }
 
 function refuseAs(ctx: KdcContext, g: AsGathered, conn: ConnectionContext, code: number, status: string, message: string, reason: string): never {
@@ -234,15 +244,26 @@ function issueAsRep(ctx: KdcContext, g: AsGathered, preauthenticated: boolean): 
   return rep
 }
 
-/** Handle one AS_REQ. Throws KrbProtocolError for every refusal. */
-export async function processAsReq(ctx: KdcContext, req: AsReq, conn: ConnectionContext): Promise<AsRep> {
+/**
+ * Handle one AS_REQ. Throws KrbProtocolError for every refusal. The reply comes in the same
+ * turn when both principals are cached and the login changes no lockout counter.
+ */
+export function processAsReq(ctx: KdcContext, req: AsReq, conn: ConnectionContext): AsRep | Promise<AsRep> {
   const arrived = ctx.now()
-  const g = await gatherAsReq(ctx, req)
+  const g = gatherAsReq(ctx, req)
+  return g instanceof Promise ? g.then((gathered) => answerAsReq(ctx, gathered, conn, arrived)) : answerAsReq(ctx, g, conn, arrived)
+}
+
+function answerAsReq(ctx: KdcContext, g: AsGathered, conn: ConnectionContext, arrived: number): AsRep | Promise<AsRep> {
   // A locked, disabled or expired account is refused before its password is tried (as MIT
   // does): otherwise guessing would go on, uncounted, during a lockout, and the one answer
   // that differs would confirm the right password.
   checkClientStatus(ctx, g, conn)
-  const preauthenticated = await checkPreauth(ctx, g, conn, arrived)
+  const pre = checkPreauth(ctx, g, conn, arrived)
+  return pre instanceof Promise ? pre.then((p) => issueAfterPreauth(ctx, g, conn, p)) : issueAfterPreauth(ctx, g, conn, pre)
+}
+
+function issueAfterPreauth(ctx: KdcContext, g: AsGathered, conn: ConnectionContext, preauthenticated: boolean): AsRep {
   checkPrincipals(ctx, g, conn)
   const rep = issueAsRep(ctx, g, preauthenticated)
   ctx.log.security.log({
@@ -255,4 +276,3 @@ export async function processAsReq(ctx: KdcContext, req: AsReq, conn: Connection
   })
   return rep
 }
-

@@ -583,6 +583,46 @@ for (const backend of [memoryBackend(), levelBackend()]) {
         expect(seen[1]!.keys[0]!.key).to.deep.equal(next)
       })
 
+      it('decides a clean login on a cached record in the same turn, and anything that changes counters through a commit', async () => {
+        const frank = parsePrincipal('frank', REALM)
+        await db.create(makeRecord('frank'))
+        const had = (await db.get(frank))!
+        let tried = 0
+        const good = () => {
+          tried++
+          return { ok: true as const }
+        }
+        const bad = () => {
+          tried++
+          return { ok: false as const, reason: 'wrong key' }
+        }
+        // Clean login: answered now, nothing to write.
+        const clean = db.attemptPreauthNow(frank, clock, lockout, good, had)
+        expect(clean).to.deep.equal({ outcome: 'ok' })
+        // A failure is counted in this turn (the next attempt sees it) and resolves after its commit.
+        const failed = db.attemptPreauthNow(frank, clock, lockout, bad, had)
+        expect(failed).to.be.instanceOf(Promise)
+        expect((await db.lockoutState(frank))!.failureCount).to.equal(1)
+        // The login after it clears the counter: a write, so a promise too.
+        const clearing = db.attemptPreauthNow(frank, clock, lockout, good, had)
+        expect(clearing).to.be.instanceOf(Promise)
+        expect(await failed).to.include({ outcome: 'failed', failureCount: 1 })
+        expect(await clearing).to.deep.equal({ outcome: 'ok' })
+        expect((await db.lockoutState(frank))!.failureCount).to.equal(0)
+        // Locked: refused in this turn without trying the password.
+        for (let i = 0; i < lockout.maxFailures; i++) await db.attemptPreauthNow(frank, clock, lockout, bad, had)
+        const before = tried
+        // (Each commit dropped the cached copy: read the current one, as the AS does.)
+        const current = (await db.get(frank))!
+        const locked = db.attemptPreauthNow(frank, clock, lockout, good, current)
+        expect(locked).to.include({ outcome: 'locked' })
+        expect(tried).to.equal(before)
+        // A record the caller holds that is no longer the cached one takes the reading path.
+        const stale = db.attemptPreauthNow(frank, clock, lockout, good, had)
+        expect(stale).to.be.instanceOf(Promise)
+        expect(await stale).to.include({ outcome: 'locked' })
+      })
+
       beforeEach(() => db.create(makeRecord('alice')))
 
       it('counts 20 parallel failures exactly without a policy', async () => {
