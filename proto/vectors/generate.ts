@@ -617,7 +617,7 @@ function resumptionVector(): VectorFile {
     Uint8Array,
     Uint8Array,
   ]
-  const { confirmKey, ...keys } = resumeKeys(h, x, ns, rms)
+  const { confirmKey, keys } = resumeKeys(h, x, ns, rms)
   for (const [name, a, b] of [
     ['h2', keys.h, h2],
     ['k_c2s', keys.c2s, kC2s],
@@ -639,7 +639,7 @@ function resumptionVector(): VectorFile {
   const h2None = sha256(h, xhNone, ns)
   const okmNone = hkdf(rms, h2None, 'tessera-resume-v1 keys', 160)
   const none = resumeKeys(h, undefined, ns, rms)
-  if (hex(none.h) !== hex(h2None) || hex(none.c2s) !== hex(okmNone.subarray(0, 32)))
+  if (hex(none.keys.h) !== hex(h2None) || hex(none.keys.c2s) !== hex(okmNone.subarray(0, 32)))
     throw new Error('resumption vector: resumeKeys disagrees without x')
   const confirmNone = confirmBox(none.confirmKey, h2None)
 

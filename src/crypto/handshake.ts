@@ -51,22 +51,28 @@ export interface TransportKeys {
   rms?: Uint8Array
 }
 
-function split(okm: Uint8Array, h: Uint8Array): TransportKeys & { confirmKey: Uint8Array } {
-  const keys: TransportKeys & { confirmKey: Uint8Array } = {
+/** A connection's key set and its confirmation key (kept apart: no per-connection object copy). */
+export interface KeySchedule {
+  keys: TransportKeys
+  confirmKey: Uint8Array
+}
+
+function split(okm: Uint8Array, h: Uint8Array): KeySchedule {
+  const keys: TransportKeys = {
     c2s: Uint8Array.from(okm.subarray(0, 32)),
     s2c: Uint8Array.from(okm.subarray(32, 64)),
-    confirmKey: Uint8Array.from(okm.subarray(64, 96)),
     h,
   }
+  const confirmKey = Uint8Array.from(okm.subarray(64, 96))
   if (okm.length >= 160) {
     keys.res = Uint8Array.from(okm.subarray(96, 128))
     keys.rms = Uint8Array.from(okm.subarray(128, 160))
   }
   wipe(okm)
-  return keys
+  return { keys, confirmKey }
 }
 
-function schedule(es: Uint8Array, ee: Uint8Array, h: Uint8Array): TransportKeys & { confirmKey: Uint8Array } {
+function schedule(es: Uint8Array, ee: Uint8Array, h: Uint8Array): KeySchedule {
   const ikm = new Uint8Array(64)
   ikm.set(es, 0)
   ikm.set(ee, 32)
@@ -90,7 +96,7 @@ export function serverHandshake(
   const es = x25519(staticKey.secretKey, clientEph)
   const ee = x25519(eph.secretKey, clientEph)
   const h = transcriptHash(staticKey.publicKey, clientEph, eph.publicKey)
-  const { confirmKey, ...keys } = schedule(es, ee, h)
+  const { confirmKey, keys } = schedule(es, ee, h)
   const confirm = confirmBox(confirmKey, h)
   wipe(eph.secretKey)
   return { e: eph.publicKey, confirm, keys }
@@ -113,7 +119,7 @@ export function clientHandshakeFinish(
     return null
   }
   const h = transcriptHash(serverStatic, eph.publicKey, serverEph)
-  const { confirmKey, ...keys } = schedule(es, ee, h)
+  const { confirmKey, keys } = schedule(es, ee, h)
   if (!checkConfirm(confirmKey, h, confirm)) {
     wipeTransportKeys(keys)
     return null
@@ -192,7 +198,7 @@ export function resumeKeys(
   ns: Uint8Array,
   rms: Uint8Array,
   withTicket = true,
-): TransportKeys & { confirmKey: Uint8Array } {
+): KeySchedule {
   if (ns.length !== 32) throw new RangeError('server random must be 32 bytes')
   const h2 = sha256(h, earlyDataHash(x), ns)
   return split(hkdf(rms, h2, RESUME_KEYS_INFO, withTicket ? 160 : 96), h2)

@@ -428,7 +428,7 @@ function attempt(
       if (eph && msg.t === MsgType.HS_RESP) keys = clientHandshakeFinish(opts.serverKey, eph, msg.e, msg.confirm)
       else if (resume && msg.t === MsgType.HS_RESUMED) {
         // x is bound into the keys: if it was stripped or one added on the way, confirm fails here.
-        const { confirmKey, ...k } = resumeKeys(resume.h, resume.x, msg.n, resume.rms, msg.nt !== undefined)
+        const { confirmKey, keys: k } = resumeKeys(resume.h, resume.x, msg.n, resume.rms, msg.nt !== undefined)
         keys = checkConfirm(confirmKey, k.h, msg.confirm) ? k : null
         if (!keys) wipeTransportKeys(k)
       } else {

@@ -629,7 +629,7 @@ class ServerConnection {
     }
     const { h, earlyKey } = resumeEarly(staticKey.publicKey, msg.cr, msg.age, msg.tk, r.rms)
     const ns = randomBytes(32)
-    const { confirmKey, ...keys } = resumeKeys(h, msg.x, ns, r.rms, r.renew)
+    const { confirmKey, keys } = resumeKeys(h, msg.x, ns, r.rms, r.renew)
     wipe(r.rms)
     const resp: HsResumed = { v: PROTOCOL_VERSION, t: MsgType.HS_RESUMED, n: ns, confirm: confirmBox(confirmKey, keys.h) }
     const nt = r.renew ? this.ticketFor(keys, staticKey) : undefined

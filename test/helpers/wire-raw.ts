@@ -157,7 +157,7 @@ export class RawPeer {
   async resumed(hello: { h: Uint8Array; rms: Uint8Array; msg: { x?: Uint8Array } }): Promise<SealedCodec> {
     const m = await this.nextPlain()
     if (m.t !== MsgType.HS_RESUMED) throw new Error(`expected HS_RESUMED, got t=${m.t}`)
-    const { confirmKey, ...keys } = resumeKeys(hello.h, hello.msg.x, m.n, hello.rms)
+    const { confirmKey, keys } = resumeKeys(hello.h, hello.msg.x, m.n, hello.rms)
     if (!checkConfirm(confirmKey, keys.h, m.confirm)) throw new Error('HS_RESUMED did not verify')
     this.keys = { c2s: Uint8Array.from(keys.c2s), s2c: Uint8Array.from(keys.s2c), h: keys.h }
     return new SealedCodec(keys, 'client')

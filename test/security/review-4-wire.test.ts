@@ -155,13 +155,13 @@ describe('security review 4: the early request is bound into the resumption tran
     if (resumed.t !== MsgType.HS_RESUMED) throw new Error(`expected HS_RESUMED, got t=${resumed.t}`)
     // The client's view (x sent) does not confirm; the server's view (no x) does.
     const mine = resumeKeys(hello.h, hello.msg.x, resumed.n, hello.rms)
-    expect(checkConfirm(mine.confirmKey, mine.h, resumed.confirm)).to.equal(false)
+    expect(checkConfirm(mine.confirmKey, mine.keys.h, resumed.confirm)).to.equal(false)
     const theirs = resumeKeys(hello.h, undefined, resumed.n, hello.rms)
-    expect(checkConfirm(theirs.confirmKey, theirs.h, resumed.confirm)).to.equal(true)
+    expect(checkConfirm(theirs.confirmKey, theirs.keys.h, resumed.confirm)).to.equal(true)
     const handledBefore = ts.handled()
-    await p.send(new SealedCodec(mine, 'client').seal(timeReq(Cmd.ECHO, 0, 7)))
+    await p.send(new SealedCodec(mine.keys, 'client').seal(timeReq(Cmd.ECHO, 0, 7)))
     // The server cannot open it: one sealed error (under its own keys) and close.
-    const err = asKrbError(await p.nextSealed(new SealedCodec(theirs, 'client')))
+    const err = asKrbError(await p.nextSealed(new SealedCodec(theirs.keys, 'client')))
     expect(err.code).to.equal(ErrorCode.TSR_ERR_TRANSPORT_INTEGRITY)
     await p.closedWithin()
     expect(ts.handled()).to.equal(handledBefore)
