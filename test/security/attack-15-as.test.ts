@@ -240,6 +240,29 @@ describe('attack 15: the AS answered in the same turn (hostile user, over the wi
       expect(codes).to.deep.equal(lockoutModel([false, true, true], 3, 2))
       expect((await counters(below))!.failureCount).to.equal(3)
     })
+    it('fixed: the first round (no pre-auth) decided after the locking failure, while that failure is still being written, is refused 18 too, not 25', async () => {
+      // PROTOCOL.md §8.1: every AS_REQ decided after the n-th failure, the first round too, is
+      // answered 18. The first round judged the lock by the cached record, which learns of it
+      // only once the failure is written: in between it answered PREAUTH_REQUIRED.
+      const seen: number[] = []
+      for (let v = 0; v < 8; v++) {
+        const name = `first-round-${v}`
+        const key = await user(name, 'three')
+        const a = await channel()
+        const b = await channel()
+        expect(await tryLogin(a, name, key, key)).to.equal(0)
+        for (let i = 0; i < 2; i++) expect(await tryLogin(a, name, randomKey(), undefined)).to.equal(ErrorCode.KDC_ERR_PREAUTH_FAILED)
+        const third = tryLogin(a, name, randomKey(), undefined)
+        // Wait until the KDC has decided the third failure (its counters in memory), then ask at once.
+        for (let i = 0; i < 1000 && (await counters(name))?.lockedUntil === undefined; i++) await new Promise((r) => setImmediate(r))
+        expect((await counters(name))!.lockedUntil, 'the third failure was decided').to.be.a('number')
+        const first = await b.request(asReq([name]))
+        expect(await third).to.equal(ErrorCode.KDC_ERR_PREAUTH_FAILED)
+        seen.push(first.t === MsgType.KRB_ERROR ? first.code : first.t)
+      }
+      expect(seen, 'the first round after the lock was decided').to.deep.equal(seen.map(() => ErrorCode.KDC_ERR_CLIENT_REVOKED))
+    })
+
     it('an expired lock, and an expired counting window, each open a fresh window of exactly maxFailures guesses (concurrent, one connection each)', async () => {
       const SHORT = 1500
       await kdc.db.putPolicy({ ...policy('short', 3), failureCountIntervalMs: SHORT, lockoutDurationMs: SHORT })
@@ -307,9 +330,21 @@ describe('attack 15: the AS answered in the same turn (hostile user, over the wi
       expect(await tryLogin(ch, name, key, key), 'disabled over kadmin').to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
       await admin.modifyPrincipal({ name, attributes: { disabled: false } })
       await warm()
-      await kdc.db.update(id, (r) => void (r.attributes.disabled = true), 'test')
+      await kdc.db.update(
+        id,
+        (r) => {
+          r.attributes.disabled = true
+        },
+        'test',
+      )
       expect(await tryLogin(ch, name, key, key), 'disabled in process').to.equal(ErrorCode.KDC_ERR_CLIENT_REVOKED)
-      await kdc.db.update(id, (r) => void (r.attributes.disabled = false), 'test')
+      await kdc.db.update(
+        id,
+        (r) => {
+          r.attributes.disabled = false
+        },
+        'test',
+      )
       await warm()
       await admin.modifyPrincipal({ name, expiresAt: Date.now() - 1000 })
       expect(await tryLogin(ch, name, key, key), 'expired').to.equal(ErrorCode.KDC_ERR_NAME_EXP)
