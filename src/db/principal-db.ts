@@ -1317,6 +1317,16 @@ export class PrincipalDb {
     return this.#track(this.#commitCounters(undefined))
   }
 
+  /**
+   * The end of the lock of `rec` (a record from {@link get} or {@link peek}) as the KDC decides
+   * by it now, in the same turn: the in-memory counters when there are any (a lock decided and
+   * not yet written is there only), else the record's.
+   */
+  lockedUntilNow(rec: Readonly<PrincipalRecord>): number | undefined {
+    const c = this.#counters.get(principalKey(rec))
+    return c !== undefined ? c.lockedUntil : rec.lockedUntil
+  }
+
   /** The lockout counters as the KDC decides by them now (memory first, then the store). */
   async lockoutState(id: PrincipalId): Promise<LockoutState | undefined> {
     this.#assertOpen()

@@ -158,7 +158,9 @@ function checkClientStatus(ctx: KdcContext, g: AsGathered, conn: ConnectionConte
   const { client } = g
   if (!client) return
   const now = ctx.now()
-  if (client.lockedUntil !== undefined && client.lockedUntil > now) refuseLocked(ctx, g, conn)
+  // The in-memory counters decide: a lock decided moments ago is not in the cached record until written.
+  const lockedUntil = ctx.db.lockedUntilNow(client)
+  if (lockedUntil !== undefined && lockedUntil > now) refuseLocked(ctx, g, conn)
   if (client.attributes.disabled) refuseAs(ctx, g, conn, ErrorCode.KDC_ERR_CLIENT_REVOKED, 'CLIENT_DISABLED', 'account disabled', 'client disabled')
   if (client.expiresAt !== undefined && client.expiresAt <= now)
     refuseAs(ctx, g, conn, ErrorCode.KDC_ERR_NAME_EXP, 'CLIENT_EXPIRED', 'account expired', 'client expired')
