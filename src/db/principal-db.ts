@@ -651,35 +651,52 @@ export class PrincipalDb {
 
   get(id: PrincipalId): Promise<Readonly<PrincipalRecord> | undefined> {
     this.#assertOpen()
+    let r: Readonly<PrincipalRecord> | undefined | Promise<Readonly<PrincipalRecord> | undefined>
+    try {
+      r = this.getNow(id)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return r instanceof Promise ? r : Promise.resolve(r)
+  }
+
+  /**
+   * {@link get} in the same turn when it can be: a cached record, or one read synchronously
+   * (syncReads). Otherwise (a store read in the threadpool, or one already running) the
+   * promise of it. Throws what get() rejects with.
+   */
+  getNow(id: PrincipalId): Readonly<PrincipalRecord> | undefined | Promise<Readonly<PrincipalRecord> | undefined> {
+    this.#assertOpen()
     const key = principalKey(id)
     const hit = this.#cache.get(key)
     if (hit !== undefined) {
       this.#cacheHits++
-      return Promise.resolve(hit === ABSENT ? undefined : hit)
+      return hit === ABSENT ? undefined : hit
     }
     const running = this.#loads.get(key)
     if (running !== undefined) return running.promise
     this.#cacheMisses++
     // principalKey is injective on strings, but LevelDB sees UTF-8 bytes, and an ill-formed
     // string (lone surrogate) would share bytes with a valid one: only valid names reach the store.
-    if (!isValidPrincipalId(id)) return Promise.resolve(undefined)
+    if (!isValidPrincipalId(id)) return undefined
     if (this.#syncReads) {
       // One synchronous read (LevelDB: the mmapped table or the OS page cache), as MIT's KDC
       // reads its database: no threadpool round trip. A write landing meanwhile drops the
       // cached copy in its own #batch, after it landed, so what is cached here stays current.
-      let rec: Readonly<PrincipalRecord> | undefined
+      let raw: Uint8Array | undefined
+      let rec: Readonly<PrincipalRecord>
       try {
-        const raw = this.#principals.getSync(key)
-        if (raw === undefined) {
-          this.#cache.set(key, ABSENT, cacheEntryBytes(undefined))
-          return Promise.resolve(undefined)
-        }
-        rec = deepFreeze(this.#unsealPrincipal(this.#decodePrincipal(raw), key))
-        this.#cache.set(key, rec, cacheEntryBytes(raw.length))
+        raw = this.#principals.getSync(key)
+        if (raw !== undefined) rec = deepFreeze(this.#unsealPrincipal(this.#decodePrincipal(raw), key))
       } catch (err) {
-        return Promise.reject(this.#wrap(err, 'read'))
+        throw this.#wrap(err, 'read')
       }
-      return Promise.resolve(rec)
+      if (raw === undefined) {
+        this.#cache.set(key, ABSENT, cacheEntryBytes(undefined))
+        return undefined
+      }
+      this.#cache.set(key, rec!, cacheEntryBytes(raw.length))
+      return rec!
     }
     const load: Load = { stale: false, promise: Promise.resolve(undefined) }
     this.#loads.set(key, load)

@@ -28,8 +28,9 @@ function fail(code: number, status: string, message: string): never {
 }
 
 /**
- * Look up both principals: in this turn when both are in the database cache and the request
- * carries pre-auth (a login; the PREAUTH_REQUIRED round keeps one path for every name).
+ * Look up both principals: in this turn when the request carries pre-auth (a login) and the
+ * database answers in the same turn (cached, or read synchronously); the PREAUTH_REQUIRED
+ * round keeps one asynchronous path for every name.
  */
 function gatherAsReq(ctx: KdcContext, req: AsReq): AsGathered | Promise<AsGathered> {
   const realm = ctx.realm.realm
@@ -47,10 +48,13 @@ function gatherAsReq(ctx: KdcContext, req: AsReq): AsGathered | Promise<AsGather
     fail(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'BAD_NAME', 'not a valid service name')
   const cid = { realm, components: req.cname }
   const sid = { realm, components: req.sname }
-  const client = req.padata.length > 0 ? ctx.db.peek(cid) : undefined
-  const service = client !== undefined ? ctx.db.peek(sid) : undefined
-  if (service !== undefined) return { req, client, service, clientName, serviceName }
-  return Promise.all([client ?? ctx.db.get(cid), ctx.db.get(sid)]).then(([c, s]) => ({ req, client: c, service: s, clientName, serviceName }))
+  if (req.padata.length === 0)
+    return Promise.all([ctx.db.get(cid), ctx.db.get(sid)]).then(([c, s]) => ({ req, client: c, service: s, clientName, serviceName }))
+  const client = ctx.db.getNow(cid)
+  const service = ctx.db.getNow(sid)
+  if (client instanceof Promise || service instanceof Promise)
+    return Promise.all([client, service]).then(([c, s]) => ({ req, client: c, service: s, clientName, serviceName }))
+  return { req, client, service, clientName, serviceName }
 }
 
 /**

@@ -115,8 +115,9 @@ function gatherTgsReq(ctx: KdcContext, req: TgsReq): TgsGathered | Promise<TgsGa
   const now = ctx.now()
   if (req.ticket.realm !== realm) refuse(ErrorCode.KDC_ERR_WRONG_REALM, 'WRONG_REALM', `this KDC serves realm ${realm}`)
   const owner = peekName(ctx, realm, req.ticket.sname)
-  if (owner === undefined) return ctx.db.get({ realm, components: req.ticket.sname }).then((o) => gatherWithOwner(ctx, req, now, o))
-  return gatherWithOwner(ctx, req, now, owner)
+  if (owner !== undefined) return gatherWithOwner(ctx, req, now, owner)
+  const loaded = ctx.db.getNow({ realm, components: req.ticket.sname })
+  return loaded instanceof Promise ? loaded.then((o) => gatherWithOwner(ctx, req, now, o)) : gatherWithOwner(ctx, req, now, loaded)
 }
 
 function gatherWithOwner(ctx: KdcContext, req: TgsReq, now: number, owner: PrincipalRecord | undefined): TgsGathered | Promise<TgsGathered> {
@@ -145,10 +146,21 @@ function gatherWithOwner(ctx: KdcContext, req: TgsReq, now: number, owner: Princ
   return loadPrincipals(ctx, g, { realm, components: ticket.cname }, { realm, components: serviceComponents })
 }
 
-/** The principals the cache did not hold, from the database (undefined: no such principal). */
-async function loadPrincipals(ctx: KdcContext, g: TgsGathered, clientId: PrincipalId, serviceId: PrincipalId): Promise<TgsGathered> {
-  g.client ??= await ctx.db.get(clientId)
-  g.service ??= await ctx.db.get(serviceId)
+/**
+ * The principals the cache did not hold, from the database (undefined: no such principal): in
+ * this turn when the database reads synchronously, else once the reads are done.
+ */
+function loadPrincipals(ctx: KdcContext, g: TgsGathered, clientId: PrincipalId, serviceId: PrincipalId): TgsGathered | Promise<TgsGathered> {
+  const client = g.client ?? ctx.db.getNow(clientId)
+  const service = g.service ?? ctx.db.getNow(serviceId)
+  if (client instanceof Promise || service instanceof Promise)
+    return Promise.all([client, service]).then(([c, s]) => {
+      g.client = c
+      g.service = s
+      return g
+    })
+  g.client = client
+  g.service = service
   return g
 }
 

@@ -860,6 +860,32 @@ describe('PrincipalDb cache', () => {
   })
 })
 
+describe('PrincipalDb.getNow', () => {
+  it('answers a miss in the same turn with synchronous reads (and caches it), a promise without them', async () => {
+    for (const syncReads of [true, false]) {
+      const db = await PrincipalDb.open({ masterKey: randomKey(), syncReads, cacheBytes: cacheEntryBytes(400) })
+      try {
+        const recs = [makeRecord('carol'), makeRecord('dave')]
+        await db.createMany(recs)
+        // dave was read last: carol is not in a one-entry cache.
+        await db.get(recs[1]!)
+        const got = db.getNow(recs[0]!)
+        if (syncReads) {
+          expect(got).to.not.be.instanceOf(Promise)
+          expect(got).to.deep.equal(recs[0])
+          expect(db.getNow(recs[0]!), 'cached: the same object').to.equal(got)
+          expect(db.getNow(parsePrincipal('nobody', REALM))).to.equal(undefined)
+        } else {
+          expect(got).to.be.instanceOf(Promise)
+          expect(await got).to.deep.equal(recs[0])
+        }
+      } finally {
+        await db.close()
+      }
+    }
+  })
+})
+
 describe('globMatch', () => {
   const cases: [string, string, boolean][] = [
     ['*', '', true],
