@@ -3,18 +3,25 @@
  * broken into its steps, so the transport figures can be explained.
  *
  *   tessera codec op=decode_message msg=TIME_REQ ns_per_op=... ops_per_s=...
+ *   tessera codec op=principal_miss msg=on_disk_20000 ns_per_op=...   (one PrincipalDb read, cache off)
  *
  * exchange = one request/reply through real SealedCodecs on both ends, no sockets:
  * client seal, FrameReader.push, server open (secretbox open, scan, unpack, validate),
  * server seal (encode, secretbox, frame), client open. About twice a server's share.
  */
+import { mkdtemp, rm } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Packr } from 'msgpackr'
 import type { Message } from '../../proto/messages.js'
 import { MsgType, PROTOCOL_VERSION } from '../../proto/msg-types.js'
 import { validateMessage } from '../../proto/validate.js'
-import { backend, openFrame, sealFrame, serverHandshake, x25519KeyPair } from '../../src/crypto/index.js'
+import { backend, DEFAULT_KDF_PARAMS, openFrame, randomKey, sealFrame, serverHandshake, x25519KeyPair } from '../../src/crypto/index.js'
 import { LruCache } from '../../src/db/lru.js'
+import { PrincipalDb } from '../../src/db/principal-db.js'
+import type { PrincipalId } from '../../src/db/types.js'
+import { newPrincipalRecord } from '../../src/kdc/realm.js'
 import { decodeMessage, SealedCodec } from '../../src/wire/channel.js'
 import { decode, encode } from '../../src/wire/codec.js'
 import { FrameReader, frame } from '../../src/wire/frame-reader.js'
@@ -98,6 +105,32 @@ export async function run(opts: BenchOptions): Promise<void> {
   let lruNext = 42_000
   emit('lru_hit_full', 'krbtgt', () => lru.get('BENCH.TEST\u0000krbtgt\u0000BENCH.TEST'))
   emit('lru_miss_insert_full', 'service', () => lru.set(lruKey(lruNext++), lruNext, 1600))
+
+  // What a principal cache miss costs the KDC: a synchronous LevelDB read, the record's
+  // decode, its keys unsealed, the frozen copy (cache off, so every read misses).
+  if (wanted(opts, { op: 'principal_miss', msg: 'on_disk_20000' })) {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'tessera-bench-miss-'))
+    const db = await PrincipalDb.open({ location: path.join(dir, 'db'), masterKey: randomKey(), cacheSize: 0 })
+    try {
+      const n = 20_000
+      const ids: PrincipalId[] = []
+      for (let i = 0; i < n; i += 2000) {
+        const batch = await Promise.all(
+          Array.from({ length: 2000 }, (_, k) => {
+            const components = ['host', `n${i + k}.miss.bench`]
+            ids.push({ realm: 'MISS.BENCH', components })
+            return newPrincipalRecord({ realm: 'MISS.BENCH', components, kdf: DEFAULT_KDF_PARAMS, attributes: {}, maxLife: 36e6, maxRenewableLife: 6e8, by: 'bench', now: Date.now() })
+          }),
+        )
+        await db.createMany(batch)
+      }
+      // A fixed scattered order (7919 is prime, coprime with n).
+      emit('principal_miss', 'on_disk_20000', (i) => db.getNow(ids[(i * 7919) % n]!))
+    } finally {
+      await db.close()
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
