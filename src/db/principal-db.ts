@@ -241,6 +241,22 @@ function deepFreeze<T>(o: T): T {
   return o
 }
 
+/** Fields of a stored record, and of a stored key version, that the decoded one does not carry. */
+const STORED_ONLY: ReadonlySet<string> = new Set(['v', 'mk', 'keys', 'passwordHistory'])
+const SEALED_ONLY: ReadonlySet<string> = new Set(['sealed'])
+
+/**
+ * A shallow copy of `src`'s own fields but those in `skip`, built field by field: rest and
+ * spread syntax would make it a dictionary-mode object in V8, slower to build, to freeze and
+ * to read on every request. (The decoder never yields "__proto__" as a key.)
+ */
+function copyFieldsExcept(src: object, skip: ReadonlySet<string>): Record<string, unknown> {
+  const o = src as Record<string, unknown>
+  const out: Record<string, unknown> = {}
+  for (const f in o) if (!skip.has(f) && Object.hasOwn(o, f)) out[f] = o[f]
+  return out
+}
+
 /** Cached in place of a record for a name the store does not hold (unknown names are served from memory as known ones are). */
 const ABSENT = Object.freeze({}) as Readonly<PrincipalRecord>
 
@@ -2043,24 +2059,15 @@ export class PrincipalDb {
     // is the one it is stored under.
     if (typeof s.realm !== 'string' || !Array.isArray(s.components) || !s.components.every((c) => typeof c === 'string') || principalKey(s) !== key)
       corrupt('principal record (name does not match its key)')
-    // Copied field by field, not with rest/spread syntax: V8 builds those copies as
-    // dictionary-mode objects, twice as slow to make, to freeze and to read on every request.
-    // (The decoder never yields "__proto__" as a key.)
-    const rec = {} as Record<string, unknown>
-    const src = s as unknown as Record<string, unknown>
-    for (const f in src) {
-      if (f === 'v' || f === 'mk' || f === 'keys' || f === 'passwordHistory' || !Object.hasOwn(src, f)) continue
-      rec[f] = f === 'components' ? [...s.components] : src[f]
-    }
+    const rec = copyFieldsExcept(s, STORED_ONLY)
+    rec.components = [...s.components]
     rec.keys = s.keys.map((k) => this.#unsealKey(k, key, s.mk))
     if (s.passwordHistory !== undefined) rec.passwordHistory = s.passwordHistory.map((k) => this.#unsealKey(k, `history:${key}`, s.mk))
     return rec as unknown as PrincipalRecord
   }
   /** One stored key version, with its key opened (every field but `sealed`, then `key`). */
   #unsealKey(k: StoredKey, binding: string, mk: number | undefined): KeyVersion {
-    const out = {} as Record<string, unknown>
-    const src = k as unknown as Record<string, unknown>
-    for (const f in src) if (f !== 'sealed' && Object.hasOwn(src, f)) out[f] = src[f]
+    const out = copyFieldsExcept(k, SEALED_ONLY)
     out.key = this.#openKey(k.sealed, binding, k.kvno, mk)
     return out as unknown as KeyVersion
   }

@@ -48,10 +48,9 @@ function gatherAsReq(ctx: KdcContext, req: AsReq): AsGathered | Promise<AsGather
     fail(ErrorCode.KDC_ERR_S_PRINCIPAL_UNKNOWN, 'BAD_NAME', 'not a valid service name')
   const cid = { realm, components: req.cname }
   const sid = { realm, components: req.sname }
-  if (req.padata.length === 0)
-    return Promise.all([ctx.db.get(cid), ctx.db.get(sid)]).then(([c, s]) => ({ req, client: c, service: s, clientName, serviceName }))
-  const client = ctx.db.getNow(cid)
-  const service = ctx.db.getNow(sid)
+  const login = req.padata.length > 0
+  const client = login ? ctx.db.getNow(cid) : ctx.db.get(cid)
+  const service = login ? ctx.db.getNow(sid) : ctx.db.get(sid)
   if (client instanceof Promise || service instanceof Promise)
     return Promise.all([client, service]).then(([c, s]) => ({ req, client: c, service: s, clientName, serviceName }))
   return { req, client, service, clientName, serviceName }
